@@ -1,0 +1,1175 @@
+//! Marty's configuration: one typed [`Config`] per environment, with the origin of every value.
+//!
+//! Layers, lowest first: built-in defaults < `config/<MARTY_ENV>.yaml` < the local development
+//! cluster (`marty dev postgres start`, when the file enables it) < environment variables.
+//! Strings in the file may use `${VAR}` and `${VAR:-default}` (nested defaults allowed).
+//!
+//! Variables read:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `MARTY_ENV` | `development` (default), `testing` or `production`: selects the file |
+//! | `MARTY_CONFIG_DIR` | directory of the YAML files (default `./config`) |
+//! | `MARTY_STATE_DIR` | local state: secrets file, local clusters (default `./.marty`) |
+//! | `DB_HOST`, `DB_PORT` | host/port of every service database and of the admin connection |
+//! | `<SERVICE>_DB_HOST`, `<SERVICE>_DB_PORT` | host/port of one service (`CSCA_DB_HOST`, …) |
+//! | `<SERVICE>_DATABASE_URL` | full URL of one service database (`PKD_SERVICE_DATABASE_URL` for the PKD) |
+//! | `MARTY_<SERVICE>_<ROLE>_PASSWORD` | password of a role, e.g. `MARTY_CSCA_APP_PASSWORD` |
+//! | `MARTY_DATABASE_URL` | the legacy shared database `marty_dev` |
+//! | `DB_USER`, `DB_PASSWORD` | administrative credentials used by `marty db setup` only |
+//! | `MARTY_ADMIN_DATABASE_URL` | the administrative connection as one URL |
+//!
+//! Secrets are [`SecretString`]s: no `Debug`, `Display` or log line shows them, and
+//! [`Config::settings`] masks them.
+
+mod env;
+mod expand;
+mod secrets;
+mod service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+pub use env::Env;
+pub use secrets::{generate_password, write_private};
+pub use service::{Role, Service, UnknownService};
+
+use expand::{ExpandError, expand};
+
+/// The deployment environment, chosen by `MARTY_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Testing,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Testing => "testing",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Environment::Development),
+            "testing" | "test" => Ok(Environment::Testing),
+            "production" | "prod" => Ok(Environment::Production),
+            _ => Err(ConfigError::Env {
+                var: "MARTY_ENV".into(),
+                message: format!(
+                    "unknown environment {s:?}: expected development, testing or production"
+                ),
+            }),
+        }
+    }
+}
+
+/// Why configuration could not be loaded. Every variant names the file and key, or the
+/// variable, at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read configuration file {path}: {source} (set MARTY_CONFIG_DIR to the directory holding development.yaml, testing.yaml and production.yaml)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {key}: variable ${{{var}}} is not set and has no default")]
+    MissingVariable {
+        path: PathBuf,
+        key: String,
+        var: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: {message}")]
+    Secrets { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    LocalCluster { path: PathBuf, message: String },
+    #[error("no password configured for role {role}: set {var}")]
+    MissingPassword { role: String, var: String },
+    #[error(transparent)]
+    UnknownService(#[from] UnknownService),
+}
+
+/// Where a value came from, shown by `marty config show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    Default,
+    File { path: PathBuf, key: String },
+    Env { var: String },
+    LocalCluster { path: PathBuf },
+    SecretsFile { path: PathBuf },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, key } => write!(f, "{} ({key})", path.display()),
+            Origin::Env { var } => write!(f, "env {var}"),
+            Origin::LocalCluster { path } => write!(f, "local cluster {}", path.display()),
+            Origin::SecretsFile { path } => write!(f, "secrets file {}", path.display()),
+        }
+    }
+}
+
+/// One effective setting as `marty config show` prints it. Secret values are masked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Setting {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
+    pub value: String,
+    pub secret: bool,
+    pub origin: Origin,
+}
+
+/// libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "unknown sslmode {s:?}: expected disable, allow, prefer, require, verify-ca or verify-full"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Connection pool bounds of a service's runtime pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PoolSettings {
+    pub min_connections: u32,
+    pub max_connections: u32,
+}
+
+/// The database of one service and the credentials of its three roles.
+#[derive(Clone, Debug)]
+pub struct ServiceDatabase {
+    pub service: Service,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub sslmode: SslMode,
+    pub pool: PoolSettings,
+    /// How long to wait for the server to accept a connection.
+    pub connect_timeout: Duration,
+    /// How long a request may wait for a pooled connection before failing.
+    pub acquire_timeout: Duration,
+    passwords: BTreeMap<Role, SecretString>,
+}
+
+impl ServiceDatabase {
+    pub fn role_name(&self, role: Role) -> String {
+        self.service.role_name(role)
+    }
+
+    /// The password of `role`, or an error naming the variable that would supply it.
+    pub fn password(&self, role: Role) -> Result<&SecretString, ConfigError> {
+        self.passwords
+            .get(&role)
+            .ok_or_else(|| ConfigError::MissingPassword {
+                role: self.role_name(role),
+                var: self.service.password_env(role),
+            })
+    }
+
+    /// `host:port/database`, for messages.
+    pub fn location(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.database)
+    }
+}
+
+/// The administrative connection `marty db setup` uses: never a service's runtime identity.
+#[derive(Clone, Debug)]
+pub struct AdminConnection {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<SecretString>,
+    /// The maintenance database to connect to (`postgres`).
+    pub database: String,
+    pub sslmode: SslMode,
+    pub connect_timeout: Duration,
+}
+
+/// The legacy shared database `marty_dev` of the reference platform. No service role may
+/// connect to it; it is provisioned, locked down and reached with the administrative identity.
+#[derive(Clone, Debug)]
+pub struct LegacyDatabase {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub sslmode: SslMode,
+}
+
+/// Privileges and limits `marty db setup` applies to every service's roles.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolePolicy {
+    /// `statement_timeout` of the app role: a runaway query cannot hold locks for long.
+    pub app_statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of the app role: an abandoned transaction must not
+    /// block vacuum and migrations.
+    pub app_idle_in_transaction_timeout: Duration,
+    /// `CONNECTION LIMIT` per role: one service cannot exhaust the server's connections.
+    pub connection_limits: BTreeMap<Role, i32>,
+}
+
+/// Written by `marty dev postgres start`: where the local development cluster listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocalClusterState {
+    pub host: String,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    pub admin_user: String,
+    pub admin_password: String,
+}
+
+impl LocalClusterState {
+    /// The state file of the cluster kept under `state_dir`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("postgres").join("cluster.json")
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    services: BTreeMap<Service, ServiceDatabase>,
+    legacy: LegacyDatabase,
+    admin: AdminConnection,
+    role_policy: RolePolicy,
+    settings: Vec<Setting>,
+}
+
+impl Config {
+    /// Loads the configuration of `MARTY_ENV` from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&Env::from_process())
+    }
+
+    /// Loads the configuration using `env` as the environment.
+    pub fn load_from(env: &Env) -> Result<Self, ConfigError> {
+        let environment = env
+            .get("MARTY_ENV")
+            .map(Environment::from_str)
+            .transpose()?
+            .unwrap_or(Environment::Development);
+        let dir = PathBuf::from(env.get("MARTY_CONFIG_DIR").unwrap_or("config"));
+        let file = dir.join(format!("{}.yaml", environment.as_str()));
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let state_dir = PathBuf::from(env.get("MARTY_STATE_DIR").unwrap_or(".marty"));
+        Loader::new(env, file, &text)?.load(environment, state_dir)
+    }
+
+    /// The database settings of `service`.
+    pub fn database(&self, service: Service) -> &ServiceDatabase {
+        &self.services[&service]
+    }
+
+    /// All service databases, in [`Service::ALL`] order.
+    pub fn databases(&self) -> impl Iterator<Item = &ServiceDatabase> {
+        self.services.values()
+    }
+
+    /// The legacy shared database `marty_dev`.
+    pub fn default_database(&self) -> &LegacyDatabase {
+        &self.legacy
+    }
+
+    pub fn admin(&self) -> &AdminConnection {
+        &self.admin
+    }
+
+    pub fn role_policy(&self) -> &RolePolicy {
+        &self.role_policy
+    }
+
+    /// Every effective setting with its origin, secrets masked.
+    pub fn settings(&self) -> &[Setting] {
+        &self.settings
+    }
+
+    /// Configurations that would break isolation: two services sharing a database, or a
+    /// service pointed at the legacy shared database. `setup` and `verify` refuse them.
+    pub fn isolation_conflicts(&self) -> Vec<String> {
+        let key =
+            |host: &str, port: u16, db: &str| (host.to_ascii_lowercase(), port, db.to_owned());
+        let legacy = key(&self.legacy.host, self.legacy.port, &self.legacy.database);
+        let mut problems = Vec::new();
+        let dbs: Vec<_> = self.services.values().collect();
+        for (i, a) in dbs.iter().enumerate() {
+            let ka = key(&a.host, a.port, &a.database);
+            if ka == legacy || a.database == self.legacy.database {
+                problems.push(format!(
+                    "service {} is configured to use the legacy shared database {} ({}): a service must own a database no other component uses",
+                    a.service, self.legacy.database, a.location()
+                ));
+            }
+            for b in &dbs[i + 1..] {
+                if ka == key(&b.host, b.port, &b.database) {
+                    problems.push(format!(
+                        "services {} and {} are both configured to use database {}: each service must own its database, or one could read and change the other's data",
+                        a.service, b.service, a.location()
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Reads the YAML document and merges it with the other layers.
+struct Loader<'a> {
+    env: &'a Env,
+    file: PathBuf,
+    root: Mapping,
+    settings: Vec<Setting>,
+}
+
+const TOP_KEYS: &[&str] = &["database", "services", "legacy", "admin"];
+const DATABASE_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "sslmode",
+    "connect_timeout_secs",
+    "acquire_timeout_secs",
+    "pool",
+    "app_role",
+    "connection_limits",
+    "generate_passwords",
+    "local_postgres",
+];
+const SERVICE_KEYS: &[&str] = &["database", "host", "port", "sslmode", "pool", "passwords"];
+const POOL_KEYS: &[&str] = &["min_connections", "max_connections"];
+const APP_ROLE_KEYS: &[&str] = &[
+    "statement_timeout_ms",
+    "idle_in_transaction_session_timeout_ms",
+];
+const ROLE_KEYS: &[&str] = &["owner", "app", "readonly"];
+const LEGACY_KEYS: &[&str] = &["database"];
+const ADMIN_KEYS: &[&str] = &["host", "port", "user", "password", "database"];
+
+/// A candidate value for a setting: its raw text and where it came from.
+type Candidate = (String, Origin);
+
+impl<'a> Loader<'a> {
+    fn new(env: &'a Env, file: PathBuf, text: &str) -> Result<Self, ConfigError> {
+        let value: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        let root = match value {
+            Value::Mapping(m) => m,
+            Value::Null => Mapping::new(),
+            _ => {
+                return Err(ConfigError::Yaml {
+                    path: file,
+                    message: "the document must be a mapping of sections (database, services, legacy, admin)".into(),
+                });
+            }
+        };
+        let loader = Self {
+            env,
+            file,
+            root,
+            settings: Vec::new(),
+        };
+        loader.check_keys(&[], TOP_KEYS)?;
+        loader.check_keys(&["database"], DATABASE_KEYS)?;
+        loader.check_keys(&["database", "pool"], POOL_KEYS)?;
+        loader.check_keys(&["database", "app_role"], APP_ROLE_KEYS)?;
+        loader.check_keys(&["database", "connection_limits"], ROLE_KEYS)?;
+        loader.check_keys(&["legacy"], LEGACY_KEYS)?;
+        loader.check_keys(&["admin"], ADMIN_KEYS)?;
+        let service_ids: Vec<&str> = Service::ALL.iter().map(|s| s.id()).collect();
+        loader.check_keys(&["services"], &service_ids)?;
+        for s in Service::ALL {
+            loader.check_keys(&["services", s.id()], SERVICE_KEYS)?;
+            loader.check_keys(&["services", s.id(), "pool"], POOL_KEYS)?;
+            loader.check_keys(&["services", s.id(), "passwords"], ROLE_KEYS)?;
+        }
+        Ok(loader)
+    }
+
+    fn node(&self, path: &[&str]) -> Option<&Value> {
+        let mut node: Option<&Value> = None;
+        let mut map = &self.root;
+        for (i, key) in path.iter().enumerate() {
+            let v = map.get(Value::String((*key).to_owned()))?;
+            node = Some(v);
+            if i + 1 < path.len() {
+                map = v.as_mapping()?;
+            }
+        }
+        node
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.clone(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Rejects keys not in `allowed` under `path`: a typo must not silently fall back to a default.
+    fn check_keys(&self, path: &[&str], allowed: &[&str]) -> Result<(), ConfigError> {
+        let map = match if path.is_empty() {
+            Some(&Value::Null)
+        } else {
+            self.node(path)
+        } {
+            None | Some(Value::Null) if !path.is_empty() => return Ok(()),
+            None | Some(Value::Null) => &self.root,
+            Some(Value::Mapping(m)) => m,
+            Some(_) => return Err(self.invalid(&path.join("."), "expected a mapping")),
+        };
+        for key in map.keys() {
+            let name = key.as_str().unwrap_or("");
+            if !allowed.contains(&name) {
+                let shown = if path.is_empty() {
+                    format!("{key:?}")
+                } else {
+                    format!("{}.{}", path.join("."), key.as_str().unwrap_or("?"))
+                };
+                return Err(self.invalid(
+                    shown.trim_matches('"'),
+                    format!("unknown key; expected one of: {}", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's value at `path`, as text, with `${…}` expanded.
+    fn file_value(&self, path: &[&str]) -> Result<Option<Candidate>, ConfigError> {
+        let key = path.join(".");
+        let raw = match self.node(path) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(_) => return Err(self.invalid(&key, "expected a scalar value")),
+        };
+        let value = expand(&raw, self.env).map_err(|e| match e {
+            ExpandError::Missing(var) => ConfigError::MissingVariable {
+                path: self.file.clone(),
+                key: key.clone(),
+                var,
+            },
+            ExpandError::Malformed(message) => self.invalid(&key, message),
+        })?;
+        Ok(Some((
+            value,
+            Origin::File {
+                path: self.file.clone(),
+                key,
+            },
+        )))
+    }
+
+    fn env_value(&self, var: &str) -> Option<Candidate> {
+        self.env.get(var).map(|v| {
+            (
+                v.to_owned(),
+                Origin::Env {
+                    var: var.to_owned(),
+                },
+            )
+        })
+    }
+
+    /// Parses the winning candidate, naming its origin on failure, and records it.
+    fn take<T: FromStr>(
+        &mut self,
+        key: &str,
+        service: Option<Service>,
+        winner: Option<Candidate>,
+        default: &str,
+        expected: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let (raw, origin) = winner.unwrap_or_else(|| (default.to_owned(), Origin::Default));
+        let value = raw.trim().parse::<T>().map_err(|e| {
+            let message = format!("expected {expected}, found {raw:?} ({e})");
+            match &origin {
+                Origin::File { path, key } => ConfigError::Invalid {
+                    path: path.clone(),
+                    key: key.clone(),
+                    message,
+                },
+                Origin::Env { var } => ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                },
+                other => self.invalid(&format!("{key} (from {other})"), message),
+            }
+        })?;
+        self.record(key, service, raw, false, origin);
+        Ok(value)
+    }
+
+    fn record(
+        &mut self,
+        key: &str,
+        service: Option<Service>,
+        value: String,
+        secret: bool,
+        origin: Origin,
+    ) {
+        self.settings.push(Setting {
+            key: key.to_owned(),
+            service,
+            value: if secret { "********".into() } else { value },
+            secret,
+            origin,
+        });
+    }
+
+    fn load(mut self, environment: Environment, state_dir: PathBuf) -> Result<Config, ConfigError> {
+        let local = self.local_cluster(&state_dir)?;
+        let local_path = LocalClusterState::path(&state_dir);
+        let local_host = local.as_ref().map(|l| {
+            (
+                l.host.clone(),
+                Origin::LocalCluster {
+                    path: local_path.clone(),
+                },
+            )
+        });
+        let local_port = local.as_ref().map(|l| {
+            (
+                l.port.to_string(),
+                Origin::LocalCluster {
+                    path: local_path.clone(),
+                },
+            )
+        });
+
+        let connect_timeout_secs: u64 = self.take(
+            "database.connect_timeout_secs",
+            None,
+            self.file_value(&["database", "connect_timeout_secs"])?,
+            "5",
+            "a number of seconds",
+        )?;
+        let acquire_timeout_secs: u64 = self.take(
+            "database.acquire_timeout_secs",
+            None,
+            self.file_value(&["database", "acquire_timeout_secs"])?,
+            "5",
+            "a number of seconds",
+        )?;
+        let generate: bool = self.take(
+            "database.generate_passwords",
+            None,
+            self.file_value(&["database", "generate_passwords"])?,
+            "false",
+            "true or false",
+        )?;
+        let statement_timeout_ms: u64 = self.take(
+            "database.app_role.statement_timeout_ms",
+            None,
+            self.file_value(&["database", "app_role", "statement_timeout_ms"])?,
+            "30000",
+            "milliseconds",
+        )?;
+        let idle_ms: u64 = self.take(
+            "database.app_role.idle_in_transaction_session_timeout_ms",
+            None,
+            self.file_value(&[
+                "database",
+                "app_role",
+                "idle_in_transaction_session_timeout_ms",
+            ])?,
+            "60000",
+            "milliseconds",
+        )?;
+        let mut connection_limits = BTreeMap::new();
+        for (role, default) in [(Role::Owner, "5"), (Role::App, "50"), (Role::Readonly, "5")] {
+            let key = format!("database.connection_limits.{role}");
+            let limit: i32 = self.take(
+                &key,
+                None,
+                self.file_value(&["database", "connection_limits", role.as_str()])?,
+                default,
+                "a connection count",
+            )?;
+            connection_limits.insert(role, limit);
+        }
+
+        // Role passwords: env > URL user > file > secrets file (generated in development).
+        let secrets_path = state_dir.join("secrets.json");
+        let role_names: Vec<String> = Service::ALL
+            .iter()
+            .flat_map(|s| Role::ALL.map(|r| s.role_name(r)))
+            .collect();
+        let stored = secrets::passwords(&secrets_path, &role_names, generate)?;
+
+        let mut services = BTreeMap::new();
+        for service in Service::ALL {
+            let db = self.service_database(
+                environment,
+                service,
+                &local_host,
+                &local_port,
+                &stored,
+                &secrets_path,
+                Duration::from_secs(connect_timeout_secs),
+                Duration::from_secs(acquire_timeout_secs),
+            )?;
+            services.insert(service, db);
+        }
+
+        let legacy = self.legacy(&local_host, &local_port)?;
+        let admin = self.admin(
+            &local,
+            &local_path,
+            Duration::from_secs(connect_timeout_secs),
+        )?;
+
+        Ok(Config {
+            environment,
+            file: self.file.clone(),
+            state_dir,
+            services,
+            legacy,
+            admin,
+            role_policy: RolePolicy {
+                app_statement_timeout: Duration::from_millis(statement_timeout_ms),
+                app_idle_in_transaction_timeout: Duration::from_millis(idle_ms),
+                connection_limits,
+            },
+            settings: self.settings,
+        })
+    }
+
+    fn local_cluster(&self, state_dir: &Path) -> Result<Option<LocalClusterState>, ConfigError> {
+        let enabled = match self.file_value(&["database", "local_postgres"])? {
+            Some((v, _)) => v.parse::<bool>().map_err(|_| {
+                self.invalid(
+                    "database.local_postgres",
+                    format!("expected true or false, found {v:?}"),
+                )
+            })?,
+            None => false,
+        };
+        if !enabled {
+            return Ok(None);
+        }
+        let path = LocalClusterState::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ConfigError::LocalCluster {
+                        path,
+                        message: format!(
+                            "not valid cluster state ({e}); run `marty dev postgres start` again"
+                        ),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ConfigError::LocalCluster {
+                path,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Host: `<SERVICE>_DB_HOST` > `DB_HOST` > local cluster > file (service) > file (global).
+    fn host(
+        &self,
+        service: Option<Service>,
+        local: &Option<Candidate>,
+    ) -> Result<Option<Candidate>, ConfigError> {
+        let per_service =
+            service.and_then(|s| self.env_value(&format!("{}_DB_HOST", s.env_prefix())));
+        Ok(per_service
+            .or_else(|| self.env_value("DB_HOST"))
+            .or_else(|| local.clone())
+            .or(match service {
+                Some(s) => self.file_value(&["services", s.id(), "host"])?,
+                None => None,
+            })
+            .or(self.file_value(&["database", "host"])?))
+    }
+
+    fn port(
+        &self,
+        service: Option<Service>,
+        local: &Option<Candidate>,
+    ) -> Result<Option<Candidate>, ConfigError> {
+        let per_service =
+            service.and_then(|s| self.env_value(&format!("{}_DB_PORT", s.env_prefix())));
+        Ok(per_service
+            .or_else(|| self.env_value("DB_PORT"))
+            .or_else(|| local.clone())
+            .or(match service {
+                Some(s) => self.file_value(&["services", s.id(), "port"])?,
+                None => None,
+            })
+            .or(self.file_value(&["database", "port"])?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn service_database(
+        &mut self,
+        environment: Environment,
+        service: Service,
+        local_host: &Option<Candidate>,
+        local_port: &Option<Candidate>,
+        stored: &BTreeMap<String, String>,
+        secrets_path: &Path,
+        connect_timeout: Duration,
+        acquire_timeout: Duration,
+    ) -> Result<ServiceDatabase, ConfigError> {
+        let id = service.id();
+        let url = self.service_url(service)?;
+        let url_part = |f: &dyn Fn(&ParsedUrl) -> Option<String>| {
+            url.as_ref().and_then(|u| {
+                f(u).map(|v| {
+                    (
+                        v,
+                        Origin::Env {
+                            var: service.url_env().to_owned(),
+                        },
+                    )
+                })
+            })
+        };
+
+        let host_candidate =
+            url_part(&|u| u.host.clone()).or(self.host(Some(service), local_host)?);
+        let host: String = self.take(
+            &format!("services.{id}.host"),
+            Some(service),
+            host_candidate,
+            "127.0.0.1",
+            "a host name",
+        )?;
+        let port_candidate =
+            url_part(&|u| u.port.map(|p| p.to_string())).or(self.port(Some(service), local_port)?);
+        let port: u16 = self.take(
+            &format!("services.{id}.port"),
+            Some(service),
+            port_candidate,
+            "5432",
+            "a port number (1-65535)",
+        )?;
+        let default_db = match environment {
+            Environment::Production => service.production_database(),
+            _ => service.default_database(),
+        };
+        let db_candidate =
+            url_part(&|u| u.database.clone()).or(self.file_value(&["services", id, "database"])?);
+        let database: String = self.take(
+            &format!("services.{id}.database"),
+            Some(service),
+            db_candidate,
+            &default_db,
+            "a database name",
+        )?;
+        let ssl_candidate = url_part(&|u| u.sslmode.clone())
+            .or(self.file_value(&["services", id, "sslmode"])?)
+            .or(self.file_value(&["database", "sslmode"])?);
+        let sslmode: SslMode = self.take(
+            &format!("services.{id}.sslmode"),
+            Some(service),
+            ssl_candidate,
+            "prefer",
+            "an sslmode",
+        )?;
+        let min_candidate = self
+            .file_value(&["services", id, "pool", "min_connections"])?
+            .or(self.file_value(&["database", "pool", "min_connections"])?);
+        let min_connections: u32 = self.take(
+            &format!("services.{id}.pool.min_connections"),
+            Some(service),
+            min_candidate,
+            "0",
+            "a connection count",
+        )?;
+        let max_candidate = self
+            .file_value(&["services", id, "pool", "max_connections"])?
+            .or(self.file_value(&["database", "pool", "max_connections"])?);
+        let max_connections: u32 = self.take(
+            &format!("services.{id}.pool.max_connections"),
+            Some(service),
+            max_candidate,
+            "10",
+            "a connection count",
+        )?;
+        if max_connections == 0 || min_connections > max_connections {
+            return Err(self.invalid(
+                &format!("services.{id}.pool"),
+                format!("need 0 <= min_connections <= max_connections and max_connections >= 1 (got {min_connections}..{max_connections})"),
+            ));
+        }
+
+        let mut passwords = BTreeMap::new();
+        for role in Role::ALL {
+            let name = service.role_name(role);
+            let from_url = url
+                .as_ref()
+                .filter(|u| u.user.as_deref() == Some(name.as_str()))
+                .and_then(|u| {
+                    u.password.clone().map(|p| {
+                        (
+                            p,
+                            Origin::Env {
+                                var: service.url_env().to_owned(),
+                            },
+                        )
+                    })
+                });
+            let candidate = self
+                .env_value(&service.password_env(role))
+                .or(from_url)
+                .or(self.file_value(&["services", id, "passwords", role.as_str()])?)
+                .or_else(|| {
+                    stored.get(&name).map(|p| {
+                        (
+                            p.clone(),
+                            Origin::SecretsFile {
+                                path: secrets_path.to_path_buf(),
+                            },
+                        )
+                    })
+                });
+            let key = format!("services.{id}.passwords.{role}");
+            match candidate {
+                Some((password, origin)) => {
+                    self.record(&key, Some(service), String::new(), true, origin);
+                    passwords.insert(role, SecretString::from(password));
+                }
+                None => self.record(
+                    &key,
+                    Some(service),
+                    "(not set)".into(),
+                    false,
+                    Origin::Default,
+                ),
+            }
+        }
+
+        Ok(ServiceDatabase {
+            service,
+            host,
+            port,
+            database,
+            sslmode,
+            pool: PoolSettings {
+                min_connections,
+                max_connections,
+            },
+            connect_timeout,
+            acquire_timeout,
+            passwords,
+        })
+    }
+
+    fn service_url(&self, service: Service) -> Result<Option<ParsedUrl>, ConfigError> {
+        let var = service.url_env();
+        let Some(raw) = self.env.get(var) else {
+            return Ok(None);
+        };
+        let parsed = ParsedUrl::parse(raw).map_err(|message| ConfigError::Env {
+            var: var.to_owned(),
+            message,
+        })?;
+        if let Some(user) = &parsed.user
+            && Service::parse_role_name(user).map(|(s, _)| s) != Some(service)
+        {
+            return Err(ConfigError::Env {
+                var: var.to_owned(),
+                message: format!(
+                    "names user {user:?}, but {service} connects only as its own roles ({}, {}, {})",
+                    service.role_name(Role::Owner),
+                    service.role_name(Role::App),
+                    service.role_name(Role::Readonly)
+                ),
+            });
+        }
+        Ok(Some(parsed))
+    }
+
+    fn legacy(
+        &mut self,
+        local_host: &Option<Candidate>,
+        local_port: &Option<Candidate>,
+    ) -> Result<LegacyDatabase, ConfigError> {
+        let url = match self.env.get("MARTY_DATABASE_URL") {
+            Some(raw) => Some(ParsedUrl::parse(raw).map_err(|message| ConfigError::Env {
+                var: "MARTY_DATABASE_URL".into(),
+                message,
+            })?),
+            None => None,
+        };
+        let from_url = |f: &dyn Fn(&ParsedUrl) -> Option<String>| {
+            url.as_ref().and_then(|u| {
+                f(u).map(|v| {
+                    (
+                        v,
+                        Origin::Env {
+                            var: "MARTY_DATABASE_URL".into(),
+                        },
+                    )
+                })
+            })
+        };
+        let host_c = from_url(&|u| u.host.clone()).or(self.host(None, local_host)?);
+        let host = self.take("legacy.host", None, host_c, "127.0.0.1", "a host name")?;
+        let port_c = from_url(&|u| u.port.map(|p| p.to_string())).or(self.port(None, local_port)?);
+        let port = self.take(
+            "legacy.port",
+            None,
+            port_c,
+            "5432",
+            "a port number (1-65535)",
+        )?;
+        let db_c = from_url(&|u| u.database.clone()).or(self.file_value(&["legacy", "database"])?);
+        let database = self.take(
+            "legacy.database",
+            None,
+            db_c,
+            "marty_dev",
+            "a database name",
+        )?;
+        let ssl_c = from_url(&|u| u.sslmode.clone()).or(self.file_value(&["database", "sslmode"])?);
+        let sslmode = self.take("legacy.sslmode", None, ssl_c, "prefer", "an sslmode")?;
+        Ok(LegacyDatabase {
+            host,
+            port,
+            database,
+            sslmode,
+        })
+    }
+
+    /// Admin: `MARTY_ADMIN_DATABASE_URL` > `DB_USER`/`DB_PASSWORD` (+ `DB_HOST`/`DB_PORT`) >
+    /// local cluster > file `admin.*` > defaults.
+    fn admin(
+        &mut self,
+        local: &Option<LocalClusterState>,
+        local_path: &Path,
+        connect_timeout: Duration,
+    ) -> Result<AdminConnection, ConfigError> {
+        let url = match self.env.get("MARTY_ADMIN_DATABASE_URL") {
+            Some(raw) => Some(ParsedUrl::parse(raw).map_err(|message| ConfigError::Env {
+                var: "MARTY_ADMIN_DATABASE_URL".into(),
+                message,
+            })?),
+            None => None,
+        };
+        let url_origin = || Origin::Env {
+            var: "MARTY_ADMIN_DATABASE_URL".into(),
+        };
+        let from_url = |f: &dyn Fn(&ParsedUrl) -> Option<String>| {
+            url.as_ref().and_then(|u| f(u).map(|v| (v, url_origin())))
+        };
+        let local_origin = || Origin::LocalCluster {
+            path: local_path.to_path_buf(),
+        };
+        let from_local = |f: &dyn Fn(&LocalClusterState) -> String| {
+            local.as_ref().map(|l| (f(l), local_origin()))
+        };
+
+        let host_c = from_url(&|u| u.host.clone())
+            .or_else(|| self.env_value("DB_HOST"))
+            .or_else(|| from_local(&|l| l.host.clone()))
+            .or(self.file_value(&["admin", "host"])?)
+            .or(self.file_value(&["database", "host"])?);
+        let host = self.take("admin.host", None, host_c, "127.0.0.1", "a host name")?;
+        let port_c = from_url(&|u| u.port.map(|p| p.to_string()))
+            .or_else(|| self.env_value("DB_PORT"))
+            .or_else(|| from_local(&|l| l.port.to_string()))
+            .or(self.file_value(&["admin", "port"])?)
+            .or(self.file_value(&["database", "port"])?);
+        let port = self.take(
+            "admin.port",
+            None,
+            port_c,
+            "5432",
+            "a port number (1-65535)",
+        )?;
+        let user_c = from_url(&|u| u.user.clone())
+            .or_else(|| self.env_value("DB_USER"))
+            .or_else(|| from_local(&|l| l.admin_user.clone()))
+            .or(self.file_value(&["admin", "user"])?);
+        let user: String = self.take("admin.user", None, user_c, "postgres", "a role name")?;
+        if Service::parse_role_name(&user).is_some() {
+            return Err(ConfigError::Env {
+                var: "DB_USER".into(),
+                message: format!(
+                    "{user} is a service role; the administrative connection must be a separate identity with CREATEROLE and CREATEDB"
+                ),
+            });
+        }
+        let db_c = from_url(&|u| u.database.clone()).or(self.file_value(&["admin", "database"])?);
+        let database = self.take("admin.database", None, db_c, "postgres", "a database name")?;
+        let ssl_c = from_url(&|u| u.sslmode.clone()).or(self.file_value(&["database", "sslmode"])?);
+        let sslmode = self.take("admin.sslmode", None, ssl_c, "prefer", "an sslmode")?;
+        let password_c = from_url(&|u| u.password.clone())
+            .or_else(|| self.env_value("DB_PASSWORD"))
+            .or_else(|| from_local(&|l| l.admin_password.clone()))
+            .or(self.file_value(&["admin", "password"])?);
+        let password = match password_c {
+            Some((p, origin)) => {
+                self.record("admin.password", None, String::new(), true, origin);
+                Some(SecretString::from(p))
+            }
+            None => {
+                self.record(
+                    "admin.password",
+                    None,
+                    "(not set)".into(),
+                    false,
+                    Origin::Default,
+                );
+                None
+            }
+        };
+        Ok(AdminConnection {
+            host,
+            port,
+            user,
+            password,
+            database,
+            sslmode,
+            connect_timeout,
+        })
+    }
+}
+
+/// The parts of a `postgres://user:password@host:port/database?sslmode=…` URL Marty uses.
+#[derive(Debug, Default)]
+struct ParsedUrl {
+    host: Option<String>,
+    port: Option<u16>,
+    database: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    sslmode: Option<String>,
+}
+
+impl ParsedUrl {
+    fn parse(raw: &str) -> Result<Self, String> {
+        // The URL holds a password: errors describe the problem, never echo the input.
+        let url = url::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "scheme must be postgres:// or postgresql://, not {}://",
+                url.scheme()
+            ));
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let database = url.path().trim_start_matches('/');
+        Ok(Self {
+            host: url.host_str().filter(|h| !h.is_empty()).map(str::to_owned),
+            port: url.port(),
+            database: (!database.is_empty()).then(|| decode(database)),
+            user: (!url.username().is_empty()).then(|| decode(url.username())),
+            password: url.password().map(decode),
+            sslmode: url
+                .query_pairs()
+                .find(|(k, _)| k == "sslmode")
+                .map(|(_, v)| v.into_owned()),
+        })
+    }
+}
+
+impl fmt::Display for AdminConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+/// Exposes a secret for building a connection; the only place configuration code reads one.
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! The development secrets file: role passwords generated once and reused.
+//!
+//! In development nobody should have to invent twelve passwords, yet every role must still have
+//! a real one (scram-sha-256, never `trust`). Missing passwords are generated into
+//! `<state dir>/secrets.json`, created with mode 0600 and replaced atomically under a lock so
+//! that concurrent `marty` processes agree on one value. A file that others can read is refused.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// Length of generated passwords: 32 alphanumerics ≈ 190 bits.
+const GENERATED_PASSWORD_LEN: usize = 32;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SecretsDoc {
+    /// Role name → password.
+    #[serde(default)]
+    passwords: BTreeMap<String, String>,
+}
+
+/// Returns the passwords for `names`, generating and persisting the missing ones when
+/// `generate` is set. Names without a password (and `generate` unset) are absent from the map.
+pub(crate) fn passwords(
+    path: &Path,
+    names: &[String],
+    generate: bool,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let err = |message: String| ConfigError::Secrets {
+        path: path.to_path_buf(),
+        message,
+    };
+    let read = |path: &Path| -> Result<SecretsDoc, ConfigError> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                check_private(path).map_err(err)?;
+                serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretsDoc::default()),
+            Err(e) => Err(err(e.to_string())),
+        }
+    };
+
+    let mut doc = read(path)?;
+    let missing = names.iter().any(|n| !doc.passwords.contains_key(n));
+    if missing && generate {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        // The lock serialises generation between processes; re-read under it so that a
+        // password another process wrote meanwhile wins over a fresh one.
+        let lock = File::create(lock_path(path)).map_err(|e| err(e.to_string()))?;
+        lock.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
+        doc = read(path)?;
+        let mut changed = false;
+        for name in names {
+            if !doc.passwords.contains_key(name) {
+                doc.passwords.insert(name.clone(), generate_password());
+                changed = true;
+            }
+        }
+        if changed {
+            write_private(
+                path,
+                &serde_json::to_vec_pretty(&doc).map_err(|e| err(e.to_string()))?,
+            )
+            .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(names
+        .iter()
+        .filter_map(|n| doc.passwords.get(n).map(|p| (n.clone(), p.clone())))
+        .collect())
+}
+
+/// A fresh random password of URL- and SQL-safe characters.
+pub fn generate_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(GENERATED_PASSWORD_LEN)
+        .map(char::from)
+        .collect()
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+fn check_private(path: &Path) -> Result<(), String> {
+    let mode = fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "is readable by other users (mode {:o}); run `chmod 600 {}`",
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` with mode 0600, atomically (temporary file + rename), so that a
+/// crash never leaves a truncated secrets file.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_and_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        let names = vec!["marty_csca_app".to_owned(), "marty_pkd_owner".to_owned()];
+        let first = passwords(&path, &names, true).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(first["marty_csca_app"].len(), GENERATED_PASSWORD_LEN);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = passwords(&path, &names, true).unwrap();
+        assert_eq!(first, second);
+        assert_ne!(first["marty_csca_app"], first["marty_pkd_owner"]);
+    }
+
+    #[test]
+    fn without_generation_missing_stay_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        let got = passwords(&path, &["marty_csca_app".to_owned()], false).unwrap();
+        assert!(got.is_empty());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn world_readable_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        fs::write(&path, "{}").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = passwords(&path, &["x".to_owned()], true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("readable by other users (mode 644)"),
+            "{err}"
+        );
+    }
+}

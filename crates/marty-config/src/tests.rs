@@ -1,0 +1,407 @@
+use std::fs;
+
+use super::*;
+
+/// A config directory holding `yaml` as `<env>.yaml`, and a state dir, in a temp dir.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(env_name: &str, yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("config")).unwrap();
+        fs::write(
+            dir.path().join("config").join(format!("{env_name}.yaml")),
+            yaml,
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn env(&self) -> Env {
+        Env::from_pairs([
+            (
+                "MARTY_CONFIG_DIR",
+                self.dir.path().join("config").display().to_string(),
+            ),
+            (
+                "MARTY_STATE_DIR",
+                self.dir.path().join("state").display().to_string(),
+            ),
+        ])
+    }
+
+    fn file(&self, env_name: &str) -> String {
+        self.dir
+            .path()
+            .join("config")
+            .join(format!("{env_name}.yaml"))
+            .display()
+            .to_string()
+    }
+}
+
+const MINIMAL: &str = "database:\n  host: db.internal\n  port: 6543\n";
+
+fn shipped(env_name: &str) -> String {
+    fs::read_to_string(format!(
+        "{}/../../config/{env_name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn origin_of<'a>(config: &'a Config, key: &str) -> &'a Origin {
+    &config
+        .settings()
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap()
+        .origin
+}
+
+#[test]
+fn shipped_files_name_the_design_databases() {
+    let dev = Fixture::new("development", &shipped("development"));
+    let config = Config::load_from(&dev.env()).unwrap();
+    assert_eq!(config.environment, Environment::Development);
+    for service in Service::ALL {
+        assert_eq!(
+            config.database(service).database,
+            service.default_database()
+        );
+        // Development generates the passwords of every role into a 0600 file.
+        for role in Role::ALL {
+            assert_eq!(
+                expose(config.database(service).password(role).unwrap()).len(),
+                32
+            );
+        }
+    }
+    assert_eq!(config.default_database().database, "marty_dev");
+
+    let testing = Fixture::new("testing", &shipped("testing"));
+    let config = Config::load_from(&testing.env().with("MARTY_ENV", "testing")).unwrap();
+    assert_eq!(config.database(Service::Pkd).database, "marty_pkd");
+
+    let prod = Fixture::new("production", &shipped("production"));
+    let env = prod
+        .env()
+        .with("MARTY_ENV", "production")
+        .with("DB_HOST", "pg.example.org")
+        .with("MARTY_CSCA_APP_PASSWORD", "s3cret");
+    let config = Config::load_from(&env).unwrap();
+    let csca = config.database(Service::Csca);
+    assert_eq!(csca.database, "marty_csca_production");
+    assert_eq!(csca.host, "pg.example.org");
+    assert_eq!(expose(csca.password(Role::App).unwrap()), "s3cret");
+    // Production never invents passwords: a missing one names its variable.
+    let err = config
+        .database(Service::Pkd)
+        .password(Role::App)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no password configured for role marty_pkd_app: set MARTY_PKD_APP_PASSWORD"
+    );
+    assert!(!prod.dir.path().join("state").join("secrets.json").exists());
+}
+
+#[test]
+fn production_without_db_host_names_the_variable_and_file() {
+    let prod = Fixture::new("production", &shipped("production"));
+    let err = Config::load_from(&prod.env().with("MARTY_ENV", "production")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: database.host: variable ${{DB_HOST}} is not set and has no default",
+            prod.file("production")
+        )
+    );
+}
+
+#[test]
+fn global_and_per_service_host_port_overrides() {
+    let f = Fixture::new("development", MINIMAL);
+    let config = Config::load_from(&f.env()).unwrap();
+    assert_eq!(config.database(Service::Csca).host, "db.internal");
+    assert_eq!(config.database(Service::Csca).port, 6543);
+
+    let env = f
+        .env()
+        .with("DB_HOST", "10.1.1.1")
+        .with("DB_PORT", "7000")
+        .with("PKD_DB_HOST", "pkd.internal")
+        .with("PASSPORT_ENGINE_DB_PORT", "7001");
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(config.database(Service::Csca).host, "10.1.1.1");
+    assert_eq!(config.database(Service::Csca).port, 7000);
+    assert_eq!(config.database(Service::Pkd).host, "pkd.internal");
+    assert_eq!(config.database(Service::Pkd).port, 7000);
+    assert_eq!(config.database(Service::PassportEngine).port, 7001);
+    assert_eq!(config.admin().host, "10.1.1.1");
+    assert_eq!(
+        *origin_of(&config, "services.pkd.host"),
+        Origin::Env {
+            var: "PKD_DB_HOST".into()
+        }
+    );
+    assert_eq!(
+        *origin_of(&config, "services.csca.port"),
+        Origin::Env {
+            var: "DB_PORT".into()
+        }
+    );
+}
+
+#[test]
+fn service_url_override_and_its_password() {
+    let f = Fixture::new("development", MINIMAL);
+    let env = f.env().with(
+        "PKD_SERVICE_DATABASE_URL",
+        "postgres://marty_pkd_app:p%40ss@pkd-db:5544/pkd_elsewhere?sslmode=require",
+    );
+    let config = Config::load_from(&env).unwrap();
+    let pkd = config.database(Service::Pkd);
+    assert_eq!(pkd.location(), "pkd-db:5544/pkd_elsewhere");
+    assert_eq!(pkd.sslmode, SslMode::Require);
+    assert_eq!(expose(pkd.password(Role::App).unwrap()), "p@ss");
+    assert_eq!(
+        *origin_of(&config, "services.pkd.database"),
+        Origin::Env {
+            var: "PKD_SERVICE_DATABASE_URL".into()
+        }
+    );
+    // Other services are untouched.
+    assert_eq!(config.database(Service::Csca).host, "db.internal");
+}
+
+#[test]
+fn service_url_with_a_foreign_role_is_refused() {
+    let f = Fixture::new("development", MINIMAL);
+    let env = f.env().with(
+        "CSCA_DATABASE_URL",
+        "postgres://marty_pkd_app:x@h/marty_csca",
+    );
+    let err = Config::load_from(&env).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "environment variable CSCA_DATABASE_URL: names user \"marty_pkd_app\", but csca connects only as its own roles (marty_csca_owner, marty_csca_app, marty_csca_readonly)"
+    );
+    assert!(!err.contains(":x@"));
+}
+
+#[test]
+fn role_password_variables() {
+    let f = Fixture::new("development", MINIMAL);
+    let env = f
+        .env()
+        .with("MARTY_PASSPORT_ENGINE_APP_PASSWORD", "from-env");
+    let config = Config::load_from(&env).unwrap();
+    let pe = config.database(Service::PassportEngine);
+    assert_eq!(expose(pe.password(Role::App).unwrap()), "from-env");
+    // Without generation the others are unset.
+    assert!(pe.password(Role::Owner).is_err());
+    let setting = config
+        .settings()
+        .iter()
+        .find(|s| s.key == "services.passport_engine.passwords.app")
+        .unwrap();
+    assert_eq!(setting.value, "********");
+    assert_eq!(
+        setting.origin,
+        Origin::Env {
+            var: "MARTY_PASSPORT_ENGINE_APP_PASSWORD".into()
+        }
+    );
+}
+
+#[test]
+fn admin_connection_from_db_user_and_url() {
+    let f = Fixture::new("development", MINIMAL);
+    let env = f
+        .env()
+        .with("DB_USER", "provisioner")
+        .with("DB_PASSWORD", "adminpw")
+        .with("DB_HOST", "admin-host");
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(
+        config.admin().to_string(),
+        "provisioner@admin-host:6543/postgres"
+    );
+    assert_eq!(expose(config.admin().password.as_ref().unwrap()), "adminpw");
+
+    let env = f.env().with("DB_USER", "ignored").with(
+        "MARTY_ADMIN_DATABASE_URL",
+        "postgresql://root2:pw@u-host:1234/maint",
+    );
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(config.admin().to_string(), "root2@u-host:1234/maint");
+}
+
+#[test]
+fn legacy_database_url() {
+    let f = Fixture::new("development", MINIMAL);
+    let config = Config::load_from(
+        &f.env()
+            .with("MARTY_DATABASE_URL", "postgres://legacy-host:5999/old_dev"),
+    )
+    .unwrap();
+    let legacy = config.default_database();
+    assert_eq!(
+        (legacy.host.as_str(), legacy.port, legacy.database.as_str()),
+        ("legacy-host", 5999, "old_dev")
+    );
+}
+
+#[test]
+fn nested_expansion_in_the_file() {
+    let yaml = "database:\n  host: ${PRIMARY:-${FALLBACK:-default-host}}\n  port: ${PORT:-5432}\n";
+    let f = Fixture::new("development", yaml);
+    assert_eq!(
+        Config::load_from(&f.env())
+            .unwrap()
+            .database(Service::Csca)
+            .host,
+        "default-host"
+    );
+    let config = Config::load_from(&f.env().with("FALLBACK", "fb")).unwrap();
+    assert_eq!(config.database(Service::Csca).host, "fb");
+    let config = Config::load_from(&f.env().with("FALLBACK", "fb").with("PRIMARY", "pr")).unwrap();
+    assert_eq!(config.database(Service::Csca).host, "pr");
+}
+
+#[test]
+fn invalid_values_name_file_and_key() {
+    let f = Fixture::new("development", "database:\n  port: lots\n");
+    let err = Config::load_from(&f.env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: database.port: expected a port number (1-65535), found \"lots\" (invalid digit found in string)",
+            f.file("development")
+        )
+    );
+    let f = Fixture::new("development", MINIMAL);
+    let err = Config::load_from(&f.env().with("DB_PORT", "99999")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable DB_PORT: expected a port number (1-65535), found \"99999\" (number too large to fit in target type)"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let f = Fixture::new("development", "services:\n  csca:\n    databse: x\n");
+    let err = Config::load_from(&f.env()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords",
+            f.file("development")
+        )
+    );
+    let f = Fixture::new(
+        "development",
+        "services:\n  trust_store:\n    database: x\n",
+    );
+    let err = Config::load_from(&f.env()).unwrap_err();
+    assert!(
+        err.to_string().ends_with("services.trust_store: unknown key; expected one of: csca, document_signer, passport_engine, pkd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_yaml_names_file_and_position() {
+    let f = Fixture::new("development", "database:\n  host: [unclosed\n");
+    let err = Config::load_from(&f.env()).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: malformed YAML: ", f.file("development"))),
+        "{err}"
+    );
+    assert!(err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn missing_file_and_unknown_environment() {
+    let f = Fixture::new("development", MINIMAL);
+    let err = Config::load_from(&f.env().with("MARTY_ENV", "staging")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable MARTY_ENV: unknown environment \"staging\": expected development, testing or production"
+    );
+    let err = Config::load_from(&f.env().with("MARTY_ENV", "testing")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot read configuration file {}",
+            f.file("testing")
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_or_settings() {
+    let f = Fixture::new("development", MINIMAL);
+    let env = f
+        .env()
+        .with("MARTY_CSCA_OWNER_PASSWORD", "TopSecretOwner")
+        .with("DB_PASSWORD", "TopSecretAdmin")
+        .with(
+            "PKD_SERVICE_DATABASE_URL",
+            "postgres://marty_pkd_app:TopSecretUrl@h/db",
+        );
+    let config = Config::load_from(&env).unwrap();
+    let debug = format!("{config:?} {env:?}");
+    let shown = serde_json::to_string(config.settings()).unwrap();
+    for secret in ["TopSecretOwner", "TopSecretAdmin", "TopSecretUrl"] {
+        assert!(!debug.contains(secret), "Debug leaks {secret}");
+        assert!(!shown.contains(secret), "settings leak {secret}");
+    }
+}
+
+#[test]
+fn isolation_conflicts_are_explained() {
+    let yaml = "services:\n  pkd:\n    database: marty_csca\n  passport_engine:\n    database: marty_dev\n";
+    let f = Fixture::new("development", yaml);
+    let config = Config::load_from(&f.env()).unwrap();
+    let problems = config.isolation_conflicts();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().any(|p| p.starts_with(
+        "services csca and pkd are both configured to use database 127.0.0.1:5432/marty_csca"
+    )));
+    assert!(problems.iter().any(|p| p.starts_with(
+        "service passport_engine is configured to use the legacy shared database marty_dev"
+    )));
+    let fine = Fixture::new("development", MINIMAL);
+    assert!(
+        Config::load_from(&fine.env())
+            .unwrap()
+            .isolation_conflicts()
+            .is_empty()
+    );
+}
+
+#[test]
+fn local_cluster_state_is_used_when_enabled() {
+    let yaml = "database:\n  local_postgres: true\n";
+    let f = Fixture::new("development", yaml);
+    let state = LocalClusterState {
+        host: "127.0.0.1".into(),
+        port: 45678,
+        socket_dir: "/tmp/sock".into(),
+        admin_user: "marty_admin".into(),
+        admin_password: "pw".into(),
+    };
+    let path = LocalClusterState::path(&f.dir.path().join("state"));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let config = Config::load_from(&f.env()).unwrap();
+    assert_eq!(config.database(Service::Csca).port, 45678);
+    assert_eq!(config.admin().user, "marty_admin");
+    // An explicit variable still wins over the local cluster.
+    let config = Config::load_from(&f.env().with("DB_PORT", "5555")).unwrap();
+    assert_eq!(config.database(Service::Csca).port, 5555);
+}

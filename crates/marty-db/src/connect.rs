@@ -1,0 +1,197 @@
+//! Connections built from typed configuration, with a hard connect timeout and errors that
+//! name host, port, database and role (never the password).
+
+use std::time::Duration;
+
+use marty_config::{AdminConnection, LegacyDatabase, Role, ServiceDatabase, SslMode};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions, PgConnection};
+
+use crate::DbError;
+
+/// Where a connection goes and as whom.
+#[derive(Clone)]
+pub struct ConnectTarget {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    password: Option<SecretString>,
+    pub sslmode: SslMode,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl ConnectTarget {
+    /// `role` connecting to its service's own database.
+    pub fn role(db: &ServiceDatabase, role: Role) -> Result<Self, DbError> {
+        Ok(Self {
+            host: db.host.clone(),
+            port: db.port,
+            database: db.database.clone(),
+            user: db.role_name(role),
+            password: Some(db.password(role)?.clone()),
+            sslmode: db.sslmode,
+            connect_timeout: db.connect_timeout,
+        })
+    }
+
+    /// The administrative role connecting to its maintenance database.
+    pub fn admin(admin: &AdminConnection) -> Self {
+        Self {
+            host: admin.host.clone(),
+            port: admin.port,
+            database: admin.database.clone(),
+            user: admin.user.clone(),
+            password: admin.password.clone(),
+            sslmode: admin.sslmode,
+            connect_timeout: admin.connect_timeout,
+        }
+    }
+
+    /// The same identity, another database on the same server.
+    pub fn with_database(&self, database: &str) -> Self {
+        Self {
+            database: database.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The same identity on another server.
+    pub fn at(&self, host: &str, port: u16, sslmode: SslMode) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            sslmode,
+            ..self.clone()
+        }
+    }
+
+    /// The same identity and server as `self`, aimed at the legacy database's location.
+    pub fn for_legacy(&self, legacy: &LegacyDatabase) -> Self {
+        Self {
+            host: legacy.host.clone(),
+            port: legacy.port,
+            database: legacy.database.clone(),
+            sslmode: legacy.sslmode,
+            ..self.clone()
+        }
+    }
+
+    /// The same identity with another password (used to prove wrong passwords fail).
+    pub fn with_password(&self, password: &str) -> Self {
+        Self {
+            password: Some(SecretString::from(password.to_owned())),
+            ..self.clone()
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{} (database {}, role {})",
+            self.host, self.port, self.database, self.user
+        )
+    }
+
+    fn options(&self) -> PgConnectOptions {
+        let mut options = PgConnectOptions::new()
+            .username(&self.user)
+            .database(&self.database)
+            .ssl_mode(match self.sslmode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Allow => PgSslMode::Allow,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            })
+            .application_name("marty")
+            // Statements are logged by the server if an operator asks for it, not by us: they
+            // may carry password verifiers.
+            .disable_statement_logging();
+        options = if self.host.starts_with('/') {
+            options.socket(&self.host).port(self.port)
+        } else {
+            options.host(&self.host).port(self.port)
+        };
+        if let Some(p) = &self.password {
+            options = options.password(p.expose_secret());
+        }
+        options
+    }
+
+    /// Opens one connection, failing after the connect timeout with host and port named.
+    pub async fn connect(&self) -> Result<PgConnection, DbError> {
+        match tokio::time::timeout(self.connect_timeout, self.options().connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(DbError::Connect {
+                target: self.describe(),
+                message: describe_connect_error(&e),
+            }),
+            Err(_) => Err(DbError::Connect {
+                target: self.describe(),
+                message: format!(
+                    "no answer within {}s (connect timeout)",
+                    self.connect_timeout.as_secs_f32()
+                ),
+            }),
+        }
+    }
+
+    /// Opens one connection and reports the raw driver error, for callers that classify it.
+    pub async fn try_connect(&self) -> Result<PgConnection, ConnectFailure> {
+        match tokio::time::timeout(self.connect_timeout, self.options().connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(ConnectFailure::Driver(e)),
+            Err(_) => Err(ConnectFailure::Timeout),
+        }
+    }
+}
+
+/// A failed connection attempt, before it is turned into a message.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    Driver(sqlx::Error),
+    Timeout,
+}
+
+/// The server's message and SQLSTATE, or the I/O error, in one line.
+pub fn describe_connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_owned(),
+        },
+        sqlx::Error::Io(io) => format!("{io}"),
+        other => other.to_string(),
+    }
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Connects as the administrative role to its maintenance database.
+pub async fn connect_admin(admin: &AdminConnection) -> Result<PgConnection, DbError> {
+    ConnectTarget::admin(admin).connect().await
+}
+
+/// Connects as `role` of a service to the service's database.
+pub async fn connect_role(db: &ServiceDatabase, role: Role) -> Result<PgConnection, DbError> {
+    ConnectTarget::role(db, role)?.connect().await
+}
+
+/// The configured password of `role`, for computing its SCRAM verifier.
+pub(crate) fn expose_password(db: &ServiceDatabase, role: Role) -> Result<&str, DbError> {
+    Ok(db.password(role)?.expose_secret())
+}

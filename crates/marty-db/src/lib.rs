@@ -1,0 +1,73 @@
+//! Marty's database-per-service platform.
+//!
+//! - [`provision`]: `marty db setup`, idempotent and convergent provisioning of the roles,
+//!   databases and hardening of each service, with drift repair.
+//! - [`migrate`]: running each service's embedded migrations as its owner role, and status.
+//! - [`verify`]: the isolation proof: every role tries every database, plus a catalog audit.
+//! - [`local`]: a private PostgreSQL cluster for development and the tests.
+//!
+//! Every operation connects with the identity it is about: provisioning as the administrative
+//! role, migrations as `owner`, checks as the role being checked. Nothing runs as a superuser
+//! that does not have to.
+
+pub mod connect;
+pub mod local;
+pub mod migrate;
+pub mod provision;
+pub mod scram;
+mod sql;
+pub mod status;
+pub mod verify;
+
+pub use connect::{ConnectTarget, connect_admin, connect_role};
+
+use marty_config::{ConfigError, Service};
+
+/// Errors of database operations. Messages name what was being done and where.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("refusing to continue, the configuration would break database isolation:\n  - {}", .0.join("\n  - "))]
+    Isolation(Vec<String>),
+    #[error(
+        "the administrative role {user} lacks {missing}: `marty db setup` needs a role with CREATEROLE and CREATEDB (or a superuser); grant it with `ALTER ROLE {user} {missing}` or set DB_USER/DB_PASSWORD to such a role"
+    )]
+    AdminPrivilege { user: String, missing: String },
+    #[error("{service}: {message}")]
+    Migration { service: Service, message: String },
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("local PostgreSQL: {0}")]
+    Local(String),
+}
+
+/// Adds what was being done to a database error.
+pub(crate) trait SqlContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, DbError>;
+}
+
+impl<T> SqlContext<T> for Result<T, sqlx::Error> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Sql {
+            context: context(),
+            source,
+        })
+    }
+}
+
+/// Refuses configurations where two services share a database or one uses `marty_dev`.
+pub fn ensure_isolated(config: &marty_config::Config) -> Result<(), DbError> {
+    let problems = config.isolation_conflicts();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DbError::Isolation(problems))
+    }
+}

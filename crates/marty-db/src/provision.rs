@@ -1,0 +1,817 @@
+//! `marty db setup`: idempotent, convergent provisioning of every service's roles, database
+//! and hardening (DESIGN §3).
+//!
+//! Each step reads the current state from the catalogs, compares it with the desired state and
+//! changes only what differs, recording a [`Change`] that names the repair. A second run
+//! therefore reports nothing, and a run after someone re-granted `CONNECT` to `PUBLIC`,
+//! dropped a default privilege, changed an owner or gave a role `CREATEDB` repairs exactly that.
+//! Every step is safe to repeat, so a run interrupted half-way is finished by the next one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use marty_config::{Config, Role, Service, ServiceDatabase};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+
+use crate::connect::{ConnectFailure, ConnectTarget, describe_connect_error, sqlstate};
+use crate::sql::{ident, literal};
+use crate::{DbError, SqlContext, ensure_isolated, scram};
+
+/// The table `setup` creates in every database so that `verify` can prove read and write
+/// privileges by acting on a real row rather than by reading catalogs.
+pub const PROBE_TABLE: &str = "marty_isolation_probe";
+
+/// One thing `setup` created or repaired.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// The database or role concerned.
+    pub scope: String,
+    pub action: String,
+}
+
+/// What a `setup` run did.
+#[derive(Debug, Default, Serialize)]
+pub struct SetupReport {
+    pub changes: Vec<Change>,
+}
+
+/// Privileges the app and readonly roles get, through default privileges, on tables and
+/// sequences the owner creates.
+const APP_TABLE_PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+const READONLY_TABLE_PRIVILEGES: &[&str] = &["SELECT"];
+const APP_SEQUENCE_PRIVILEGES: &[&str] = &["SELECT", "USAGE"];
+const READONLY_SEQUENCE_PRIVILEGES: &[&str] = &["SELECT"];
+/// sqlx's bookkeeping table: the app role may read it (status) but never rewrite history.
+pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+struct Recorder<'a> {
+    report: &'a mut SetupReport,
+    scope: String,
+}
+
+impl Recorder<'_> {
+    fn change(&mut self, action: impl Into<String>) {
+        let action = action.into();
+        tracing::info!(scope = %self.scope, %action, "setup change");
+        self.report.changes.push(Change {
+            scope: self.scope.clone(),
+            action,
+        });
+    }
+}
+
+/// What the administrative role may do.
+struct AdminCapabilities {
+    user: String,
+    superuser: bool,
+}
+
+/// Provisions `services` (all four and the legacy database when `services` is all of them).
+pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport, DbError> {
+    ensure_isolated(config)?;
+    let admin_target = ConnectTarget::admin(config.admin());
+    let mut report = SetupReport::default();
+    let mut admin = admin_target.connect().await?;
+    let caps = admin_capabilities(&mut admin).await?;
+    for &service in services {
+        let db = config.database(service);
+        // Each service database may live on its own server; provision it there.
+        let server = admin_target.at(&db.host, db.port, db.sslmode);
+        let mut conn = if (server.host.as_str(), server.port)
+            == (admin_target.host.as_str(), admin_target.port)
+        {
+            None
+        } else {
+            let mut c = server.connect().await?;
+            admin_capabilities(&mut c).await?;
+            Some(c)
+        };
+        let conn = conn.as_mut().unwrap_or(&mut admin);
+        provision_service(config, db, conn, &server, &caps, &mut report).await?;
+    }
+    if services.len() == Service::ALL.len() {
+        let legacy = config.default_database();
+        let server = admin_target.for_legacy(legacy);
+        let mut conn = server
+            .with_database(&admin_target.database)
+            .connect()
+            .await?;
+        provision_legacy(&mut conn, &server, &caps, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn admin_capabilities(conn: &mut PgConnection) -> Result<AdminCapabilities, DbError> {
+    let (user, superuser, createrole, createdb): (String, bool, bool, bool) = sqlx::query_as(
+        "select rolname::text, rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context(|| "reading the administrative role's privileges".into())?;
+    let missing: Vec<&str> = [(createrole, "CREATEROLE"), (createdb, "CREATEDB")]
+        .into_iter()
+        .filter(|(has, _)| !superuser && !has)
+        .map(|(_, name)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(DbError::AdminPrivilege {
+            user,
+            missing: missing.join(" and "),
+        });
+    }
+    Ok(AdminCapabilities { user, superuser })
+}
+
+async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), DbError> {
+    sqlx::raw_sql(sql)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|source| DbError::Sql {
+            // Verifiers are not secrets in the clear, but keep them out of messages anyway.
+            context: format!("running `{}`", redact_password(sql)),
+            source,
+        })
+}
+
+fn redact_password(sql: &str) -> String {
+    match sql.find(" PASSWORD '") {
+        Some(i) => format!("{} PASSWORD '…'", &sql[..i]),
+        None => sql.to_owned(),
+    }
+}
+
+async fn provision_service(
+    config: &Config,
+    db: &ServiceDatabase,
+    admin: &mut PgConnection,
+    server: &ConnectTarget,
+    caps: &AdminCapabilities,
+    report: &mut SetupReport,
+) -> Result<(), DbError> {
+    let service = db.service;
+    let policy = config.role_policy();
+    let owner = db.role_name(Role::Owner);
+    let app = db.role_name(Role::App);
+    let readonly = db.role_name(Role::Readonly);
+
+    let mut created_roles = BTreeSet::new();
+    for role in Role::ALL {
+        let name = db.role_name(role);
+        let mut rec = Recorder {
+            report,
+            scope: name.clone(),
+        };
+        let limit = policy.connection_limits.get(&role).copied().unwrap_or(-1);
+        if ensure_role(admin, &name, db, role, limit, &mut rec).await? {
+            created_roles.insert(role);
+        }
+        revoke_memberships(admin, &name, &mut rec).await?;
+    }
+    {
+        let mut rec = Recorder {
+            report,
+            scope: app.clone(),
+        };
+        let wanted = [
+            (
+                "statement_timeout",
+                policy.app_statement_timeout.as_millis().to_string(),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                policy
+                    .app_idle_in_transaction_timeout
+                    .as_millis()
+                    .to_string(),
+            ),
+        ];
+        ensure_role_settings(admin, &app, &wanted, &mut rec).await?;
+    }
+
+    // An administrator without SUPERUSER acts on the database through membership in its owner.
+    if !caps.superuser {
+        let member: bool = sqlx::query_scalar("select pg_has_role(current_user, $1, 'MEMBER')")
+            .bind(&owner)
+            .fetch_one(&mut *admin)
+            .await
+            .context(|| format!("checking membership of {} in {owner}", caps.user))?;
+        if !member {
+            exec(
+                admin,
+                &format!("GRANT {} TO {}", ident(&owner), ident(&caps.user)),
+            )
+            .await?;
+            report.changes.push(Change {
+                scope: owner.clone(),
+                action: format!(
+                    "granted to administrative role {} so it can manage the database",
+                    caps.user
+                ),
+            });
+        }
+    }
+
+    let mut rec = Recorder {
+        report,
+        scope: db.database.clone(),
+    };
+    ensure_database(admin, &db.database, &owner, &[&app, &readonly], &mut rec).await?;
+
+    let mut conn = server.with_database(&db.database).connect().await?;
+    exec(&mut conn, "SET standard_conforming_strings = on").await?;
+    ensure_public_schema(&mut conn, &owner, &[&app, &readonly], &mut rec).await?;
+    ensure_default_privileges(&mut conn, &owner, &app, &readonly, &mut rec).await?;
+    ensure_existing_relations(&mut conn, &app, &readonly, &mut rec).await?;
+    ensure_probe_table(&mut conn, Some(&owner), &mut rec).await?;
+    conn.close().await.ok();
+
+    // Prove each pre-existing role's password is the configured one by logging in with it.
+    for role in Role::ALL.into_iter().filter(|r| !created_roles.contains(r)) {
+        let name = db.role_name(role);
+        let target = ConnectTarget::role(db, role)?;
+        match target.try_connect().await {
+            Ok(conn) => {
+                conn.close().await.ok();
+            }
+            Err(ConnectFailure::Driver(e)) if sqlstate(&e).as_deref() == Some("28P01") => {
+                let verifier = scram::verifier(crate::connect::expose_password(db, role)?);
+                exec(
+                    admin,
+                    &format!(
+                        "ALTER ROLE {} PASSWORD {}",
+                        ident(&name),
+                        literal(&verifier)
+                    ),
+                )
+                .await?;
+                report.changes.push(Change {
+                    scope: name,
+                    action: "password reset to the configured one (login with it failed)".into(),
+                });
+            }
+            Err(ConnectFailure::Driver(e)) => {
+                return Err(DbError::Connect {
+                    target: target.describe(),
+                    message: format!(
+                        "checking the password of {service}'s {role} role: {}",
+                        describe_connect_error(&e)
+                    ),
+                });
+            }
+            Err(ConnectFailure::Timeout) => {
+                return Err(DbError::Connect {
+                    target: target.describe(),
+                    message: "no answer within the connect timeout".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn provision_legacy(
+    admin: &mut PgConnection,
+    server: &ConnectTarget,
+    caps: &AdminCapabilities,
+    report: &mut SetupReport,
+) -> Result<(), DbError> {
+    let mut rec = Recorder {
+        report,
+        scope: server.database.clone(),
+    };
+    // The legacy database keeps its administrator as owner: no service role may use it.
+    ensure_database(admin, &server.database, &caps.user, &[], &mut rec).await?;
+    let mut conn = server.connect().await?;
+    ensure_public_schema(&mut conn, &caps.user, &[], &mut rec).await?;
+    ensure_probe_table(&mut conn, None, &mut rec).await?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Creates the role if missing (returns true), else repairs its attributes.
+async fn ensure_role(
+    conn: &mut PgConnection,
+    name: &str,
+    db: &ServiceDatabase,
+    role: Role,
+    limit: i32,
+    rec: &mut Recorder<'_>,
+) -> Result<bool, DbError> {
+    let row: Option<(bool, bool, bool, bool, bool, bool, i32)> = sqlx::query_as(
+        "select rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, rolreplication, rolcanlogin, rolconnlimit
+         from pg_roles where rolname = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .context(|| format!("reading role {name}"))?;
+    let Some((superuser, createdb, createrole, bypassrls, replication, login, connlimit)) = row
+    else {
+        let verifier = scram::verifier(crate::connect::expose_password(db, role)?);
+        exec(
+            conn,
+            &format!(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD {}",
+                ident(name),
+                literal(&verifier)
+            ),
+        )
+        .await?;
+        rec.change(format!(
+            "created role (LOGIN, scram-sha-256 password, connection limit {limit})"
+        ));
+        return Ok(true);
+    };
+    let mut fixes = Vec::new();
+    for (wrong, fix) in [
+        (superuser, "NOSUPERUSER"),
+        (createdb, "NOCREATEDB"),
+        (createrole, "NOCREATEROLE"),
+        (bypassrls, "NOBYPASSRLS"),
+        (replication, "NOREPLICATION"),
+        (!login, "LOGIN"),
+    ] {
+        if wrong {
+            fixes.push(fix.to_owned());
+        }
+    }
+    if connlimit != limit {
+        fixes.push(format!("CONNECTION LIMIT {limit}"));
+    }
+    if !fixes.is_empty() {
+        exec(
+            conn,
+            &format!("ALTER ROLE {} {}", ident(name), fixes.join(" ")),
+        )
+        .await?;
+        rec.change(format!("repaired attributes: {}", fixes.join(", ")));
+    }
+    Ok(false)
+}
+
+/// A service role is a member of no other role, and no other role is a member of it, except
+/// an administrator who manages it.
+async fn revoke_memberships(
+    conn: &mut PgConnection,
+    name: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select r.rolname::text, m.rolname::text
+         from pg_auth_members am
+         join pg_roles r on r.oid = am.roleid
+         join pg_roles m on m.oid = am.member
+         where m.rolname = $1 or (r.rolname = $1 and m.rolname like 'marty\\_%')",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading memberships of {name}"))?;
+    for (granted, member) in rows {
+        if Service::parse_role_name(&member).is_none() {
+            continue;
+        }
+        exec(
+            conn,
+            &format!("REVOKE {} FROM {}", ident(&granted), ident(&member)),
+        )
+        .await?;
+        rec.change(format!("revoked membership of {member} in {granted}"));
+    }
+    Ok(())
+}
+
+async fn ensure_role_settings(
+    conn: &mut PgConnection,
+    name: &str,
+    wanted: &[(&str, String)],
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let current: Vec<String> = sqlx::query_scalar(
+        "select unnest(s.setconfig) from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+         where r.rolname = $1 and s.setdatabase = 0",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading settings of {name}"))?;
+    for (setting, value) in wanted {
+        let entry = format!("{setting}={value}");
+        if !current.contains(&entry) {
+            exec(
+                conn,
+                &format!("ALTER ROLE {} SET {setting} = {value}", ident(name)),
+            )
+            .await?;
+            rec.change(format!("set {setting} = {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// (grantee, privilege) pairs of an ACL, with `PUBLIC` for the public pseudo-role.
+type Acl = Vec<(String, String)>;
+
+async fn ensure_database(
+    conn: &mut PgConnection,
+    database: &str,
+    owner: &str,
+    connect_roles: &[&str],
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let current_owner: Option<String> = sqlx::query_scalar(
+        "select pg_get_userbyid(datdba)::text from pg_database where datname = $1",
+    )
+    .bind(database)
+    .fetch_optional(&mut *conn)
+    .await
+    .context(|| format!("looking up database {database}"))?;
+    match current_owner {
+        None => {
+            exec(
+                conn,
+                &format!("CREATE DATABASE {} OWNER {}", ident(database), ident(owner)),
+            )
+            .await?;
+            rec.change(format!("created database owned by {owner}"));
+        }
+        Some(current) if current != owner => {
+            exec(
+                conn,
+                &format!(
+                    "ALTER DATABASE {} OWNER TO {}",
+                    ident(database),
+                    ident(owner)
+                ),
+            )
+            .await?;
+            rec.change(format!("owner changed from {current} to {owner}"));
+        }
+        Some(_) => {}
+    }
+    let acl: Acl = sqlx::query_as(
+        "select case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type
+         from pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+         where d.datname = $1",
+    )
+    .bind(database)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading the ACL of database {database}"))?;
+    let db = ident(database);
+    for (grantee, privilege) in &acl {
+        let allowed = grantee == owner
+            || (connect_roles.contains(&grantee.as_str()) && privilege == "CONNECT");
+        if !allowed {
+            let target = if grantee == "PUBLIC" {
+                "PUBLIC".to_owned()
+            } else {
+                ident(grantee)
+            };
+            exec(
+                conn,
+                &format!("REVOKE {privilege} ON DATABASE {db} FROM {target}"),
+            )
+            .await?;
+            rec.change(format!("revoked {privilege} from {grantee}"));
+        }
+    }
+    for role in connect_roles {
+        if !acl.iter().any(|(g, p)| g == role && p == "CONNECT") {
+            exec(
+                conn,
+                &format!("GRANT CONNECT ON DATABASE {db} TO {}", ident(role)),
+            )
+            .await?;
+            rec.change(format!("granted CONNECT to {role}"));
+        }
+    }
+    Ok(())
+}
+
+/// The public schema: owned by the database owner (directly or through `pg_database_owner`),
+/// `CREATE` for nobody else — stated explicitly, since a database restored from PostgreSQL ≤ 14
+/// keeps the old open ACL — and `USAGE` for the service's roles.
+async fn ensure_public_schema(
+    conn: &mut PgConnection,
+    owner: &str,
+    usage_roles: &[&str],
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let schema_owner: String = sqlx::query_scalar(
+        "select pg_get_userbyid(nspowner)::text from pg_namespace where nspname = 'public'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context(|| "reading the owner of schema public".into())?;
+    if schema_owner != owner && schema_owner != "pg_database_owner" {
+        exec(
+            conn,
+            &format!("ALTER SCHEMA public OWNER TO {}", ident(owner)),
+        )
+        .await?;
+        rec.change(format!(
+            "schema public: owner changed from {schema_owner} to {owner}"
+        ));
+    }
+    let acl: Acl = sqlx::query_as(
+        "select case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type
+         from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+         where n.nspname = 'public'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| "reading the ACL of schema public".into())?;
+    for (grantee, privilege) in &acl {
+        let is_owner = grantee == owner || grantee == "pg_database_owner";
+        if privilege == "CREATE" && !is_owner {
+            let target = if grantee == "PUBLIC" {
+                "PUBLIC".to_owned()
+            } else {
+                ident(grantee)
+            };
+            exec(
+                conn,
+                &format!("REVOKE CREATE ON SCHEMA public FROM {target}"),
+            )
+            .await?;
+            rec.change(format!("schema public: revoked CREATE from {grantee}"));
+        }
+    }
+    for role in usage_roles {
+        if !acl.iter().any(|(g, p)| g == role && p == "USAGE") {
+            exec(
+                conn,
+                &format!("GRANT USAGE ON SCHEMA public TO {}", ident(role)),
+            )
+            .await?;
+            rec.change(format!("schema public: granted USAGE to {role}"));
+        }
+    }
+    Ok(())
+}
+
+/// The privileges each role should get by default on `objtype` ('r' tables, 'S' sequences).
+fn wanted_defaults<'a>(
+    app: &'a str,
+    readonly: &'a str,
+) -> BTreeMap<(&'static str, &'a str), &'static [&'static str]> {
+    BTreeMap::from([
+        (("r", app), APP_TABLE_PRIVILEGES),
+        (("r", readonly), READONLY_TABLE_PRIVILEGES),
+        (("S", app), APP_SEQUENCE_PRIVILEGES),
+        (("S", readonly), READONLY_SEQUENCE_PRIVILEGES),
+    ])
+}
+
+fn object_kind(objtype: &str) -> &'static str {
+    if objtype == "S" {
+        "SEQUENCES"
+    } else {
+        "TABLES"
+    }
+}
+
+async fn ensure_default_privileges(
+    conn: &mut PgConnection,
+    owner: &str,
+    app: &str,
+    readonly: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let current = default_privileges(conn, owner).await?;
+    let wanted = wanted_defaults(app, readonly);
+    let prefix = format!(
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public",
+        ident(owner)
+    );
+    for ((objtype, role), privileges) in &wanted {
+        let missing: Vec<&str> = privileges
+            .iter()
+            .copied()
+            .filter(|p| !current.contains(&(objtype.to_string(), role.to_string(), p.to_string())))
+            .collect();
+        if !missing.is_empty() {
+            let kind = object_kind(objtype);
+            exec(
+                conn,
+                &format!(
+                    "{prefix} GRANT {} ON {kind} TO {}",
+                    missing.join(", "),
+                    ident(role)
+                ),
+            )
+            .await?;
+            rec.change(format!(
+                "default privileges: granted {} on new {} of {owner} to {role}",
+                missing.join(", "),
+                kind.to_lowercase()
+            ));
+        }
+    }
+    for (objtype, grantee, privilege) in &current {
+        let expected = wanted
+            .get(&(objtype.as_str(), grantee.as_str()))
+            .is_some_and(|ps| ps.contains(&privilege.as_str()));
+        if !expected && grantee != owner && (objtype == "r" || objtype == "S") {
+            let kind = object_kind(objtype);
+            let target = if grantee == "PUBLIC" {
+                "PUBLIC".to_owned()
+            } else {
+                ident(grantee)
+            };
+            exec(
+                conn,
+                &format!("{prefix} REVOKE {privilege} ON {kind} FROM {target}"),
+            )
+            .await?;
+            rec.change(format!(
+                "default privileges: revoked {privilege} on new {} of {owner} from {grantee}",
+                kind.to_lowercase()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The owner's default privileges in schema public as (objtype, grantee, privilege).
+pub(crate) async fn default_privileges(
+    conn: &mut PgConnection,
+    owner: &str,
+) -> Result<BTreeSet<(String, String, String)>, DbError> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select d.defaclobjtype::text,
+                case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end,
+                a.privilege_type
+         from pg_default_acl d, aclexplode(d.defaclacl) a
+         where d.defaclrole = (select oid from pg_roles where rolname = $1)
+           and d.defaclnamespace = 'public'::regnamespace",
+    )
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading default privileges of {owner}"))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Tables and sequences that exist already (created before the default privileges, or
+/// restored) get the same privileges; the migrations table is read-only for the app role.
+async fn ensure_existing_relations(
+    conn: &mut PgConnection,
+    app: &str,
+    readonly: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    #[derive(sqlx::FromRow)]
+    struct Relation {
+        name: String,
+        kind: String,
+        app_select: bool,
+        app_insert: bool,
+        app_update: bool,
+        app_delete: bool,
+        readonly_select: bool,
+        readonly_write: bool,
+    }
+    let rows: Vec<Relation> = sqlx::query_as(
+        "select c.relname::text as name, c.relkind::text as kind,
+                has_table_privilege($1, c.oid, 'SELECT') as app_select,
+                has_table_privilege($1, c.oid, 'INSERT') as app_insert,
+                has_table_privilege($1, c.oid, 'UPDATE') as app_update,
+                has_table_privilege($1, c.oid, 'DELETE') as app_delete,
+                has_table_privilege($2, c.oid, 'SELECT') as readonly_select,
+                has_table_privilege($2, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') as readonly_write
+         from pg_class c
+         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S')
+         order by c.relname",
+    )
+    .bind(app)
+    .bind(readonly)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| "reading privileges on existing tables".into())?;
+    for Relation {
+        name,
+        kind,
+        app_select: a_sel,
+        app_insert: a_ins,
+        app_update: a_upd,
+        app_delete: a_del,
+        readonly_select: r_sel,
+        readonly_write: r_write,
+    } in rows
+    {
+        let table = format!("public.{}", ident(&name));
+        if kind == "S" {
+            // Sequences: the table-privilege probe above answers for SELECT/UPDATE only.
+            let usage: bool = sqlx::query_scalar("select has_sequence_privilege($1, $2, 'USAGE')")
+                .bind(app)
+                .bind(format!("public.{}", ident(&name)))
+                .fetch_one(&mut *conn)
+                .await
+                .context(|| format!("reading privileges on sequence {name}"))?;
+            if !usage || !a_sel {
+                exec(
+                    conn,
+                    &format!("GRANT USAGE, SELECT ON SEQUENCE {table} TO {}", ident(app)),
+                )
+                .await?;
+                rec.change(format!("sequence {name}: granted USAGE, SELECT to {app}"));
+            }
+            if !r_sel {
+                exec(
+                    conn,
+                    &format!("GRANT SELECT ON SEQUENCE {table} TO {}", ident(readonly)),
+                )
+                .await?;
+                rec.change(format!("sequence {name}: granted SELECT to {readonly}"));
+            }
+            continue;
+        }
+        if name == MIGRATIONS_TABLE {
+            if a_ins || a_upd || a_del {
+                exec(
+                    conn,
+                    &format!(
+                        "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {}",
+                        ident(app)
+                    ),
+                )
+                .await?;
+                rec.change(format!("table {name}: revoked write privileges from {app}"));
+            }
+        } else if !(a_sel && a_ins && a_upd && a_del) {
+            exec(
+                conn,
+                &format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {}",
+                    ident(app)
+                ),
+            )
+            .await?;
+            rec.change(format!(
+                "table {name}: granted SELECT, INSERT, UPDATE, DELETE to {app}"
+            ));
+        }
+        if !r_sel {
+            exec(
+                conn,
+                &format!("GRANT SELECT ON {table} TO {}", ident(readonly)),
+            )
+            .await?;
+            rec.change(format!("table {name}: granted SELECT to {readonly}"));
+        }
+        if r_write {
+            exec(
+                conn,
+                &format!(
+                    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {}",
+                    ident(readonly)
+                ),
+            )
+            .await?;
+            rec.change(format!(
+                "table {name}: revoked write privileges from {readonly}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the one-row probe table as `owner` (or the connected role) if it is missing.
+async fn ensure_probe_table(
+    conn: &mut PgConnection,
+    owner: Option<&str>,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(format!("public.{PROBE_TABLE}"))
+        .fetch_one(&mut *conn)
+        .await
+        .context(|| "looking for the probe table".into())?;
+    if exists {
+        return Ok(());
+    }
+    let mut tx = conn
+        .begin()
+        .await
+        .context(|| "starting a transaction".into())?;
+    if let Some(owner) = owner {
+        exec(&mut tx, &format!("SET LOCAL ROLE {}", ident(owner))).await?;
+    }
+    exec(
+        &mut tx,
+        &format!(
+            "CREATE TABLE public.{PROBE_TABLE} (id integer primary key, note text not null);
+             COMMENT ON TABLE public.{PROBE_TABLE} IS 'one row: marty db verify proves read and write privileges on it';
+             INSERT INTO public.{PROBE_TABLE} VALUES (1, 'isolation probe')"
+        ),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .context(|| "committing the probe table".into())?;
+    rec.change(format!("created probe table {PROBE_TABLE}"));
+    Ok(())
+}

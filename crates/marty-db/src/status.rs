@@ -1,0 +1,142 @@
+//! `marty db status` and `marty db test-connections`: what each service database looks like,
+//! seen through the service's own roles (readonly for monitoring, app for connectivity).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use marty_config::{Role, Service, ServiceDatabase};
+use serde::Serialize;
+use sqlx::Connection;
+use sqlx::migrate::Migrator;
+
+use crate::connect::ConnectTarget;
+use crate::migrate::applied;
+use crate::{DbError, SqlContext};
+
+#[derive(Debug, Serialize)]
+pub struct MigrationInfo {
+    pub version: i64,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service: Service,
+    pub database: String,
+    pub location: String,
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub server_version: Option<String>,
+    pub applied: Vec<MigrationInfo>,
+    pub pending: Vec<MigrationInfo>,
+    /// Applied migrations whose embedded file has changed since (must never happen).
+    pub modified: Vec<i64>,
+    pub size_bytes: Option<i64>,
+    /// Sessions connected to this database, per role.
+    pub connections: BTreeMap<String, i64>,
+}
+
+/// Reads the status of `db` as its readonly role; an unreachable database is reported, not an
+/// error.
+pub async fn status(db: &ServiceDatabase, migrator: &Migrator) -> ServiceStatus {
+    let mut out = ServiceStatus {
+        service: db.service,
+        database: db.database.clone(),
+        location: format!("{}:{}", db.host, db.port),
+        reachable: false,
+        error: None,
+        server_version: None,
+        applied: Vec::new(),
+        pending: Vec::new(),
+        modified: Vec::new(),
+        size_bytes: None,
+        connections: BTreeMap::new(),
+    };
+    if let Err(e) = fill(db, migrator, &mut out).await {
+        out.error = Some(e.to_string());
+    }
+    out
+}
+
+async fn fill(
+    db: &ServiceDatabase,
+    migrator: &Migrator,
+    out: &mut ServiceStatus,
+) -> Result<(), DbError> {
+    let mut conn = ConnectTarget::role(db, Role::Readonly)?.connect().await?;
+    out.reachable = true;
+    let (version, size): (String, i64) = sqlx::query_as(
+        "select current_setting('server_version'), pg_database_size(current_database())",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .context(|| "reading server version and size".into())?;
+    out.server_version = Some(version);
+    out.size_bytes = Some(size);
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select coalesce(usename::text, '(background)'), count(*) from pg_stat_activity
+         where datname = current_database() group by 1 order by 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .context(|| "reading connections".into())?;
+    out.connections = rows.into_iter().collect();
+    let done = applied(&mut conn).await?;
+    for m in migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+    {
+        match done.iter().find(|a| a.version == m.version) {
+            Some(a) => {
+                if a.checksum != *m.checksum {
+                    out.modified.push(m.version);
+                }
+                out.applied.push(MigrationInfo {
+                    version: m.version,
+                    description: m.description.to_string(),
+                });
+            }
+            None => out.pending.push(MigrationInfo {
+                version: m.version,
+                description: m.description.to_string(),
+            }),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectionCheck {
+    pub service: Service,
+    pub role: String,
+    pub location: String,
+    pub ok: bool,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Connects as the app role to its own database and runs `select 1`, timing both.
+pub async fn test_connection(db: &ServiceDatabase) -> ConnectionCheck {
+    let start = Instant::now();
+    let result = async {
+        let mut conn = ConnectTarget::role(db, Role::App)?.connect().await?;
+        sqlx::query("select 1")
+            .execute(&mut conn)
+            .await
+            .context(|| "select 1".into())?;
+        conn.close().await.ok();
+        Ok::<_, DbError>(())
+    }
+    .await;
+    ConnectionCheck {
+        service: db.service,
+        role: db.role_name(Role::App),
+        location: db.location(),
+        ok: result.is_ok(),
+        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+        error: result.err().map(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,632 @@
+//! `marty db verify`: the isolation proof (DESIGN §3.5).
+//!
+//! Proof by acting: every login role (4 services × 3) logs in with its real password to every
+//! database (the 4 services and the legacy `marty_dev`) and attempts to connect, read, write,
+//! create a table, create a temporary table and `SET ROLE` to another service's role. Each
+//! attempt runs in a transaction that is rolled back, so verify changes nothing. Outcomes are
+//! compared with the declared policy; then a catalog audit lists PUBLIC privileges, public
+//! schema ACLs, dangerous role attributes, memberships and default privileges.
+
+use std::fmt::Write as _;
+
+use futures::StreamExt;
+use marty_config::{Config, Role, Service};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+
+use crate::connect::{ConnectFailure, ConnectTarget, describe_connect_error, sqlstate};
+use crate::provision::{PROBE_TABLE, default_privileges};
+use crate::sql::ident;
+use crate::{DbError, SqlContext, ensure_isolated};
+
+/// What a role attempts in a database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Connect,
+    Read,
+    Write,
+    Ddl,
+    TempTable,
+    SetRole,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::Connect,
+        Action::Read,
+        Action::Write,
+        Action::Ddl,
+        Action::TempTable,
+        Action::SetRole,
+    ];
+
+    /// The letter shown in the matrix when the action succeeded.
+    fn letter(self) -> char {
+        match self {
+            Action::Connect => 'C',
+            Action::Read => 'R',
+            Action::Write => 'W',
+            Action::Ddl => 'D',
+            Action::TempTable => 'T',
+            Action::SetRole => 'S',
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Ddl => "create table",
+            Action::TempTable => "create temp table",
+            Action::SetRole => "SET ROLE to another service's role",
+        }
+    }
+}
+
+/// What happened when a role attempted an action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "message", rename_all = "snake_case")]
+pub enum Outcome {
+    Allowed,
+    /// PostgreSQL refused it for lack of privilege.
+    Denied,
+    /// Not attempted because the connection was refused.
+    NotTried,
+    /// Failed for another reason (wrong password, missing table, network): always a deviation.
+    Error(String),
+}
+
+impl Outcome {
+    fn symbol(&self, action: Action) -> char {
+        match self {
+            Outcome::Allowed => action.letter(),
+            Outcome::Denied => '.',
+            Outcome::NotTried => '-',
+            Outcome::Error(_) => 'E',
+        }
+    }
+}
+
+/// One role × database cell of the matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    pub role: String,
+    pub role_service: Service,
+    pub role_kind: Role,
+    pub database: String,
+    /// The service owning the database; `None` for the legacy database.
+    pub database_service: Option<Service>,
+    pub actual: Vec<(Action, Outcome)>,
+    pub expected: Vec<(Action, Outcome)>,
+    pub ok: bool,
+}
+
+impl Cell {
+    fn pattern(outcomes: &[(Action, Outcome)]) -> String {
+        outcomes.iter().map(|(a, o)| o.symbol(*a)).collect()
+    }
+}
+
+/// One catalog audit check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub area: String,
+    pub subject: String,
+    pub expected: String,
+    pub actual: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub databases: Vec<String>,
+    pub roles: Vec<String>,
+    pub cells: Vec<Cell>,
+    pub audit: Vec<Finding>,
+    pub deviations: usize,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.deviations == 0
+    }
+}
+
+/// The declared policy of DESIGN §3.
+pub fn expected(
+    role_service: Service,
+    role: Role,
+    database_service: Option<Service>,
+) -> Vec<(Action, Outcome)> {
+    let own = database_service == Some(role_service);
+    Action::ALL
+        .into_iter()
+        .map(|action| {
+            let outcome = if !own {
+                if action == Action::Connect {
+                    Outcome::Denied
+                } else {
+                    Outcome::NotTried
+                }
+            } else {
+                let allowed = match action {
+                    Action::Connect | Action::Read => true,
+                    Action::Write => matches!(role, Role::Owner | Role::App),
+                    Action::Ddl | Action::TempTable => role == Role::Owner,
+                    Action::SetRole => false,
+                };
+                if allowed {
+                    Outcome::Allowed
+                } else {
+                    Outcome::Denied
+                }
+            };
+            (action, outcome)
+        })
+        .collect()
+}
+
+/// Runs the matrix with up to `concurrency` cells at once, then the audit.
+pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport, DbError> {
+    ensure_isolated(config)?;
+    // (database name, owning service, where it is)
+    let admin = ConnectTarget::admin(config.admin());
+    let mut databases: Vec<(String, Option<Service>, ConnectTarget)> = config
+        .databases()
+        .map(|db| {
+            let target = admin
+                .with_database(&db.database)
+                .at(&db.host, db.port, db.sslmode);
+            (db.database.clone(), Some(db.service), target)
+        })
+        .collect();
+    let legacy = config.default_database();
+    databases.push((legacy.database.clone(), None, admin.for_legacy(legacy)));
+
+    let mut jobs = Vec::new();
+    // Database-major order: consecutive cells use different roles, so no role nears its
+    // connection limit however many cells run at once.
+    for (database, database_service, location) in &databases {
+        for service in Service::ALL {
+            let db = config.database(service);
+            for role in Role::ALL {
+                let own = ConnectTarget::role(db, role)?;
+                let target =
+                    own.with_database(database)
+                        .at(&location.host, location.port, location.sslmode);
+                let foreign_role = next_service(service).role_name(Role::App);
+                let expected = expected(service, role, *database_service);
+                let cell = Cell {
+                    role: db.role_name(role),
+                    role_service: service,
+                    role_kind: role,
+                    database: database.clone(),
+                    database_service: *database_service,
+                    actual: Vec::new(),
+                    expected,
+                    ok: false,
+                };
+                jobs.push((cell, target, foreign_role));
+            }
+        }
+    }
+    let mut cells: Vec<(usize, Cell)> = futures::stream::iter(jobs.into_iter().enumerate().map(
+        |(i, (mut cell, target, foreign_role))| async move {
+            cell.actual = attempt(&target, &foreign_role).await;
+            cell.ok = cell.actual == cell.expected;
+            (i, cell)
+        },
+    ))
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await;
+    cells.sort_by_key(|(i, _)| *i);
+    let cells: Vec<Cell> = cells.into_iter().map(|(_, c)| c).collect();
+
+    let audit = audit(config, &databases).await?;
+    let deviations =
+        cells.iter().filter(|c| !c.ok).count() + audit.iter().filter(|f| !f.ok).count();
+    Ok(VerifyReport {
+        databases: databases.iter().map(|(d, _, _)| d.clone()).collect(),
+        roles: Service::ALL
+            .iter()
+            .flat_map(|s| Role::ALL.map(|r| s.role_name(r)))
+            .collect(),
+        cells,
+        audit,
+        deviations,
+    })
+}
+
+/// The service whose role a cell tries to `SET ROLE` to.
+fn next_service(service: Service) -> Service {
+    let i = Service::ALL.iter().position(|s| *s == service).unwrap_or(0);
+    Service::ALL[(i + 1) % Service::ALL.len()]
+}
+
+/// Insufficient privilege (42501) or rejected by pg_hba (28000): PostgreSQL said no.
+fn is_denial(e: &sqlx::Error) -> bool {
+    matches!(sqlstate(e).as_deref(), Some("42501") | Some("28000"))
+}
+
+async fn attempt(target: &ConnectTarget, foreign_role: &str) -> Vec<(Action, Outcome)> {
+    let rest = |outcome: Outcome| -> Vec<(Action, Outcome)> {
+        let mut v = vec![(Action::Connect, outcome)];
+        v.extend(Action::ALL[1..].iter().map(|a| (*a, Outcome::NotTried)));
+        v
+    };
+    let mut conn = match target.try_connect().await {
+        Ok(conn) => conn,
+        Err(ConnectFailure::Driver(e)) if is_denial(&e) => return rest(Outcome::Denied),
+        Err(ConnectFailure::Driver(e)) => return rest(Outcome::Error(describe_connect_error(&e))),
+        Err(ConnectFailure::Timeout) => return rest(Outcome::Error("connect timeout".into())),
+    };
+    let mut out = vec![(Action::Connect, Outcome::Allowed)];
+    for action in &Action::ALL[1..] {
+        let sql = match action {
+            Action::Read => format!("select count(*) from public.{PROBE_TABLE}"),
+            Action::Write => format!(
+                "insert into public.{PROBE_TABLE} (id, note) values (-pg_backend_pid(), 'marty db verify')"
+            ),
+            Action::Ddl => "create table public.marty_verify_ddl_probe (id integer)".to_owned(),
+            Action::TempTable => {
+                "create temp table marty_verify_temp_probe (id integer)".to_owned()
+            }
+            Action::SetRole => format!("set role {}", ident(foreign_role)),
+            Action::Connect => unreachable!("handled above"),
+        };
+        out.push((*action, in_rolled_back_transaction(&mut conn, &sql).await));
+    }
+    conn.close().await.ok();
+    out
+}
+
+async fn in_rolled_back_transaction(conn: &mut PgConnection, sql: &str) -> Outcome {
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Outcome::Error(describe_connect_error(&e)),
+    };
+    let result = sqlx::raw_sql(sql).execute(&mut *tx).await;
+    let rollback = tx.rollback().await;
+    match (result, rollback) {
+        (Ok(_), Ok(())) => Outcome::Allowed,
+        (Err(e), _) if is_denial(&e) => Outcome::Denied,
+        (Err(e), _) => Outcome::Error(describe_connect_error(&e)),
+        (Ok(_), Err(e)) => {
+            Outcome::Error(format!("rollback failed: {}", describe_connect_error(&e)))
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RoleRow {
+    rolsuper: bool,
+    rolcreatedb: bool,
+    rolcreaterole: bool,
+    rolbypassrls: bool,
+    rolreplication: bool,
+    rolconnlimit: i32,
+    settings: Vec<String>,
+}
+
+fn finding(area: &str, subject: &str, expected: &str, actual: Vec<String>) -> Finding {
+    let actual = if actual.is_empty() {
+        "none".to_owned()
+    } else {
+        actual.join(", ")
+    };
+    Finding {
+        area: area.to_owned(),
+        subject: subject.to_owned(),
+        expected: expected.to_owned(),
+        ok: actual == expected,
+        actual,
+    }
+}
+
+async fn audit(
+    config: &Config,
+    databases: &[(String, Option<Service>, ConnectTarget)],
+) -> Result<Vec<Finding>, DbError> {
+    let mut findings = Vec::new();
+    let admin_user = config.admin().user.clone();
+    for (database, service, target) in databases {
+        let mut conn = target.connect().await?;
+        let owner = service
+            .map(|s| s.role_name(Role::Owner))
+            .unwrap_or_else(|| admin_user.clone());
+        let (db_owner, acl): (String, Vec<String>) = {
+            let db_owner: String = sqlx::query_scalar("select pg_get_userbyid(datdba)::text from pg_database where datname = current_database()")
+                .fetch_one(&mut conn)
+                .await
+                .context(|| format!("reading the owner of {database}"))?;
+            let acl: Vec<(String, String)> = sqlx::query_as(
+                "select case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end, a.privilege_type
+                 from pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                 where d.datname = current_database() order by 1, 2",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .context(|| format!("reading the ACL of {database}"))?;
+            (
+                db_owner,
+                acl.into_iter()
+                    .filter(|(g, _)| *g != owner)
+                    .map(|(g, p)| format!("{p} to {g}"))
+                    .collect(),
+            )
+        };
+        let subject = format!("database {database}");
+        findings.push(finding("owner", &subject, &owner, vec![db_owner]));
+        let public: Vec<String> = acl
+            .iter()
+            .filter(|g| g.ends_with(" to PUBLIC"))
+            .map(|g| g.trim_end_matches(" to PUBLIC").to_owned())
+            .collect();
+        findings.push(finding("PUBLIC privileges", &subject, "none", public));
+        let granted: Vec<String> = acl
+            .iter()
+            .filter(|g| !g.ends_with(" to PUBLIC"))
+            .cloned()
+            .collect();
+        let expected_grants = match service {
+            Some(s) => format!(
+                "CONNECT to {}, CONNECT to {}",
+                s.role_name(Role::App),
+                s.role_name(Role::Readonly)
+            ),
+            None => "none".to_owned(),
+        };
+        findings.push(finding("grants", &subject, &expected_grants, granted));
+
+        let schema_create: Vec<String> = sqlx::query_scalar(
+            "select case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end
+             from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+             where n.nspname = 'public' and a.privilege_type = 'CREATE' order by 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .context(|| format!("reading the ACL of schema public in {database}"))?;
+        let others: Vec<String> = schema_create
+            .into_iter()
+            .filter(|g| *g != owner && g != "pg_database_owner")
+            .collect();
+        findings.push(finding(
+            "schema public: CREATE beyond the owner",
+            &subject,
+            "none",
+            others,
+        ));
+
+        if let Some(service) = service {
+            let current = default_privileges(&mut conn, &owner).await?;
+            for (objtype, kind, role, wanted) in [
+                ("r", "tables", Role::App, "DELETE, INSERT, SELECT, UPDATE"),
+                ("r", "tables", Role::Readonly, "SELECT"),
+                ("S", "sequences", Role::App, "SELECT, USAGE"),
+                ("S", "sequences", Role::Readonly, "SELECT"),
+            ] {
+                let name = service.role_name(role);
+                let have: Vec<String> = current
+                    .iter()
+                    .filter(|(o, g, _)| o == objtype && *g == name)
+                    .map(|(_, _, p)| p.clone())
+                    .collect();
+                findings.push(finding(
+                    "default privileges",
+                    &format!("{subject}: new {kind} of {owner} for {name}"),
+                    wanted,
+                    have,
+                ));
+            }
+        }
+        conn.close().await.ok();
+    }
+
+    let mut conn = ConnectTarget::admin(config.admin()).connect().await?;
+    let policy = config.role_policy();
+    for service in Service::ALL {
+        for role in Role::ALL {
+            let name = service.role_name(role);
+            let row: Option<RoleRow> = sqlx::query_as(
+                "select r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolbypassrls, r.rolreplication, r.rolconnlimit,
+                        coalesce((select s.setconfig from pg_db_role_setting s where s.setrole = r.oid and s.setdatabase = 0), '{}') as settings
+                 from pg_roles r where r.rolname = $1",
+            )
+            .bind(&name)
+            .fetch_optional(&mut conn)
+            .await
+            .context(|| format!("reading role {name}"))?;
+            let subject = format!("role {name}");
+            let Some(RoleRow {
+                rolsuper: sup,
+                rolcreatedb: cdb,
+                rolcreaterole: crole,
+                rolbypassrls: bypass,
+                rolreplication: repl,
+                rolconnlimit: limit,
+                settings,
+            }) = row
+            else {
+                findings.push(finding(
+                    "role exists",
+                    &subject,
+                    "yes",
+                    vec!["no (run marty db setup)".into()],
+                ));
+                continue;
+            };
+            let attrs: Vec<String> = [
+                (sup, "SUPERUSER"),
+                (cdb, "CREATEDB"),
+                (crole, "CREATEROLE"),
+                (bypass, "BYPASSRLS"),
+                (repl, "REPLICATION"),
+            ]
+            .into_iter()
+            .filter(|(has, _)| *has)
+            .map(|(_, n)| n.to_owned())
+            .collect();
+            findings.push(finding("dangerous attributes", &subject, "none", attrs));
+            let wanted_limit = policy.connection_limits.get(&role).copied().unwrap_or(-1);
+            findings.push(finding(
+                "connection limit",
+                &subject,
+                &wanted_limit.to_string(),
+                vec![limit.to_string()],
+            ));
+            if role == Role::App {
+                let timeouts: Vec<String> = settings
+                    .into_iter()
+                    .filter(|s| {
+                        s.starts_with("statement_timeout=")
+                            || s.starts_with("idle_in_transaction_session_timeout=")
+                    })
+                    .collect();
+                let wanted = format!(
+                    "idle_in_transaction_session_timeout={}, statement_timeout={}",
+                    policy.app_idle_in_transaction_timeout.as_millis(),
+                    policy.app_statement_timeout.as_millis()
+                );
+                let mut sorted = timeouts;
+                sorted.sort();
+                findings.push(finding("timeouts", &subject, &wanted, sorted));
+            }
+        }
+    }
+    let memberships: Vec<(String, String)> = sqlx::query_as(
+        "select m.rolname::text, r.rolname::text from pg_auth_members am
+         join pg_roles r on r.oid = am.roleid join pg_roles m on m.oid = am.member
+         where m.rolname like 'marty\\_%' or r.rolname like 'marty\\_%' order by 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .context(|| "reading role memberships".into())?;
+    let bad: Vec<String> = memberships
+        .into_iter()
+        // An administrator may be a member of an owner role to manage it; a service role may be
+        // a member of nothing.
+        .filter(|(member, _)| Service::parse_role_name(member).is_some())
+        .map(|(member, role)| format!("{member} in {role}"))
+        .collect();
+    findings.push(finding("memberships", "service roles", "none", bad));
+    conn.close().await.ok();
+    Ok(findings)
+}
+
+/// The report as a person reads it: the matrix, the deviations explained, then the audit.
+pub fn render(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    let role_width = report
+        .roles
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let col_width = report
+        .databases
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(10)
+        .max(12);
+    let _ = writeln!(
+        out,
+        "Isolation matrix: each login role tried each database with its own password."
+    );
+    let _ = writeln!(
+        out,
+        "Cell = what succeeded: C connect, R read, W write, D create table, T temp table, S SET ROLE to another service's role;"
+    );
+    let _ = writeln!(
+        out,
+        "       '.' refused by PostgreSQL, '-' not tried (no connection), 'E' error. 'ok' = as declared, 'FAIL' = deviation."
+    );
+    let _ = writeln!(out);
+    let _ = write!(out, "{:role_width$}", "role");
+    for db in &report.databases {
+        let _ = write!(out, "  {db:col_width$}");
+    }
+    let _ = writeln!(out);
+    for role in &report.roles {
+        let _ = write!(out, "{role:role_width$}");
+        for db in &report.databases {
+            let cell = report
+                .cells
+                .iter()
+                .find(|c| &c.role == role && &c.database == db);
+            let text = match cell {
+                Some(c) => format!(
+                    "{} {}",
+                    Cell::pattern(&c.actual),
+                    if c.ok { "ok" } else { "FAIL" }
+                ),
+                None => "?".to_owned(),
+            };
+            let _ = write!(out, "  {text:col_width$}");
+        }
+        let _ = writeln!(out);
+    }
+    let failed: Vec<&Cell> = report.cells.iter().filter(|c| !c.ok).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Deviations:");
+        for c in failed {
+            for ((action, actual), (_, expected)) in c.actual.iter().zip(&c.expected) {
+                if actual != expected {
+                    let _ = writeln!(
+                        out,
+                        "  {} on {}: {} {}, declared {}",
+                        c.role,
+                        c.database,
+                        action.describe(),
+                        describe(actual),
+                        describe(expected)
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Audit:");
+    for f in &report.audit {
+        if f.ok {
+            let _ = writeln!(out, "  ok    {}: {}: {}", f.subject, f.area, f.actual);
+        } else {
+            let _ = writeln!(
+                out,
+                "  FAIL  {}: {}: expected {}, found {}",
+                f.subject, f.area, f.expected, f.actual
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let cells_failed = report.cells.iter().filter(|c| !c.ok).count();
+    let audit_failed = report.audit.iter().filter(|f| !f.ok).count();
+    let _ = writeln!(
+        out,
+        "{}: {} of {} cells as declared, {} of {} audit checks passed.",
+        if report.passed() {
+            "ISOLATION VERIFIED"
+        } else {
+            "ISOLATION VIOLATED"
+        },
+        report.cells.len() - cells_failed,
+        report.cells.len(),
+        report.audit.len() - audit_failed,
+        report.audit.len()
+    );
+    out
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Allowed => "allowed".into(),
+        Outcome::Denied => "denied".into(),
+        Outcome::NotTried => "not tried".into(),
+        Outcome::Error(m) => format!("failed with an error ({m})"),
+    }
+}
