@@ -212,6 +212,7 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
             }
         }
     }
+    let started = std::time::Instant::now();
     let mut cells: Vec<(usize, Cell)> = futures::stream::iter(jobs.into_iter().enumerate().map(
         |(i, (mut cell, target, foreign_role))| async move {
             cell.actual = attempt(&target, &foreign_role).await;
@@ -225,7 +226,9 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
     cells.sort_by_key(|(i, _)| *i);
     let cells: Vec<Cell> = cells.into_iter().map(|(_, c)| c).collect();
 
+    let matrix_time = started.elapsed();
     let audit = audit(config, &databases).await?;
+    tracing::info!(?matrix_time, audit_time = ?(started.elapsed() - matrix_time), concurrency, "verify finished");
     let deviations =
         cells.iter().filter(|c| !c.ok).count() + audit.iter().filter(|f| !f.ok).count();
     Ok(VerifyReport {
@@ -619,7 +622,12 @@ pub fn render(report: &VerifyReport) -> String {
         report.audit.len() - audit_failed,
         report.audit.len()
     );
-    out
+    // Padding of the last column leaves trailing spaces that only get in a reader's way.
+    out.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 fn describe(outcome: &Outcome) -> String {

@@ -1,0 +1,8 @@
+//! Integration tests of the `marty` CLI and `marty-db` against real PostgreSQL servers, with
+//! real roles logging in with real passwords. One test binary for the crate (link time).
+
+// Test helpers fail loudly by design.
+#![allow(clippy::unwrap_used)]
+
+mod db;
+mod harness;

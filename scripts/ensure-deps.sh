@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need when it is missing, on Debian/Ubuntu:
+# the PostgreSQL server binaries (initdb, pg_ctl, postgres) and the OpenSSL headers.
+# Everything else comes from crates.io through cargo. Safe to run repeatedly.
+set -euo pipefail
+
+have_pg() {
+  [ -n "${MARTY_PG_BIN_DIR:-}" ] && [ -x "$MARTY_PG_BIN_DIR/pg_ctl" ] && return 0
+  command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1 && return 0
+  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1
+}
+
+have_ssl_headers() {
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl
+}
+
+missing=()
+have_pg || missing+=(postgresql)
+have_ssl_headers || missing+=(libssl-dev pkg-config)
+command -v cargo >/dev/null 2>&1 || { echo "cargo is not installed: install Rust from https://rustup.rs first" >&2; exit 1; }
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing: ${missing[*]}; install them with your package manager (or set MARTY_PG_BIN_DIR to PostgreSQL's bin directory)" >&2
+  exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "missing: ${missing[*]}; run as root or install them: apt-get install ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "installing ${missing[*]} (apt-get)"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
