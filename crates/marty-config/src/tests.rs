@@ -405,3 +405,36 @@ fn local_cluster_state_is_used_when_enabled() {
     let config = Config::load_from(&f.env().with("DB_PORT", "5555")).unwrap();
     assert_eq!(config.database(Service::Csca).port, 5555);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a configuration file holds, loading it returns a value or an error.
+        #[test]
+        fn loading_arbitrary_yaml(text in "(?s).{0,200}") {
+            let f = Fixture::new("development", &text);
+            let _ = Config::load_from(&f.env());
+        }
+
+        /// Structured noise: YAML-ish lines with references, defaults and braces.
+        #[test]
+        fn loading_yaml_like_documents(
+            lines in proptest::collection::vec(
+                "(database|services|admin|legacy|  host|  port|  csca|    database|  pool|    max_connections): ?(\\$\\{[A-Z_]{0,4}(:-)?|\\}|[a-z0-9]{0,5}|\\[|-1){0,4}",
+                0..8,
+            )
+        ) {
+            let f = Fixture::new("development", &lines.join("\n"));
+            let _ = Config::load_from(&f.env().with("A", "1"));
+        }
+
+        #[test]
+        fn expanding_arbitrary_strings(text in "(?s)[${}:\\-A-Z_a-z]{0,40}") {
+            let env = Env::from_pairs([("A", "x"), ("B_", "")]);
+            let _ = crate::expand::expand(&text, &env);
+        }
+    }
+}
