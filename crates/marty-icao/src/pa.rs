@@ -1,0 +1,470 @@
+//! Passive Authentication (Doc 9303 Part 11 §5.1.1; Part 12 §6.1, App. D).
+//!
+//! The report lists every check with its result and reason; the verdict is INVALID when a
+//! check failed (signature, path, revocation listing, a data group hash), INDETERMINATE when
+//! the evidence to decide is missing (CSCA not found, a stale or unverifiable CRL), VALID
+//! otherwise. Data group hashes are compared only once the SOD signature holds: before that
+//! the hashes in the SOD prove nothing.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cert::{CertificateSummary, rfc3339};
+use crate::cms::SignerMatch;
+use crate::hex;
+use crate::mrz::CheckDigit;
+use crate::sod::Sod;
+use crate::trust::{PathOutcome, Revocation, TrustStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    Indeterminate,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "VALID",
+            Verdict::Invalid => "INVALID",
+            Verdict::Indeterminate => "INDETERMINATE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    Indeterminate,
+    Warning,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataGroupStatus {
+    Match,
+    Mismatch,
+    /// Given, but the SOD has no hash for it (e.g. the BSI reference passport's DG15).
+    PresentNotCovered,
+    /// Hashed in the SOD but not given (reading data groups is optional).
+    Missing,
+    /// Not compared because the SOD signature does not hold.
+    NotCompared,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DataGroupResult {
+    pub number: u8,
+    pub status: DataGroupStatus,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SodInfo {
+    pub lds_security_object_version: i64,
+    pub lds_version: Option<String>,
+    pub unicode_version: Option<String>,
+    pub hash_algorithm: String,
+    pub digest_algorithm: Option<String>,
+    pub signature_algorithm: Option<String>,
+    pub signer_found_by: Option<SignerMatch>,
+    pub signing_time: Option<String>,
+    pub data_groups_hashed: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MrzResult {
+    pub lines: Vec<String>,
+    pub check_digits: Vec<CheckDigit>,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaReport {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub evaluated_at: String,
+    pub sod: Option<SodInfo>,
+    pub dsc: Option<CertificateSummary>,
+    pub csca: Option<CertificateSummary>,
+    pub checks: Vec<Check>,
+    pub data_groups: Vec<DataGroupResult>,
+    pub mrz: Option<MrzResult>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs Passive Authentication of `sod` and `data_groups` (number, file bytes) at `at`.
+/// `strict_revocation` turns "no CRL for the issuing country" into INDETERMINATE.
+pub fn passive_authentication(
+    sod_bytes: &[u8],
+    data_groups: &[(u8, Vec<u8>)],
+    trust: &TrustStore,
+    at: OffsetDateTime,
+    strict_revocation: bool,
+) -> PaReport {
+    let mut report = PaReport {
+        verdict: Verdict::Valid,
+        reason: String::new(),
+        evaluated_at: rfc3339(at),
+        sod: None,
+        dsc: None,
+        csca: None,
+        checks: Vec::new(),
+        data_groups: Vec::new(),
+        mrz: None,
+        warnings: Vec::new(),
+    };
+    let check = |report: &mut PaReport, name: &'static str, status: CheckStatus, detail: String| {
+        report.checks.push(Check {
+            name,
+            status,
+            detail,
+        });
+    };
+
+    let sod = match Sod::parse(sod_bytes) {
+        Ok(sod) => sod,
+        Err(e) => {
+            check(
+                &mut report,
+                "sod_structure",
+                CheckStatus::Failed,
+                e.to_string(),
+            );
+            return finish(report);
+        }
+    };
+    report.warnings.extend(sod.warnings.iter().cloned());
+    if !sod.wrapped {
+        report
+            .warnings
+            .push("EF.SOD lacks the 0x77 application tag (bare ContentInfo accepted)".into());
+    }
+    check(
+        &mut report,
+        "sod_structure",
+        CheckStatus::Passed,
+        format!(
+            "LDS security object v{} with {} data group hashes",
+            sod.lds.version,
+            sod.lds.data_group_hashes.len()
+        ),
+    );
+    let si = &sod.signed_data.signer_infos[0];
+    if sod.signed_data.signer_infos.len() > 1 {
+        report.warnings.push(format!(
+            "{} SignerInfos; the first is verified",
+            sod.signed_data.signer_infos.len()
+        ));
+    }
+    let mut info = SodInfo {
+        lds_security_object_version: sod.lds.version,
+        lds_version: sod
+            .lds
+            .lds_version_info
+            .as_ref()
+            .map(|v| v.lds_version.clone()),
+        unicode_version: sod
+            .lds
+            .lds_version_info
+            .as_ref()
+            .map(|v| v.unicode_version.clone()),
+        hash_algorithm: sod.lds.hash_algorithm.name().into(),
+        digest_algorithm: si
+            .digest_algorithm
+            .as_ref()
+            .ok()
+            .map(|d| d.name().to_owned()),
+        signature_algorithm: si.signature_algorithm.as_ref().ok().map(|a| a.name()),
+        signer_found_by: None,
+        signing_time: si.signing_time().map(rfc3339),
+        data_groups_hashed: sod.lds.data_group_hashes.iter().map(|h| h.number).collect(),
+    };
+    for weak in [
+        Some(sod.lds.hash_algorithm),
+        si.digest_algorithm.as_ref().ok().copied(),
+        si.signature_algorithm
+            .as_ref()
+            .ok()
+            .map(|a| a.digest(crate::algo::DigestAlgorithm::Sha256)),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|d| d.is_weak())
+    .take(1)
+    {
+        report.warnings.push(format!(
+            "{} is a weak digest: verified for this legacy document, never issued by Marty",
+            weak.name()
+        ));
+    }
+
+    // 1. The SOD signature with the embedded DSC.
+    let signature_ok = match sod.signed_data.find_signer(si) {
+        None => {
+            check(
+                &mut report,
+                "sod_signature",
+                CheckStatus::Failed,
+                "EF.SOD does not contain the Document Signer certificate".into(),
+            );
+            false
+        }
+        Some((dsc, how)) => {
+            info.signer_found_by = Some(how);
+            report.dsc = Some(dsc.summary());
+            match how {
+                SignerMatch::NormalisedIssuer => report.warnings.push("the SignerIdentifier's issuer matches the DSC's only after normalising RDN order and string types".into()),
+                SignerMatch::SoleCertificate => report.warnings.push("the SignerIdentifier matches no certificate; the sole embedded certificate was used".into()),
+                SignerMatch::Exact => {}
+            }
+            match sod.signed_data.verify_signer_with(si, &dsc.spki) {
+                Ok(()) => {
+                    check(
+                        &mut report,
+                        "sod_signature",
+                        CheckStatus::Passed,
+                        format!("signed by {}", dsc.subject),
+                    );
+                    true
+                }
+                Err(e) => {
+                    check(
+                        &mut report,
+                        "sod_signature",
+                        CheckStatus::Failed,
+                        e.to_string(),
+                    );
+                    false
+                }
+            }
+        }
+    };
+    report.sod = Some(info);
+
+    // 2. The DSC's path to a CSCA, and 3. its revocation status.
+    if let Some((dsc, _)) = sod.signed_data.find_signer(si) {
+        let path = trust.validate(dsc, at);
+        report.csca = path.anchor.clone();
+        report.warnings.extend(path.warnings.iter().cloned());
+        let status = match path.outcome {
+            PathOutcome::Valid => CheckStatus::Passed,
+            PathOutcome::AnchorNotFound => CheckStatus::Indeterminate,
+            _ => CheckStatus::Failed,
+        };
+        check(&mut report, "certificate_path", status, path.reason.clone());
+        if path.outcome == PathOutcome::Valid {
+            match trust.revocation(dsc, at) {
+                Revocation::Good { reason } => {
+                    check(&mut report, "revocation", CheckStatus::Passed, reason)
+                }
+                Revocation::Revoked { reason } => {
+                    check(&mut report, "revocation", CheckStatus::Failed, reason)
+                }
+                Revocation::Indeterminate { reason } => check(
+                    &mut report,
+                    "revocation",
+                    CheckStatus::Indeterminate,
+                    reason,
+                ),
+                Revocation::NotChecked { reason } if strict_revocation => check(
+                    &mut report,
+                    "revocation",
+                    CheckStatus::Indeterminate,
+                    format!("{reason} (a CRL is required)"),
+                ),
+                Revocation::NotChecked { reason } => check(
+                    &mut report,
+                    "revocation",
+                    CheckStatus::Warning,
+                    format!("revocation not checked: {reason}"),
+                ),
+            }
+        } else {
+            check(
+                &mut report,
+                "revocation",
+                CheckStatus::Skipped,
+                "no validated path".into(),
+            );
+        }
+    }
+
+    // 4. Data group hashes, only under a valid signature.
+    let mut numbers: Vec<u8> = data_groups
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(sod.lds.data_group_hashes.iter().map(|h| h.number))
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    for n in numbers {
+        let expected = sod.lds.hash_of(n);
+        let given = data_groups.iter().find(|(g, _)| *g == n).map(|(_, b)| b);
+        let actual = given.map(|b| sod.lds.hash_algorithm.digest(b));
+        let status = match (expected, &actual) {
+            (_, Some(_)) if !signature_ok => DataGroupStatus::NotCompared,
+            (Some(e), Some(a)) if e == a.as_slice() => DataGroupStatus::Match,
+            (Some(_), Some(_)) => DataGroupStatus::Mismatch,
+            (None, Some(_)) => DataGroupStatus::PresentNotCovered,
+            (Some(_), None) => DataGroupStatus::Missing,
+            (None, None) => continue,
+        };
+        report.data_groups.push(DataGroupResult {
+            number: n,
+            status,
+            expected: expected.map(hex::encode),
+            actual: actual.as_deref().map(hex::encode),
+        });
+    }
+    let mismatched: Vec<String> = report
+        .data_groups
+        .iter()
+        .filter(|d| d.status == DataGroupStatus::Mismatch)
+        .map(|d| format!("DG{}", d.number))
+        .collect();
+    let compared = report
+        .data_groups
+        .iter()
+        .filter(|d| d.status == DataGroupStatus::Match)
+        .count();
+    let uncovered: Vec<String> = report
+        .data_groups
+        .iter()
+        .filter(|d| d.status == DataGroupStatus::PresentNotCovered)
+        .map(|d| format!("DG{}", d.number))
+        .collect();
+    if !signature_ok {
+        check(
+            &mut report,
+            "data_group_hashes",
+            CheckStatus::Skipped,
+            "not compared: the SOD signature does not hold".into(),
+        );
+    } else if !mismatched.is_empty() {
+        check(
+            &mut report,
+            "data_group_hashes",
+            CheckStatus::Failed,
+            format!("hash mismatch for {}", mismatched.join(", ")),
+        );
+    } else if data_groups.is_empty() {
+        check(
+            &mut report,
+            "data_group_hashes",
+            CheckStatus::Skipped,
+            "no data groups given".into(),
+        );
+    } else {
+        check(
+            &mut report,
+            "data_group_hashes",
+            CheckStatus::Passed,
+            format!("{compared} data group(s) match the SOD"),
+        );
+    }
+    if !uncovered.is_empty() {
+        report.warnings.push(format!(
+            "{} present but not covered by the SOD",
+            uncovered.join(", ")
+        ));
+    }
+
+    // 5. The MRZ of DG1.
+    if let Some((_, dg1)) = data_groups.iter().find(|(n, _)| *n == 1) {
+        match dg1_mrz(dg1) {
+            Ok(mrz) => {
+                let digits = mrz.check_digits();
+                let valid = digits.iter().all(|d| d.valid);
+                let bad: Vec<String> = digits
+                    .iter()
+                    .filter(|d| !d.valid)
+                    .map(|d| format!("{} (expected {}, found {})", d.field, d.expected, d.found))
+                    .collect();
+                if valid {
+                    check(
+                        &mut report,
+                        "mrz",
+                        CheckStatus::Passed,
+                        "all check digits valid".into(),
+                    );
+                } else {
+                    check(
+                        &mut report,
+                        "mrz",
+                        CheckStatus::Failed,
+                        format!("invalid check digits: {}", bad.join("; ")),
+                    );
+                }
+                if let Some(dsc) = sod.signed_data.find_signer(si).map(|(c, _)| c)
+                    && let Some(types) = &dsc.document_types
+                    && !types
+                        .iter()
+                        .any(|t| mrz.document_code.starts_with(t.as_str()))
+                {
+                    report.warnings.push(format!(
+                        "document code {} is not in the DSC's documentTypeList {:?}",
+                        mrz.document_code, types
+                    ));
+                }
+                report.mrz = Some(MrzResult {
+                    lines: mrz.lines.clone(),
+                    check_digits: digits,
+                    valid,
+                });
+            }
+            Err(e) => check(&mut report, "mrz", CheckStatus::Failed, format!("DG1: {e}")),
+        }
+    }
+    finish(report)
+}
+
+fn finish(mut report: PaReport) -> PaReport {
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Failed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let undetermined: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Indeterminate)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    (report.verdict, report.reason) = if !failed.is_empty() {
+        (Verdict::Invalid, failed.join("; "))
+    } else if !undetermined.is_empty() {
+        (Verdict::Indeterminate, undetermined.join("; "))
+    } else {
+        (Verdict::Valid, "every check passed".into())
+    };
+    report
+}
+
+/// The MRZ inside DG1 (`61 { 5F1F <MRZ> }`).
+fn dg1_mrz(dg1: &[u8]) -> Result<crate::mrz::Mrz, String> {
+    let top = crate::der::parse_prefix(dg1).map_err(|e| e.to_string())?;
+    let top = top
+        .expect(crate::der::Tag::application(1, true), "DG1")
+        .map_err(|e| e.to_string())?;
+    let mrz = top
+        .children()
+        .expect(crate::der::Tag::application(0x1F, false), "MRZ (5F1F)")
+        .map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(mrz.value).map_err(|_| "the MRZ is not ASCII".to_owned())?;
+    crate::mrz::parse(text).map_err(|e| e.to_string())
+}

@@ -1,0 +1,339 @@
+//! Trust stores and ICAO path validation (Doc 9303 Part 12 §6.1, App. D).
+//!
+//! An eMRTD certification path is exactly one certificate (the DSC) under a trust anchor. The
+//! first key of each CSCA is trusted out of band (a self-signed certificate given to the store,
+//! or a verified master list); a later key becomes trusted through a link certificate that an
+//! already trusted key signed. Link certificates are therefore never path elements: they only
+//! add anchors. The anchor for a DSC is chosen by its authorityKeyIdentifier, several anchors
+//! per CSCA being normal.
+//!
+//! OpenSSL's chain verifier is not used: it refuses the explicit EC domain parameters Doc 9303
+//! mandates (see `clippy.toml`).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cert::{Certificate, key_usage};
+use crate::crl::Crl;
+use crate::hex;
+
+/// How an anchor came to be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AnchorSource {
+    /// A self-signed CSCA certificate given to the store.
+    SelfSigned,
+    /// A link certificate verified with the key of an anchor already trusted.
+    Link { signed_by: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    pub cert: Certificate,
+    pub source: AnchorSource,
+}
+
+/// CSCA certificates, link certificates and CRLs a verifier trusts.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    pub anchors: Vec<Anchor>,
+    pub crls: Vec<Crl>,
+    /// Certificates given to the store that could not be trusted, with why.
+    pub rejected: Vec<(Certificate, String)>,
+}
+
+impl TrustStore {
+    /// Builds a store from CSCA and link certificates (any order) and CRLs.
+    pub fn new(certificates: Vec<Certificate>, crls: Vec<Crl>) -> TrustStore {
+        let mut store = TrustStore {
+            anchors: Vec::new(),
+            crls,
+            rejected: Vec::new(),
+        };
+        let mut pending = Vec::new();
+        for cert in certificates {
+            if store.anchors.iter().any(|a| a.cert.raw == cert.raw) {
+                continue;
+            }
+            if cert.is_self_signed() {
+                store.anchors.push(Anchor {
+                    cert,
+                    source: AnchorSource::SelfSigned,
+                });
+            } else {
+                pending.push(cert);
+            }
+        }
+        store.add_links(pending);
+        store
+    }
+
+    /// Adds link certificates whose signature verifies under an anchor, repeatedly, so that a
+    /// chain of rollovers (old → newer → newest) is followed in any order.
+    pub fn add_links(&mut self, mut pending: Vec<Certificate>) {
+        loop {
+            let before = pending.len();
+            let mut still = Vec::new();
+            for cert in pending {
+                let signer = self
+                    .issuer_candidates(&cert)
+                    .into_iter()
+                    .find(|a| cert.verify_signature_with(&a.cert.spki).is_ok())
+                    .map(|a| {
+                        a.cert.subject.to_string()
+                            + " / key "
+                            + &a.cert
+                                .subject_key_id
+                                .as_deref()
+                                .map(hex::encode)
+                                .unwrap_or_default()
+                    });
+                match signer {
+                    Some(by) if cert.is_ca() || cert.has_key_usage(key_usage::KEY_CERT_SIGN) => {
+                        self.anchors.push(Anchor {
+                            cert,
+                            source: AnchorSource::Link { signed_by: by },
+                        })
+                    }
+                    Some(_) => self.rejected.push((cert, "not a CA certificate".into())),
+                    None => still.push(cert),
+                }
+            }
+            pending = still;
+            if pending.len() == before || pending.is_empty() {
+                break;
+            }
+        }
+        for cert in pending {
+            let reason = match self.anchors.iter().find(|a| a.cert.spki == cert.spki) {
+                // A link certificate whose signer is absent but whose key is trusted anyway.
+                Some(a) => format!(
+                    "not needed: the key it certifies is already trusted through {} (the key that signed it is not in the store)",
+                    a.cert.subject
+                ),
+                None => "no trusted key verifies its signature".into(),
+            };
+            self.rejected.push((cert, reason));
+        }
+    }
+
+    /// Anchors that may have signed `cert`: those whose subjectKeyIdentifier equals its
+    /// authorityKeyIdentifier, else (no AKI) those whose subject is its issuer.
+    pub fn issuer_candidates(&self, cert: &Certificate) -> Vec<&Anchor> {
+        let by_key: Vec<&Anchor> = match &cert.authority_key_id {
+            Some(aki) => self
+                .anchors
+                .iter()
+                .filter(|a| a.cert.subject_key_id.as_deref() == Some(aki.as_slice()))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !by_key.is_empty() {
+            return by_key;
+        }
+        self.anchors
+            .iter()
+            .filter(|a| a.cert.subject.matches(&cert.issuer))
+            .collect()
+    }
+
+    /// Validates a DSC at `at`: anchor by AKI, signature, validity of both, key usage, critical
+    /// extensions.
+    pub fn validate(&self, dsc: &Certificate, at: OffsetDateTime) -> PathValidation {
+        let mut v = PathValidation::default();
+        let mut candidates = self.issuer_candidates(dsc);
+        if candidates.is_empty() {
+            v.outcome = PathOutcome::AnchorNotFound;
+            v.reason = format!(
+                "no trusted CSCA for issuer {}{}",
+                dsc.issuer,
+                dsc.authority_key_id
+                    .as_deref()
+                    .map(|k| format!(" (authority key {})", hex::encode(k)))
+                    .unwrap_or_default()
+            );
+            return v;
+        }
+        // Among anchors of the same key, prefer one valid at the inspection time.
+        candidates.sort_by_key(|a| !a.cert.valid_at(at));
+        let Some(anchor) = candidates
+            .iter()
+            .find(|a| dsc.verify_signature_with(&a.cert.spki).is_ok())
+        else {
+            v.outcome = PathOutcome::SignatureInvalid;
+            v.reason = format!(
+                "the DSC's signature does not verify with the key of CSCA {}",
+                candidates[0].cert.subject
+            );
+            return v;
+        };
+        v.anchor = Some(anchor.cert.summary());
+        v.anchor_source = Some(anchor.source.clone());
+        if !dsc.valid_at(at) {
+            v.outcome = PathOutcome::DscNotValidAt;
+            v.reason = format!(
+                "the DSC is valid from {} to {}, not at {}",
+                crate::cert::rfc3339(dsc.not_before),
+                crate::cert::rfc3339(dsc.not_after),
+                crate::cert::rfc3339(at)
+            );
+            return v;
+        }
+        if !anchor.cert.valid_at(at) {
+            v.outcome = PathOutcome::AnchorNotValidAt;
+            v.reason = format!(
+                "the CSCA certificate is valid from {} to {}, not at {}",
+                crate::cert::rfc3339(anchor.cert.not_before),
+                crate::cert::rfc3339(anchor.cert.not_after),
+                crate::cert::rfc3339(at)
+            );
+            return v;
+        }
+        let unknown = dsc.unknown_critical_extensions();
+        if !unknown.is_empty() {
+            v.outcome = PathOutcome::UnknownCriticalExtension;
+            v.reason = format!(
+                "the DSC has critical extensions Marty does not understand: {}",
+                unknown.join(", ")
+            );
+            return v;
+        }
+        if dsc.issuer.matches_only_normalised(&anchor.cert.subject) {
+            v.warnings.push(
+                "the DSC's issuer name matches the CSCA's subject only after normalisation".into(),
+            );
+        } else if !dsc.issuer.matches(&anchor.cert.subject) {
+            v.warnings.push(format!(
+                "the DSC's issuer ({}) differs from the CSCA's subject ({}): a renamed CSCA?",
+                dsc.issuer, anchor.cert.subject
+            ));
+        }
+        if !dsc.has_key_usage(key_usage::DIGITAL_SIGNATURE) {
+            v.warnings
+                .push("the DSC's keyUsage lacks digitalSignature".into());
+        }
+        if dsc.private_key_usage_period.is_none() {
+            v.warnings.push(
+                "the DSC has no privateKeyUsagePeriod (mandatory in the 8th-edition profile)"
+                    .into(),
+            );
+        }
+        if dsc.document_types.is_none() {
+            v.warnings.push(
+                "the DSC has no documentTypeList (mandatory in the 8th-edition profile)".into(),
+            );
+        }
+        v.outcome = PathOutcome::Valid;
+        v.reason = format!("DSC signed by trusted CSCA {}", anchor.cert.subject);
+        v
+    }
+
+    /// The revocation status of `dsc` (Doc 9303 Part 12 App. D.1.2): the country's newest
+    /// CRL, verified with any anchor of that country.
+    pub fn revocation(&self, dsc: &Certificate, at: OffsetDateTime) -> Revocation {
+        let country = dsc.issuer.country().map(str::to_ascii_uppercase);
+        let mut crls: Vec<&Crl> = self
+            .crls
+            .iter()
+            .filter(|c| c.issuer.country().map(str::to_ascii_uppercase) == country)
+            .collect();
+        if crls.is_empty() {
+            return Revocation::NotChecked {
+                reason: format!(
+                    "no CRL for country {} in the trust store",
+                    country.unwrap_or_else(|| "?".into())
+                ),
+            };
+        }
+        crls.sort_by_key(|c| std::cmp::Reverse(c.this_update));
+        // The newest CRL of the country is the current one.
+        if let Some(crl) = crls.first() {
+            let verified = self
+                .anchors
+                .iter()
+                .filter(|a| {
+                    a.cert.subject.country().map(str::to_ascii_uppercase)
+                        == crl.issuer.country().map(str::to_ascii_uppercase)
+                })
+                .any(|a| crl.verify_signature(&a.cert).is_ok());
+            if !verified {
+                return Revocation::Indeterminate {
+                    reason: format!(
+                        "the CRL of {} does not verify with any trusted CSCA key of that country",
+                        crl.issuer
+                    ),
+                };
+            }
+            if let Some(entry) = crl.is_revoked(&dsc.serial) {
+                return Revocation::Revoked {
+                    reason: format!(
+                        "the DSC is listed on the CRL of {} (revoked {})",
+                        crl.issuer,
+                        crate::cert::rfc3339(entry.revocation_date)
+                    ),
+                };
+            }
+            if crl.is_stale(at) {
+                return Revocation::Indeterminate {
+                    reason: format!(
+                        "the CRL of {} is stale: its nextUpdate {} has passed",
+                        crl.issuer,
+                        crl.next_update
+                            .map(crate::cert::rfc3339)
+                            .unwrap_or_default()
+                    ),
+                };
+            }
+            return Revocation::Good {
+                reason: format!(
+                    "not on the CRL of {} (this update {})",
+                    crl.issuer,
+                    crate::cert::rfc3339(crl.this_update)
+                ),
+            };
+        }
+        Revocation::NotChecked {
+            reason: "no usable CRL".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathOutcome {
+    Valid,
+    #[default]
+    AnchorNotFound,
+    SignatureInvalid,
+    DscNotValidAt,
+    AnchorNotValidAt,
+    UnknownCriticalExtension,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PathValidation {
+    pub outcome: PathOutcome,
+    pub reason: String,
+    pub anchor: Option<crate::cert::CertificateSummary>,
+    pub anchor_source: Option<AnchorSource>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Revocation {
+    Good {
+        reason: String,
+    },
+    Revoked {
+        reason: String,
+    },
+    /// A CRL is present but stale or unverifiable.
+    Indeterminate {
+        reason: String,
+    },
+    /// No CRL for the issuing country.
+    NotChecked {
+        reason: String,
+    },
+}
