@@ -39,6 +39,10 @@ enum Command {
     /// Local development servers kept under the state directory (.marty/).
     #[command(subcommand)]
     Dev(DevCommand),
+    /// The offline ICAO Doc 9303 toolkit: MRZ, EF.SOD, certificates, CRLs, master lists,
+    /// Passive Authentication (exit 0 valid, 1 invalid, 2 indeterminate, 3 usage/input error).
+    #[command(subcommand)]
+    Icao(crate::icao::IcaoCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Show { service, json }) => config_show(service, json),
         Command::Db(cmd) => db(cmd).await,
         Command::Dev(DevCommand::Postgres { action }) => dev_postgres(action),
+        Command::Icao(command) => Ok(crate::icao::run(command)),
     }
 }
 

@@ -4,13 +4,18 @@
 //! connection in `db test-connections`); 2 usage errors (from clap).
 
 mod commands;
+mod icao;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
+    quiet_broken_pipe();
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,6 +34,36 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `marty … | head` closes stdout early; Rust ignores SIGPIPE, so the next print panics.
+/// Exit quietly instead, as command-line tools do.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+/// Help and version exit 0; usage errors exit 2, except under `marty icao`, whose exit codes
+/// 1 and 2 mean invalid and indeterminate, and whose usage errors therefore exit 3.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ if std::env::args().nth(1).as_deref() == Some("icao") => ExitCode::from(icao::EXIT_USAGE),
+        _ => ExitCode::from(2),
     }
 }
 

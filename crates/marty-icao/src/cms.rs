@@ -58,9 +58,9 @@ pub enum CmsError {
     NoSignerInfo,
     #[error("SignedData has no encapsulated content")]
     NoContent,
-    #[error("{0}")]
+    #[error(transparent)]
     Certificate(#[from] CertError),
-    #[error("{0}")]
+    #[error(transparent)]
     Algorithm(#[from] AlgorithmError),
     #[error("signer certificate not found among the embedded certificates")]
     SignerNotFound,

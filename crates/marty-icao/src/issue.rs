@@ -31,11 +31,11 @@ use crate::sod::{self, LdsSecurityObject};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
-    #[error("{0}")]
+    #[error(transparent)]
     Algorithm(#[from] AlgorithmError),
-    #[error("{0}")]
+    #[error(transparent)]
     Certificate(#[from] CertError),
-    #[error("{0}")]
+    #[error(transparent)]
     Cms(#[from] CmsError),
     #[error("key: {0}")]
     Key(String),

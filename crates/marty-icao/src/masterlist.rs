@@ -23,13 +23,13 @@ pub struct MasterList {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MasterListError {
-    #[error("{0}")]
+    #[error(transparent)]
     Cms(#[from] CmsError),
     #[error("malformed master list: {0}")]
     Der(#[from] DerError),
     #[error("eContentType is {0}, not a CSCA master list (2.23.136.1.1.2)")]
     WrongContentType(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Certificate(#[from] CertError),
 }
 
@@ -154,6 +154,8 @@ pub fn build(
     signing_time: OffsetDateTime,
 ) -> Result<Vec<u8>, MasterListError> {
     let mut raws: Vec<Vec<u8>> = certificates.iter().map(|c| c.raw.clone()).collect();
+    // One entry per distinct certificate (a SET has no duplicates).
+    raws.sort();
     raws.dedup();
     let content = der::sequence(&[&der::integer(0), &der::set_of(raws)]);
     Ok(cms::sign(&cms::SignRequest {

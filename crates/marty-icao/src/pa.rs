@@ -385,7 +385,7 @@ pub fn passive_authentication(
 
     // 5. The MRZ of DG1.
     if let Some((_, dg1)) = data_groups.iter().find(|(n, _)| *n == 1) {
-        match dg1_mrz(dg1) {
+        match crate::lds::parse_dg1(dg1) {
             Ok(mrz) => {
                 let digits = mrz.check_digits();
                 let valid = digits.iter().all(|d| d.valid);
@@ -453,18 +453,4 @@ fn finish(mut report: PaReport) -> PaReport {
         (Verdict::Valid, "every check passed".into())
     };
     report
-}
-
-/// The MRZ inside DG1 (`61 { 5F1F <MRZ> }`).
-fn dg1_mrz(dg1: &[u8]) -> Result<crate::mrz::Mrz, String> {
-    let top = crate::der::parse_prefix(dg1).map_err(|e| e.to_string())?;
-    let top = top
-        .expect(crate::der::Tag::application(1, true), "DG1")
-        .map_err(|e| e.to_string())?;
-    let mrz = top
-        .children()
-        .expect(crate::der::Tag::application(0x1F, false), "MRZ (5F1F)")
-        .map_err(|e| e.to_string())?;
-    let text = std::str::from_utf8(mrz.value).map_err(|_| "the MRZ is not ASCII".to_owned())?;
-    crate::mrz::parse(text).map_err(|e| e.to_string())
 }

@@ -33,7 +33,7 @@ pub struct LdsSecurityObject {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SodError {
-    #[error("{0}")]
+    #[error(transparent)]
     Cms(#[from] CmsError),
     #[error("malformed LDS security object: {0}")]
     Der(#[from] DerError),

@@ -1,0 +1,180 @@
+//! Reading what users hand to `marty icao`: DER, PEM or 0x77-wrapped files, times, keys,
+//! trust directories and folders of LDS files.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use marty_icao::cert::Certificate;
+use marty_icao::crl::Crl;
+use marty_icao::issue::KeyPair;
+use marty_icao::lds::{self, LdsFile};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The environment variable holding the passphrase of private key files, unless
+/// `--passphrase-env` names another.
+pub const DEFAULT_PASSPHRASE_ENV: &str = "MARTY_KEY_PASSPHRASE";
+
+/// A file's bytes, PEM decoded when it is PEM (the first block), as is otherwise.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode_pem(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+fn decode_pem(bytes: &[u8]) -> Result<Vec<u8>> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(bytes.to_vec());
+    };
+    let Some(start) = text.find("-----BEGIN ") else {
+        return Ok(bytes.to_vec());
+    };
+    let body_start = text[start..]
+        .find('\n')
+        .map(|i| start + i + 1)
+        .ok_or_else(|| anyhow!("truncated PEM header"))?;
+    let end = text[body_start..]
+        .find("-----END ")
+        .map(|i| body_start + i)
+        .ok_or_else(|| anyhow!("PEM block without an END line"))?;
+    let b64: String = text[body_start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    openssl::base64::decode_block(&b64).map_err(|_| anyhow!("PEM body is not valid base64"))
+}
+
+pub fn read_certificate(path: &Path) -> Result<Certificate> {
+    Certificate::from_der(&read_input(path)?).with_context(|| format!("{}", path.display()))
+}
+
+/// RFC 3339 (`2026-01-15T00:00:00Z`) or a date (`2026-01-15`, midnight UTC).
+pub fn parse_time(text: &str) -> Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t);
+    }
+    let date = time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| {
+        anyhow!(
+            "invalid time {text:?}: expected RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
+        )
+    })?;
+    Ok(date.midnight().assume_utc())
+}
+
+/// Every certificate and CRL in a directory (other files are an error: a trust directory
+/// should hold nothing else).
+pub fn read_trust_dir(dir: &Path) -> Result<(Vec<Certificate>, Vec<Crl>)> {
+    let mut certs = Vec::new();
+    let mut crls = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read trust directory {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = read_input(&path)?;
+        match Certificate::from_der(&bytes) {
+            Ok(c) => certs.push(c),
+            Err(cert_err) => match Crl::from_der(&bytes) {
+                Ok(c) => crls.push(c),
+                Err(_) => bail!(
+                    "{}: neither a certificate nor a CRL ({cert_err})",
+                    path.display()
+                ),
+            },
+        }
+    }
+    if certs.is_empty() {
+        bail!("trust directory {} holds no certificate", dir.display());
+    }
+    Ok((certs, crls))
+}
+
+/// The LDS files of a folder, recognised by their tags.
+pub struct LdsFolder {
+    pub sod: Option<Vec<u8>>,
+    pub data_groups: Vec<(u8, Vec<u8>)>,
+    pub notes: Vec<String>,
+}
+
+pub fn read_lds_folder(dir: &Path) -> Result<LdsFolder> {
+    let mut folder = LdsFolder {
+        sod: None,
+        data_groups: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match lds::identify(&bytes) {
+            Ok(LdsFile::Sod) => {
+                if folder.sod.is_some() {
+                    bail!("{} holds two EF.SOD files", dir.display());
+                }
+                folder.sod = Some(bytes);
+            }
+            Ok(LdsFile::Dg(n)) => {
+                if folder.data_groups.iter().any(|(m, _)| *m == n) {
+                    bail!("{} holds two files for DG{n}", dir.display());
+                }
+                folder.data_groups.push((n, bytes));
+            }
+            Ok(LdsFile::Com) => {}
+            Err(_) => folder
+                .notes
+                .push(format!("{name}: not an LDS file, ignored")),
+        }
+    }
+    folder.data_groups.sort_by_key(|(n, _)| *n);
+    Ok(folder)
+}
+
+/// Reads an encrypted private key, with its passphrase from the environment.
+pub fn read_key(
+    path: &Path,
+    passphrase_env: &str,
+    certificate: Option<&Certificate>,
+) -> Result<KeyPair> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let passphrase = passphrase(passphrase_env)?;
+    KeyPair::from_encrypted_pem(&pem, passphrase.as_bytes(), certificate)
+        .with_context(|| format!("{}", path.display()))
+}
+
+pub fn passphrase(var: &str) -> Result<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => bail!(
+            "set {var} to the passphrase that protects private key files (keys are never written or read in clear)"
+        ),
+    }
+}
+
+/// Writes a private key encrypted under the passphrase, mode 0600.
+pub fn write_key(path: &Path, key: &KeyPair, passphrase_env: &str) -> Result<()> {
+    let pem = key.to_encrypted_pem(passphrase(passphrase_env)?.as_bytes())?;
+    marty_config::write_private(path, &pem).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a DER artefact (and says where).
+pub fn write_der(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,475 @@
+//! `marty icao`: the offline ICAO Doc 9303 toolkit (no database, no network).
+//!
+//! Every command takes DER, PEM or (for EF.SOD) 0x77-wrapped input, auto-detected, and has
+//! `--json`. Exit codes: 0 valid, 1 invalid, 2 indeterminate, 3 usage or input error.
+
+mod inputs;
+mod make;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use marty_icao::cert::Certificate;
+use marty_icao::crl::Crl;
+use marty_icao::masterlist::MasterList;
+use marty_icao::pa::{self, Verdict};
+use marty_icao::trust::TrustStore;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use inputs::{parse_time, read_input};
+
+/// Exit codes of `marty icao`.
+pub const EXIT_VALID: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_INDETERMINATE: u8 = 2;
+pub const EXIT_USAGE: u8 = 3;
+
+#[derive(Debug, Subcommand)]
+pub enum IcaoCommand {
+    /// Machine readable zones: parse, check digits, generate.
+    #[command(subcommand)]
+    Mrz(MrzCommand),
+    /// EF.SOD: inspect, verify, sign.
+    #[command(subcommand)]
+    Sod(SodCommand),
+    /// Certificates: inspect, and issue to the Doc 9303 Part 12 profiles.
+    #[command(subcommand)]
+    Cert(make::CertCommand),
+    /// Certificate revocation lists: inspect, verify, issue.
+    #[command(subcommand)]
+    Crl(CrlCommand),
+    /// CSCA master lists: inspect, verify, extract, build.
+    #[command(subcommand)]
+    Masterlist(MasterlistCommand),
+    /// Passive Authentication of a folder of LDS files (EF.SOD and data groups).
+    ///
+    /// Files are recognised by their LDS tag, whatever their names.
+    Pa(PaArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MrzCommand {
+    /// Parse an MRZ (lines, or concatenated as in DG1) and show its fields and check digits.
+    Parse(MrzInput),
+    /// Validate every check digit; exit 1 naming the first wrong one.
+    Check(MrzInput),
+    /// Generate an MRZ from holder data (names are transliterated per Doc 9303 Part 3).
+    Make(make::MrzMakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MrzInput {
+    /// The MRZ text; `-` or absent reads standard input. `--file` reads a file (also DG1).
+    text: Option<String>,
+    #[arg(long, conflicts_with = "text")]
+    file: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SodCommand {
+    /// Show the structure of an EF.SOD: algorithms, signer, data group hashes.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an EF.SOD's signature and its DSC's path (no data groups; see `pa` for those).
+    Verify {
+        file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign data groups into an EF.SOD with a Document Signer key.
+    Make(make::SodMakeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the signature with the issuing CSCA; a CRL past nextUpdate is reported stale
+    /// (exit 2), not invalid.
+    Verify {
+        file: PathBuf,
+        /// The CSCA certificate that issued it.
+        #[arg(long)]
+        issuer: PathBuf,
+        /// Evaluate staleness at this time (RFC 3339 or YYYY-MM-DD; default now).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a CRL (v2, CRL number, AKI) signed with the CSCA's key.
+    Make(make::CrlMakeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterlistCommand {
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify signature, signer EKU and the signer's chain to a trusted root.
+    Verify {
+        file: PathBuf,
+        /// Trusted root certificate(s) of the signer (repeatable).
+        #[arg(long, required_unless_present = "trust")]
+        root: Vec<PathBuf>,
+        /// A directory of trusted certificates instead of --root.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every certificate of the list to a directory (`<country>_<fingerprint>.cer`).
+    Extract {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build and sign a master list with a Master List Signer key.
+    Make(make::MasterlistMakeArgs),
+}
+
+/// Where trust comes from.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// A directory of trusted CSCA and link certificates and CRLs.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// A CSCA master list whose certificates to trust (verified first when --ml-root is given).
+    #[arg(long)]
+    masterlist: Option<PathBuf>,
+    /// The root the master list signer must chain to.
+    #[arg(long, requires = "masterlist")]
+    ml_root: Option<PathBuf>,
+    /// Evaluate validity at this time instead of now (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PaArgs {
+    /// Folder with EF.SOD and the data group files (recognised by their LDS tag).
+    folder: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Require a CRL for the issuing country (missing → INDETERMINATE).
+    #[arg(long)]
+    strict_revocation: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs an icao command; errors are printed and become exit code 3.
+pub fn run(command: IcaoCommand) -> ExitCode {
+    match dispatch(command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn dispatch(command: IcaoCommand) -> Result<u8> {
+    match command {
+        IcaoCommand::Mrz(MrzCommand::Parse(input)) => show::mrz(input, false),
+        IcaoCommand::Mrz(MrzCommand::Check(input)) => show::mrz(input, true),
+        IcaoCommand::Mrz(MrzCommand::Make(args)) => make::mrz(args),
+        IcaoCommand::Sod(SodCommand::Inspect { file, json }) => show::sod(&file, json),
+        IcaoCommand::Sod(SodCommand::Verify { file, trust, json }) => {
+            sod_verify(&file, &trust, json)
+        }
+        IcaoCommand::Sod(SodCommand::Make(args)) => make::sod(args),
+        IcaoCommand::Cert(cmd) => make::cert(cmd),
+        IcaoCommand::Crl(CrlCommand::Inspect { file, json }) => show::crl(&file, json),
+        IcaoCommand::Crl(CrlCommand::Verify {
+            file,
+            issuer,
+            at,
+            json,
+        }) => crl_verify(&file, &issuer, at.as_deref(), json),
+        IcaoCommand::Crl(CrlCommand::Make(args)) => make::crl(args),
+        IcaoCommand::Masterlist(MasterlistCommand::Inspect { file, json }) => {
+            show::masterlist(&file, json)
+        }
+        IcaoCommand::Masterlist(MasterlistCommand::Verify {
+            file,
+            root,
+            trust,
+            at,
+            json,
+        }) => masterlist_verify(&file, &root, trust.as_deref(), at.as_deref(), json),
+        IcaoCommand::Masterlist(MasterlistCommand::Extract { file, out, json }) => {
+            masterlist_extract(&file, &out, json)
+        }
+        IcaoCommand::Masterlist(MasterlistCommand::Make(args)) => make::masterlist(args),
+        IcaoCommand::Pa(args) => passive_authentication(args),
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn verdict_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Valid => EXIT_VALID,
+        Verdict::Invalid => EXIT_INVALID,
+        Verdict::Indeterminate => EXIT_INDETERMINATE,
+    }
+}
+
+/// Loads the trust store that --trust / --masterlist describe, and the evaluation time.
+fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<String>)> {
+    let at = match &args.at {
+        Some(text) => parse_time(text)?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let mut notes = Vec::new();
+    let mut certificates = Vec::new();
+    let mut crls = Vec::new();
+    if let Some(dir) = &args.trust {
+        let (c, r) = inputs::read_trust_dir(dir)?;
+        certificates.extend(c);
+        crls.extend(r);
+    }
+    if let Some(ml_path) = &args.masterlist {
+        let ml = MasterList::parse(&read_input(ml_path)?)
+            .with_context(|| format!("{}", ml_path.display()))?;
+        match &args.ml_root {
+            Some(root_path) => {
+                let root = inputs::read_certificate(root_path)?;
+                let v = ml.verify(&TrustStore::new(vec![root], vec![]), at);
+                if !v.valid {
+                    bail!("the master list {} does not verify against {}: {}", ml_path.display(), root_path.display(), v.errors.join("; "));
+                }
+                notes.push(format!("master list verified against {}", root_path.display()));
+            }
+            None => notes.push("master list trusted as given (its signer's chain was not checked: pass --ml-root to check it)".into()),
+        }
+        certificates.extend(ml.certificates);
+    }
+    if args.trust.is_none() && args.masterlist.is_none() {
+        bail!(
+            "no trust given: pass --trust DIR (CSCA certificates, link certificates, CRLs) or --masterlist FILE"
+        );
+    }
+    Ok((TrustStore::new(certificates, crls), at, notes))
+}
+
+fn sod_verify(file: &PathBuf, trust: &TrustArgs, json: bool) -> Result<u8> {
+    let bytes = read_input(file)?;
+    // Structure, signature and path: Passive Authentication without data groups. A malformed
+    // SOD is INVALID (its structure check fails), not an input error.
+    let (store, at, notes) = load_trust(trust)?;
+    let mut report = pa::passive_authentication(&bytes, &[], &store, at, false);
+    report.warnings.extend(notes);
+    if json {
+        print_json(&report)?;
+    } else {
+        show::print_pa(&report);
+    }
+    Ok(verdict_code(report.verdict))
+}
+
+fn crl_verify(file: &PathBuf, issuer: &PathBuf, at: Option<&str>, json: bool) -> Result<u8> {
+    let crl = Crl::from_der(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
+    let issuer = inputs::read_certificate(issuer)?;
+    let at = at
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let signature = crl.verify_signature(&issuer);
+    let stale = crl.is_stale(at);
+    #[derive(Serialize)]
+    struct Out {
+        verdict: &'static str,
+        signature_valid: bool,
+        stale: bool,
+        reason: String,
+        crl: marty_icao::crl::CrlSummary,
+    }
+    let (verdict, code, reason) = match (&signature, stale) {
+        (Err(e), _) => ("INVALID", EXIT_INVALID, e.to_string()),
+        (Ok(()), true) => (
+            "INDETERMINATE",
+            EXIT_INDETERMINATE,
+            format!(
+                "signature valid, but stale: nextUpdate {} has passed",
+                crl.next_update
+                    .map(marty_icao::cert::rfc3339)
+                    .unwrap_or_default()
+            ),
+        ),
+        (Ok(()), false) => ("VALID", EXIT_VALID, "signature valid and current".into()),
+    };
+    let out = Out {
+        verdict,
+        signature_valid: signature.is_ok(),
+        stale,
+        reason,
+        crl: crl.summary(),
+    };
+    if json {
+        print_json(&out)?;
+    } else {
+        println!("CRL {}: {} ({})", out.crl.issuer, out.verdict, out.reason);
+    }
+    Ok(code)
+}
+
+fn masterlist_verify(
+    file: &PathBuf,
+    roots: &[PathBuf],
+    trust: Option<&std::path::Path>,
+    at: Option<&str>,
+    json: bool,
+) -> Result<u8> {
+    let ml =
+        MasterList::parse(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
+    let mut certs: Vec<Certificate> = roots
+        .iter()
+        .map(|r| inputs::read_certificate(r))
+        .collect::<Result<_>>()?;
+    if let Some(dir) = trust {
+        certs.extend(inputs::read_trust_dir(dir)?.0);
+    }
+    let at = at
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or_else(OffsetDateTime::now_utc);
+    let v = ml.verify(&TrustStore::new(certs, vec![]), at);
+    #[derive(Serialize)]
+    struct Out<'a> {
+        verdict: &'static str,
+        certificates: usize,
+        distinct_keys: usize,
+        countries: usize,
+        verification: &'a marty_icao::masterlist::MasterListVerification,
+    }
+    let out = Out {
+        verdict: if v.valid { "VALID" } else { "INVALID" },
+        certificates: ml.certificates.len(),
+        distinct_keys: ml.distinct_keys(),
+        countries: ml.countries().len(),
+        verification: &v,
+    };
+    if json {
+        print_json(&out)?;
+    } else {
+        println!(
+            "master list: {} — {} certificates ({} distinct keys, {} countries)",
+            out.verdict, out.certificates, out.distinct_keys, out.countries
+        );
+        if let Some(s) = &v.signer {
+            println!("  signer: {} ({:?})", s.subject, v.signer_found_by);
+        }
+        println!(
+            "  signature: {}",
+            if v.signature_valid {
+                "valid"
+            } else {
+                "INVALID"
+            }
+        );
+        println!(
+            "  signer EKU 2.23.136.1.1.3: {}",
+            if v.signer_has_eku {
+                "present"
+            } else {
+                "MISSING"
+            }
+        );
+        println!(
+            "  signer chain: {}",
+            v.chain
+                .as_ref()
+                .map(|c| c.reason.clone())
+                .unwrap_or_default()
+        );
+        for e in &v.errors {
+            println!("  error: {e}");
+        }
+        for w in &v.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    Ok(if v.valid { EXIT_VALID } else { EXIT_INVALID })
+}
+
+fn masterlist_extract(file: &PathBuf, out: &PathBuf, json: bool) -> Result<u8> {
+    let ml =
+        MasterList::parse(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    for cert in &ml.certificates {
+        let country = cert.subject.country().unwrap_or("XX").to_ascii_uppercase();
+        let name = format!(
+            "{country}_{}.cer",
+            &marty_icao::hex::encode(&cert.fingerprint_sha256())[..16]
+        );
+        let path = out.join(&name);
+        std::fs::write(&path, &cert.raw).with_context(|| format!("writing {}", path.display()))?;
+        written.push(name);
+    }
+    written.sort();
+    written.dedup();
+    if json {
+        print_json(&serde_json::json!({
+            "certificates": ml.certificates.len(),
+            "files": written.len(),
+            "distinct_keys": ml.distinct_keys(),
+            "directory": out.display().to_string(),
+        }))?;
+    } else {
+        println!(
+            "{} certificates written to {} as {} files ({} distinct keys; identical entries share a file)",
+            ml.certificates.len(),
+            out.display(),
+            written.len(),
+            ml.distinct_keys()
+        );
+    }
+    Ok(EXIT_VALID)
+}
+
+fn passive_authentication(args: PaArgs) -> Result<u8> {
+    let files = inputs::read_lds_folder(&args.folder)?;
+    let sod = files.sod.ok_or_else(|| {
+        anyhow!(
+            "{} holds no EF.SOD (a file starting with tag 77)",
+            args.folder.display()
+        )
+    })?;
+    let (store, at, notes) = load_trust(&args.trust)?;
+    let mut report =
+        pa::passive_authentication(&sod, &files.data_groups, &store, at, args.strict_revocation);
+    report.warnings.extend(notes);
+    report.warnings.extend(files.notes);
+    if args.json {
+        print_json(&report)?;
+    } else {
+        show::print_pa(&report);
+    }
+    Ok(verdict_code(report.verdict))
+}
