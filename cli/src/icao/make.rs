@@ -24,6 +24,7 @@ use super::inputs::{
 };
 use super::{EXIT_VALID, print_json};
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Show a certificate: profile fields, extensions, key, fingerprint.

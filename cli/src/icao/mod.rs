@@ -7,7 +7,7 @@ mod inputs;
 mod make;
 mod show;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -28,6 +28,7 @@ pub const EXIT_INVALID: u8 = 1;
 pub const EXIT_INDETERMINATE: u8 = 2;
 pub const EXIT_USAGE: u8 = 3;
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum IcaoCommand {
     /// Machine readable zones: parse, check digits, generate.
@@ -51,6 +52,8 @@ pub enum IcaoCommand {
     Pa(PaArgs),
 }
 
+// Parsed once per process: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum MrzCommand {
     /// Parse an MRZ (lines, or concatenated as in DG1) and show its fields and check digits.
@@ -71,6 +74,7 @@ pub struct MrzInput {
     json: bool,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SodCommand {
     /// Show the structure of an EF.SOD: algorithms, signer, data group hashes.
@@ -91,6 +95,7 @@ pub enum SodCommand {
     Make(make::SodMakeArgs),
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CrlCommand {
     Inspect {
@@ -115,6 +120,7 @@ pub enum CrlCommand {
     Make(make::CrlMakeArgs),
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum MasterlistCommand {
     Inspect {
@@ -277,7 +283,7 @@ fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<Strin
     Ok((TrustStore::new(certificates, crls), at, notes))
 }
 
-fn sod_verify(file: &PathBuf, trust: &TrustArgs, json: bool) -> Result<u8> {
+fn sod_verify(file: &Path, trust: &TrustArgs, json: bool) -> Result<u8> {
     let bytes = read_input(file)?;
     // Structure, signature and path: Passive Authentication without data groups. A malformed
     // SOD is INVALID (its structure check fails), not an input error.
@@ -292,7 +298,7 @@ fn sod_verify(file: &PathBuf, trust: &TrustArgs, json: bool) -> Result<u8> {
     Ok(verdict_code(report.verdict))
 }
 
-fn crl_verify(file: &PathBuf, issuer: &PathBuf, at: Option<&str>, json: bool) -> Result<u8> {
+fn crl_verify(file: &Path, issuer: &Path, at: Option<&str>, json: bool) -> Result<u8> {
     let crl = Crl::from_der(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
     let issuer = inputs::read_certificate(issuer)?;
     let at = at
@@ -339,9 +345,9 @@ fn crl_verify(file: &PathBuf, issuer: &PathBuf, at: Option<&str>, json: bool) ->
 }
 
 fn masterlist_verify(
-    file: &PathBuf,
+    file: &Path,
     roots: &[PathBuf],
-    trust: Option<&std::path::Path>,
+    trust: Option<&Path>,
     at: Option<&str>,
     json: bool,
 ) -> Result<u8> {
@@ -417,7 +423,7 @@ fn masterlist_verify(
     Ok(if v.valid { EXIT_VALID } else { EXIT_INVALID })
 }
 
-fn masterlist_extract(file: &PathBuf, out: &PathBuf, json: bool) -> Result<u8> {
+fn masterlist_extract(file: &Path, out: &Path, json: bool) -> Result<u8> {
     let ml =
         MasterList::parse(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
