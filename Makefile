@@ -7,8 +7,11 @@ MARTY := target/debug/marty
 SERVICE ?=
 SERVICE_FLAG := $(if $(SERVICE),--service $(SERVICE),)
 
-.PHONY: demo test lint deps build db-setup-test db-stop-test db-test-connections db-upgrade \
-        db-migrate db-status db-verify db-setup
+VENV := .venv
+ORACLE_STAMP := $(VENV)/.oracle-installed
+
+.PHONY: demo test lint deps build oracle fuzz-smoke bench-db bench-icao db-setup-test db-stop-test \
+        db-test-connections db-upgrade db-migrate db-status db-verify db-setup
 
 deps:
 	@scripts/ensure-deps.sh
@@ -20,9 +23,30 @@ build: deps
 demo: build
 	@scripts/demo.sh
 
-## test: formatting, lints and the whole test suite (real PostgreSQL clusters it starts itself).
-test: deps lint
-	$(CARGO) test --workspace
+## test: formatting, lints, the whole test suite (real PostgreSQL clusters it starts itself,
+## the openssl CLI and the Python oracle as independent verifiers) and a fuzzing smoke run.
+test: deps lint oracle
+	MARTY_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --workspace --exclude marty-bench
+	scripts/fuzz.sh 10
+
+## oracle: the independent Python verifier's virtualenv (asn1crypto + cryptography).
+oracle: $(ORACLE_STAMP)
+
+$(ORACLE_STAMP): scripts/oracle-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/oracle-requirements.txt
+	touch $@
+
+## fuzz-smoke: 10 s per fuzz target (FUZZ_SECONDS=300 for a longer run).
+FUZZ_SECONDS ?= 10
+fuzz-smoke:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench-db: build
+	scripts/bench-db.sh
+
+bench-icao:
+	scripts/bench-icao.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -6,3 +6,4 @@
 
 mod db;
 mod harness;
+mod icao;

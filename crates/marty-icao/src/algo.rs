@@ -364,36 +364,107 @@ fn parse_pss(params: Option<&Tlv<'_>>) -> Result<SignatureAlgorithm, AlgorithmEr
 }
 
 /// A public key from a SubjectPublicKeyInfo, including EC keys with explicit domain parameters.
+///
+/// Keys are built from their components with OpenSSL's key constructors rather than its DER
+/// decoder: OpenSSL 3's decoder framework looks providers up on every call, which cost more
+/// than the signature verification itself (see docs/PERFORMANCE.md).
 pub fn public_key(spki_der: &[u8]) -> Result<PKey<Public>, AlgorithmError> {
-    if let Ok(key) = PKey::public_key_from_der(spki_der) {
-        return Ok(key);
+    match key_from_components(spki_der) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => {
+            PKey::public_key_from_der(spki_der).map_err(|e| AlgorithmError::Key(e.to_string()))
+        }
+        Err(e) => Err(e),
     }
-    explicit_ec_key(spki_der)
 }
 
-/// Builds the key of an SPKI with explicit ECParameters by hand (SEC 1 §C.2), for OpenSSL
-/// builds that refuse to decode them.
-fn explicit_ec_key(spki_der: &[u8]) -> Result<PKey<Public>, AlgorithmError> {
-    let key_err = |m: &str| AlgorithmError::Key(m.to_owned());
+/// EC (named or explicit) and RSA keys from their SPKI fields; `None` for other key types.
+fn key_from_components(spki_der: &[u8]) -> Result<Option<PKey<Public>>, AlgorithmError> {
+    let key_err = |m: String| AlgorithmError::Key(m);
+    let ssl = |e: openssl::error::ErrorStack| AlgorithmError::Key(e.to_string());
     let spki = der::parse(spki_der)?;
     let mut r = spki
         .expect(Tag::SEQUENCE, "SubjectPublicKeyInfo")?
         .children();
     let mut alg = r.expect(Tag::SEQUENCE, "algorithm")?.children();
     let alg_oid = alg.expect(Tag::OID, "algorithm")?.oid()?;
-    if !alg_oid.is(oid::EC_PUBLIC_KEY) {
-        return Err(key_err(&format!("unsupported key algorithm {alg_oid}")));
-    }
-    let params = alg.expect(Tag::SEQUENCE, "explicit ECParameters")?;
-    let (_, point) = r
+    let params = alg.next()?;
+    let (_, key_bits) = r
         .expect(Tag::BIT_STRING, "subjectPublicKey")?
         .bit_string()?;
-    let group = ec_group_from_explicit(&params)?;
-    let mut ctx = BigNumContext::new().map_err(|e| key_err(&e.to_string()))?;
-    let point = EcPoint::from_bytes(&group, &point, &mut ctx)
-        .map_err(|_| key_err("public point not on the curve"))?;
-    let ec = EcKey::from_public_key(&group, &point).map_err(|e| key_err(&e.to_string()))?;
-    PKey::from_ec_key(ec).map_err(|e| key_err(&e.to_string()))
+    if alg_oid.is(oid::EC_PUBLIC_KEY) {
+        let group = match params {
+            Some(p) if p.tag == Tag::OID => {
+                let curve = p.oid()?;
+                let nid = NAMED_CURVE_OIDS
+                    .iter()
+                    .find(|(o, _)| curve.is(o))
+                    .map(|(_, nid)| *nid)
+                    .ok_or_else(|| key_err(format!("unsupported named curve {curve}")))?;
+                EcGroup::from_curve_name(nid).map_err(ssl)?
+            }
+            Some(p) if p.tag == Tag::SEQUENCE => ec_group_from_explicit(&p)?,
+            _ => return Err(key_err("EC key without domain parameters".into())),
+        };
+        let mut ctx = BigNumContext::new().map_err(ssl)?;
+        let point = EcPoint::from_bytes(&group, &key_bits, &mut ctx)
+            .map_err(|_| key_err("public point not on the curve".into()))?;
+        let ec = EcKey::from_public_key(&group, &point).map_err(ssl)?;
+        return PKey::from_ec_key(ec).map(Some).map_err(ssl);
+    }
+    if alg_oid.is(oid::RSA_ENCRYPTION) || alg_oid.is(oid::RSASSA_PSS) {
+        let key = der::parse(&key_bits)?;
+        let mut k = key.expect(Tag::SEQUENCE, "RSAPublicKey")?.children();
+        let n =
+            BigNum::from_slice(k.expect(Tag::INTEGER, "modulus")?.integer_bytes()?).map_err(ssl)?;
+        let e = BigNum::from_slice(k.expect(Tag::INTEGER, "publicExponent")?.integer_bytes()?)
+            .map_err(ssl)?;
+        let rsa = openssl::rsa::Rsa::from_public_components(n, e).map_err(ssl)?;
+        return PKey::from_rsa(rsa).map(Some).map_err(ssl);
+    }
+    Ok(None)
+}
+
+const NAMED_CURVE_OIDS: [(&str, Nid); 6] = [
+    (oid::SECP256R1, Nid::X9_62_PRIME256V1),
+    (oid::SECP384R1, Nid::SECP384R1),
+    (oid::SECP521R1, Nid::SECP521R1),
+    (oid::BRAINPOOL_P256R1, Nid::BRAINPOOL_P256R1),
+    (oid::BRAINPOOL_P384R1, Nid::BRAINPOOL_P384R1),
+    (oid::BRAINPOOL_P512R1, Nid::BRAINPOOL_P512R1),
+];
+
+/// A named curve and its (p, a, b, order) as big-endian bytes.
+type CurveParameters = (Nid, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// The parameters of the supported curves, computed once.
+fn named_curve_parameters() -> &'static [CurveParameters] {
+    static TABLE: std::sync::OnceLock<Vec<CurveParameters>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        CURVES
+            .iter()
+            .filter_map(|nid| {
+                let group = EcGroup::from_curve_name(*nid).ok()?;
+                let mut ctx = BigNumContext::new().ok()?;
+                let (mut p, mut a, mut b, mut n) = (
+                    BigNum::new().ok()?,
+                    BigNum::new().ok()?,
+                    BigNum::new().ok()?,
+                    BigNum::new().ok()?,
+                );
+                group
+                    .components_gfp(&mut p, &mut a, &mut b, &mut ctx)
+                    .ok()?;
+                group.order(&mut n, &mut ctx).ok()?;
+                Some((*nid, p.to_vec(), a.to_vec(), b.to_vec(), n.to_vec()))
+            })
+            .collect()
+    })
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 /// The curve of explicit ECParameters: matched to a named curve when the parameters are one
@@ -416,35 +487,19 @@ pub fn ec_group_from_explicit(params: &Tlv<'_>) -> Result<EcGroup, AlgorithmErro
     let b = curve.expect(Tag::OCTET_STRING, "b")?.octets()?;
     let base = p.expect(Tag::OCTET_STRING, "base point")?.octets()?;
     let order = p.expect(Tag::INTEGER, "order")?.integer_bytes()?;
-    let bn = |bytes: &[u8]| BigNum::from_slice(bytes).map_err(|e| key_err(e.to_string()));
-    let (prime, a, b, order) = (bn(prime)?, bn(&a)?, bn(&b)?, bn(order)?);
-    let mut ctx = BigNumContext::new().map_err(|e| key_err(e.to_string()))?;
-    for nid in CURVES {
-        if let Ok(named) = EcGroup::from_curve_name(nid) {
-            let (mut np, mut na, mut nb) = (
-                BigNum::new().map_err(|e| key_err(e.to_string()))?,
-                BigNum::new().map_err(|e| key_err(e.to_string()))?,
-                BigNum::new().map_err(|e| key_err(e.to_string()))?,
-            );
-            if named
-                .components_gfp(&mut np, &mut na, &mut nb, &mut ctx)
-                .is_ok()
-                && np == prime
-                && na == a
-                && nb == b
-            {
-                let mut named_order = BigNum::new().map_err(|e| key_err(e.to_string()))?;
-                named
-                    .order(&mut named_order, &mut ctx)
-                    .map_err(|e| key_err(e.to_string()))?;
-                if named_order == order {
-                    return Ok(named);
-                }
-            }
+    for (nid, np, na, nb, nn) in named_curve_parameters() {
+        if strip_zeros(prime) == np.as_slice()
+            && strip_zeros(&a) == na.as_slice()
+            && strip_zeros(&b) == nb.as_slice()
+            && strip_zeros(order) == nn.as_slice()
+        {
+            return EcGroup::from_curve_name(*nid).map_err(|e| key_err(e.to_string()));
         }
     }
-    let mut group =
-        EcGroup::from_components(prime, a, b, &mut ctx).map_err(|e| key_err(e.to_string()))?;
+    let bn = |bytes: &[u8]| BigNum::from_slice(bytes).map_err(|e| key_err(e.to_string()));
+    let mut ctx = BigNumContext::new().map_err(|e| key_err(e.to_string()))?;
+    let mut group = EcGroup::from_components(bn(prime)?, bn(&a)?, bn(&b)?, &mut ctx)
+        .map_err(|e| key_err(e.to_string()))?;
     let generator =
         EcPoint::from_bytes(&group, &base, &mut ctx).map_err(|e| key_err(e.to_string()))?;
     let cofactor = match p.optional(Tag::INTEGER)? {
@@ -452,7 +507,7 @@ pub fn ec_group_from_explicit(params: &Tlv<'_>) -> Result<EcGroup, AlgorithmErro
         None => BigNum::from_u32(1).map_err(|e| key_err(e.to_string()))?,
     };
     group
-        .set_generator(generator, order, cofactor)
+        .set_generator(generator, bn(order)?, cofactor)
         .map_err(|e| key_err(e.to_string()))?;
     Ok(group)
 }
@@ -561,6 +616,14 @@ pub fn sign(
 ) -> Result<Vec<u8>, AlgorithmError> {
     let digest = algorithm.digest(DigestAlgorithm::Sha256);
     let err = |e: openssl::error::ErrorStack| AlgorithmError::Signing(e.to_string());
+    if let (SignatureAlgorithm::Ecdsa { .. }, Ok(ec)) = (algorithm, key.ec_key()) {
+        // ECDSA directly on the digest: the EVP signing path looks the algorithm up in the
+        // provider on every call, a third of the cost of a P-256 signature.
+        let hash = digest.digest(message);
+        return EcdsaSig::sign(&hash, &ec)
+            .and_then(|sig| sig.to_der())
+            .map_err(err);
+    }
     let mut signer = Signer::new(digest.md(), key).map_err(err)?;
     if let SignatureAlgorithm::RsaPss {
         salt_len,

@@ -71,6 +71,8 @@ pub struct Certificate {
     pub name_change: bool,
     /// Extensions that could not be parsed, with why (reported, not fatal).
     pub extension_problems: Vec<String>,
+    /// Whether it is self-signed: a signature verification, so computed once when first asked.
+    self_signed: std::sync::OnceLock<bool>,
 }
 
 /// Errors of certificate parsing.
@@ -171,6 +173,7 @@ impl Certificate {
             crl_distribution_points: Vec::new(),
             name_change: false,
             extension_problems: Vec::new(),
+            self_signed: std::sync::OnceLock::new(),
         };
         for ext in &extensions {
             if let Err(e) = cert.apply_extension(ext) {
@@ -317,6 +320,25 @@ impl Certificate {
         self.basic_constraints.is_some_and(|(ca, _)| ca)
     }
 
+    /// The subjectPublicKey bits (EC point or RSAPublicKey): the key itself, whatever the
+    /// encoding of its algorithm parameters.
+    pub fn public_key_bits(&self) -> Vec<u8> {
+        (|| -> Option<Vec<u8>> {
+            let spki = der::parse(&self.spki).ok()?;
+            let mut r = spki.children();
+            r.any("algorithm").ok()?;
+            Some(
+                r.expect(Tag::BIT_STRING, "subjectPublicKey")
+                    .ok()?
+                    .bit_string()
+                    .ok()?
+                    .1
+                    .into_owned(),
+            )
+        })()
+        .unwrap_or_else(|| self.spki.clone())
+    }
+
     pub fn fingerprint_sha256(&self) -> Vec<u8> {
         DigestAlgorithm::Sha256.digest(&self.raw)
     }
@@ -338,9 +360,26 @@ impl Certificate {
         )
     }
 
+    /// Verifies this certificate's signature with an already decoded issuer key.
+    pub fn verify_signature_with_key(
+        &self,
+        issuer_key: &openssl::pkey::PKey<openssl::pkey::Public>,
+    ) -> Result<(), AlgorithmError> {
+        let alg = self.signature_algorithm.clone()?;
+        algo::verify_with_key(
+            issuer_key,
+            &alg,
+            DigestAlgorithm::Sha256,
+            &self.tbs,
+            &self.signature,
+        )
+    }
+
     /// Subject = issuer and the signature verifies with its own key.
     pub fn is_self_signed(&self) -> bool {
-        self.subject.matches(&self.issuer) && self.verify_signature_with(&self.spki).is_ok()
+        *self.self_signed.get_or_init(|| {
+            self.subject.matches(&self.issuer) && self.verify_signature_with(&self.spki).is_ok()
+        })
     }
 
     pub fn kind(&self) -> CertificateKind {

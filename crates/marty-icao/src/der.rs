@@ -668,9 +668,44 @@ impl Oid {
         &self.0
     }
 
-    /// Whether this OID is `dotted`.
+    /// Whether this OID is `dotted`. Compares arc by arc without allocating: it runs for every
+    /// extension and attribute of every certificate read.
     pub fn is(&self, dotted: &str) -> bool {
-        Oid::parse(dotted).is_some_and(|o| o == *self)
+        let mut arcs = dotted.split('.').map(|a| a.parse::<u64>().ok());
+        let (Some(Some(a0)), Some(Some(a1))) = (arcs.next(), arcs.next()) else {
+            return false;
+        };
+        let mut rest = self.0.as_slice();
+        let mut expect = |value: u64| -> bool {
+            let mut buf = [0u8; 10];
+            let mut i = buf.len();
+            let mut v = value;
+            loop {
+                i -= 1;
+                buf[i] = (v & 0x7F) as u8 | if i == buf.len() - 1 { 0 } else { 0x80 };
+                v >>= 7;
+                if v == 0 || i == 0 {
+                    break;
+                }
+            }
+            let encoded = &buf[i..];
+            if rest.starts_with(encoded) {
+                rest = &rest[encoded.len()..];
+                true
+            } else {
+                false
+            }
+        };
+        if !expect(a0 * 40 + a1) {
+            return false;
+        }
+        for arc in arcs {
+            match arc {
+                Some(v) if expect(v) => {}
+                _ => return false,
+            }
+        }
+        rest.is_empty()
     }
 
     pub fn to_der(&self) -> Vec<u8> {

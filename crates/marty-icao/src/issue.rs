@@ -701,8 +701,57 @@ pub fn make_ml_signer(
     )
 }
 
-/// Signs an LDS security object into EF.SOD (0x77-wrapped CMS SignedData, eContentType
-/// 2.23.136.1.1.1, contentType + messageDigest [+ signingTime], the DSC embedded).
+/// A Document Signer ready to sign many SODs: the key is checked against its certificate once.
+#[derive(Debug)]
+pub struct SodSigner<'a> {
+    dsc: &'a Certificate,
+    key: &'a KeyPair,
+}
+
+impl<'a> SodSigner<'a> {
+    pub fn new(dsc: &'a Certificate, key: &'a KeyPair) -> Result<SodSigner<'a>, IssueError> {
+        if !key.matches(dsc) {
+            return Err(IssueError::Invalid(
+                "the Document Signer's private key does not belong to the DSC".into(),
+            ));
+        }
+        Ok(SodSigner { dsc, key })
+    }
+
+    /// Signs an LDS security object into EF.SOD (0x77-wrapped CMS SignedData, eContentType
+    /// 2.23.136.1.1.1, contentType + messageDigest [+ signingTime], the DSC embedded).
+    pub fn sign(
+        &self,
+        lds: &LdsSecurityObject,
+        sid: SidChoice,
+        signing_time: Option<OffsetDateTime>,
+    ) -> Result<Vec<u8>, IssueError> {
+        if lds.hash_algorithm.is_weak() {
+            return Err(IssueError::Invalid(
+                "Marty never issues SHA-1 (Doc 9303 Part 12 §4.1.6)".into(),
+            ));
+        }
+        let content = lds.to_der();
+        let content_info = cms::sign(&cms::SignRequest {
+            content_type: oid::LDS_SECURITY_OBJECT,
+            content: &content,
+            signer: self.dsc,
+            extra_certificates: &[],
+            key: &self.key.private,
+            digest: lds.hash_algorithm,
+            signature_algorithm: algo::default_signature_algorithm(
+                &self.key.private,
+                lds.hash_algorithm,
+                self.key.pss,
+            ),
+            sid,
+            signing_time,
+        })?;
+        Ok(sod::wrap(&content_info))
+    }
+}
+
+/// Signs one EF.SOD (see [`SodSigner::sign`]).
 pub fn make_sod(
     lds: &LdsSecurityObject,
     dsc: &Certificate,
@@ -715,26 +764,5 @@ pub fn make_sod(
             "Marty never issues SHA-1 (Doc 9303 Part 12 §4.1.6)".into(),
         ));
     }
-    if !key.matches(dsc) {
-        return Err(IssueError::Invalid(
-            "the Document Signer's private key does not belong to the DSC".into(),
-        ));
-    }
-    let content = lds.to_der();
-    let content_info = cms::sign(&cms::SignRequest {
-        content_type: oid::LDS_SECURITY_OBJECT,
-        content: &content,
-        signer: dsc,
-        extra_certificates: &[],
-        key: &key.private,
-        digest: lds.hash_algorithm,
-        signature_algorithm: algo::default_signature_algorithm(
-            &key.private,
-            lds.hash_algorithm,
-            key.pss,
-        ),
-        sid,
-        signing_time,
-    })?;
-    Ok(sod::wrap(&content_info))
+    SodSigner::new(dsc, key)?.sign(lds, sid, signing_time)
 }

@@ -64,10 +64,11 @@ impl MasterList {
 
     /// Number of distinct public keys (a self-signed CSCA and its link certificate share one).
     pub fn distinct_keys(&self) -> usize {
-        let mut keys: Vec<&[u8]> = self
+        // The key itself, whatever the encoding of its parameters (named curve or explicit).
+        let mut keys: Vec<Vec<u8>> = self
             .certificates
             .iter()
-            .map(|c| c.spki.as_slice())
+            .map(|c| c.public_key_bits())
             .collect();
         keys.sort();
         keys.dedup();

@@ -13,6 +13,9 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use openssl::pkey::{PKey, Public};
+
+use crate::algo;
 use crate::cert::{Certificate, key_usage};
 use crate::crl::Crl;
 use crate::hex;
@@ -31,6 +34,23 @@ pub enum AnchorSource {
 pub struct Anchor {
     pub cert: Certificate,
     pub source: AnchorSource,
+    /// The decoded public key, kept so that verifying a DSC does not decode it again.
+    key: Option<PKey<Public>>,
+}
+
+impl Anchor {
+    fn new(cert: Certificate, source: AnchorSource) -> Anchor {
+        let key = algo::public_key(&cert.spki).ok();
+        Anchor { cert, source, key }
+    }
+
+    /// Verifies that this anchor's key signed `cert`.
+    pub fn signed(&self, cert: &Certificate) -> bool {
+        match &self.key {
+            Some(key) => cert.verify_signature_with_key(key).is_ok(),
+            None => cert.verify_signature_with(&self.cert.spki).is_ok(),
+        }
+    }
 }
 
 /// CSCA certificates, link certificates and CRLs a verifier trusts.
@@ -56,10 +76,9 @@ impl TrustStore {
                 continue;
             }
             if cert.is_self_signed() {
-                store.anchors.push(Anchor {
-                    cert,
-                    source: AnchorSource::SelfSigned,
-                });
+                store
+                    .anchors
+                    .push(Anchor::new(cert, AnchorSource::SelfSigned));
             } else {
                 pending.push(cert);
             }
@@ -78,7 +97,7 @@ impl TrustStore {
                 let signer = self
                     .issuer_candidates(&cert)
                     .into_iter()
-                    .find(|a| cert.verify_signature_with(&a.cert.spki).is_ok())
+                    .find(|a| a.signed(&cert))
                     .map(|a| {
                         a.cert.subject.to_string()
                             + " / key "
@@ -90,10 +109,8 @@ impl TrustStore {
                     });
                 match signer {
                     Some(by) if cert.is_ca() || cert.has_key_usage(key_usage::KEY_CERT_SIGN) => {
-                        self.anchors.push(Anchor {
-                            cert,
-                            source: AnchorSource::Link { signed_by: by },
-                        })
+                        self.anchors
+                            .push(Anchor::new(cert, AnchorSource::Link { signed_by: by }))
                     }
                     Some(_) => self.rejected.push((cert, "not a CA certificate".into())),
                     None => still.push(cert),
@@ -105,7 +122,11 @@ impl TrustStore {
             }
         }
         for cert in pending {
-            let reason = match self.anchors.iter().find(|a| a.cert.spki == cert.spki) {
+            let reason = match self
+                .anchors
+                .iter()
+                .find(|a| a.cert.public_key_bits() == cert.public_key_bits())
+            {
                 // A link certificate whose signer is absent but whose key is trusted anyway.
                 Some(a) => format!(
                     "not needed: the key it certifies is already trusted through {} (the key that signed it is not in the store)",
@@ -156,10 +177,7 @@ impl TrustStore {
         }
         // Among anchors of the same key, prefer one valid at the inspection time.
         candidates.sort_by_key(|a| !a.cert.valid_at(at));
-        let Some(anchor) = candidates
-            .iter()
-            .find(|a| dsc.verify_signature_with(&a.cert.spki).is_ok())
-        else {
+        let Some(anchor) = candidates.iter().find(|a| a.signed(dsc)) else {
             v.outcome = PathOutcome::SignatureInvalid;
             v.reason = format!(
                 "the DSC's signature does not verify with the key of CSCA {}",
