@@ -987,3 +987,69 @@ mod tests {
         assert_eq!(parse(&time(t)).unwrap().time().unwrap(), t);
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A random element tree: primitive leaves with arbitrary contents, constructed nodes.
+    fn element() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = (1u32..40, proptest::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(n, content)| tlv(Tag::context_primitive(n), &content));
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            (
+                prop_oneof![
+                    Just(Tag::SEQUENCE),
+                    Just(Tag::SET),
+                    Just(Tag::application(0x61, true)),
+                    Just(Tag::context(3))
+                ],
+                proptest::collection::vec(inner, 0..8),
+            )
+                .prop_map(|(tag, kids)| tlv(tag, &kids.concat()))
+        })
+    }
+
+    fn rebuild(t: &Tlv<'_>) -> Vec<u8> {
+        if t.tag.constructed {
+            let kids = t.children().collect_all().unwrap();
+            tlv(
+                t.tag,
+                &kids.iter().map(rebuild).collect::<Vec<_>>().concat(),
+            )
+        } else {
+            tlv(t.tag, t.value)
+        }
+    }
+
+    proptest! {
+        /// DER written by the writer parses back, element by element, to the same bytes.
+        #[test]
+        fn tlv_round_trip(bytes in element()) {
+            let parsed = parse(&bytes).unwrap();
+            prop_assert_eq!(parsed.raw, bytes.as_slice());
+            prop_assert_eq!(rebuild(&parsed), bytes.clone());
+        }
+
+        /// Arbitrary bytes never panic the reader.
+        #[test]
+        fn arbitrary_bytes_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(t) = parse_prefix(&bytes) {
+                let _ = t.octets();
+                let _ = t.children().collect_all();
+            }
+        }
+
+        /// Integers and OIDs round-trip.
+        #[test]
+        fn integers_and_oids(v in any::<i64>(), arcs in proptest::collection::vec(0u64..1_000_000, 1..10), first in 0u64..3, second in 0u64..40) {
+            prop_assert_eq!(parse(&integer(v)).unwrap().integer_i64().unwrap(), v);
+            let dotted = std::iter::once(first).chain(std::iter::once(second)).chain(arcs).map(|a| a.to_string()).collect::<Vec<_>>().join(".");
+            let oid = Oid::parse(&dotted).unwrap();
+            prop_assert_eq!(oid.to_string(), dotted.clone());
+            prop_assert!(oid.is(&dotted));
+        }
+    }
+}

@@ -36,12 +36,20 @@ pub struct Anchor {
     pub source: AnchorSource,
     /// The decoded public key, kept so that verifying a DSC does not decode it again.
     key: Option<PKey<Public>>,
+    /// The summary every report shows, computed once.
+    summary: crate::cert::CertificateSummary,
 }
 
 impl Anchor {
     fn new(cert: Certificate, source: AnchorSource) -> Anchor {
         let key = algo::public_key(&cert.spki).ok();
-        Anchor { cert, source, key }
+        let summary = cert.summary();
+        Anchor {
+            cert,
+            source,
+            key,
+            summary,
+        }
     }
 
     /// Verifies that this anchor's key signed `cert`.
@@ -163,21 +171,38 @@ impl TrustStore {
     pub fn validate(&self, dsc: &Certificate, at: OffsetDateTime) -> PathValidation {
         let mut v = PathValidation::default();
         let mut candidates = self.issuer_candidates(dsc);
-        if candidates.is_empty() {
+        let not_found = |v: &mut PathValidation, detail: &str| {
             v.outcome = PathOutcome::AnchorNotFound;
             v.reason = format!(
-                "no trusted CSCA for issuer {}{}",
+                "no trusted CSCA for issuer {}{}{detail}",
                 dsc.issuer,
                 dsc.authority_key_id
                     .as_deref()
                     .map(|k| format!(" (authority key {})", hex::encode(k)))
                     .unwrap_or_default()
             );
+        };
+        if candidates.is_empty() {
+            not_found(&mut v, "");
             return v;
         }
+        // Candidates found by key identifier hold the key the DSC names: if none verifies, the
+        // signature is bad. Candidates found only by name may simply be another key of that
+        // CSCA: then the right key is missing, which is not a bad signature.
+        let by_key = dsc.authority_key_id.is_some()
+            && candidates
+                .iter()
+                .any(|a| a.cert.subject_key_id == dsc.authority_key_id);
         // Among anchors of the same key, prefer one valid at the inspection time.
         candidates.sort_by_key(|a| !a.cert.valid_at(at));
         let Some(anchor) = candidates.iter().find(|a| a.signed(dsc)) else {
+            if !by_key {
+                not_found(
+                    &mut v,
+                    ": the trusted CSCA certificates of that name hold other keys",
+                );
+                return v;
+            }
             v.outcome = PathOutcome::SignatureInvalid;
             v.reason = format!(
                 "the DSC's signature does not verify with the key of CSCA {}",
@@ -185,7 +210,10 @@ impl TrustStore {
             );
             return v;
         };
-        v.anchor = Some(anchor.cert.summary());
+        if !by_key && dsc.authority_key_id.is_some() {
+            v.warnings.push("the DSC's authorityKeyIdentifier matches no CSCA subjectKeyIdentifier; the CSCA was found by name".into());
+        }
+        v.anchor = Some(anchor.summary.clone());
         v.anchor_source = Some(anchor.source.clone());
         if !dsc.valid_at(at) {
             v.outcome = PathOutcome::DscNotValidAt;
@@ -196,6 +224,12 @@ impl TrustStore {
                 crate::cert::rfc3339(at)
             );
             return v;
+        }
+        if !anchor.cert.is_ca() && !anchor.cert.has_key_usage(key_usage::KEY_CERT_SIGN) {
+            v.warnings.push(format!(
+                "the CSCA certificate {} is neither marked cA nor has keyCertSign",
+                anchor.cert.subject
+            ));
         }
         if !anchor.cert.valid_at(at) {
             v.outcome = PathOutcome::AnchorNotValidAt;
