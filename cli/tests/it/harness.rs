@@ -213,3 +213,89 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A private nats-server with JetStream for one test (its own port and store), unless
+/// `MARTY_TEST_NATS_URL` names a shared one (then tests using it run one at a time).
+pub struct TestNats {
+    pub url: String,
+    pub port: u16,
+    store: PathBuf,
+    child: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+    _serial: Option<MutexGuard<'static, ()>>,
+}
+
+static EXTERNAL_NATS: Mutex<()> = Mutex::new(());
+
+impl TestNats {
+    /// A server this test may stop and restart: always private.
+    pub fn private() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("marty-nats-")
+            .tempdir()
+            .unwrap();
+        let port = marty_events::local::free_port().unwrap();
+        let store = dir.path().join("js");
+        let child = marty_events::local::spawn(port, &store, &dir.path().join("nats.log")).unwrap();
+        Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            store,
+            child: Some(child),
+            _dir: dir,
+            _serial: None,
+        }
+    }
+
+    pub fn start() -> Self {
+        match std::env::var("MARTY_TEST_NATS_URL") {
+            Ok(url) => {
+                let guard = EXTERNAL_NATS.lock().unwrap_or_else(|e| e.into_inner());
+                let dir = tempfile::tempdir().unwrap();
+                Self {
+                    port: 0,
+                    url,
+                    store: dir.path().to_path_buf(),
+                    child: None,
+                    _dir: dir,
+                    _serial: Some(guard),
+                }
+            }
+            Err(_) => Self::private(),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts the server again on the same port with the same JetStream store.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let log = self.store.with_extension("log");
+        self.child = Some(marty_events::local::spawn(self.port, &self.store, &log).unwrap());
+    }
+
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(&self.url)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        if self._serial.is_some() {
+            // A shared server: start from an empty stream.
+            js.delete_stream("MARTY").await.ok();
+        }
+        js
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod db;
+mod events;
 mod harness;
 mod icao;

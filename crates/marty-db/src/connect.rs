@@ -99,6 +99,14 @@ impl ConnectTarget {
         )
     }
 
+    /// A pool of connections to this target (runtime use: relays, consumers, services).
+    pub fn pool(&self, max_connections: u32) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(self.connect_timeout)
+            .connect_lazy_with(self.options())
+    }
+
     fn options(&self) -> PgConnectOptions {
         let mut options = PgConnectOptions::new()
             .username(&self.user)
