@@ -10,7 +10,7 @@ SERVICE_FLAG := $(if $(SERVICE),--service $(SERVICE),)
 VENV := .venv
 ORACLE_STAMP := $(VENV)/.oracle-installed
 
-.PHONY: demo test lint deps build oracle fuzz-smoke bench-db bench-icao db-setup-test db-stop-test \
+.PHONY: demo test lint deps build stop oracle fuzz-smoke bench-db bench-icao bench-events db-setup-test db-stop-test \
         db-test-connections db-upgrade db-migrate db-status db-verify db-setup
 
 deps:
@@ -48,6 +48,9 @@ bench-db: build
 bench-icao:
 	scripts/bench-icao.sh
 
+bench-events: deps
+	scripts/bench-events.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -60,6 +63,11 @@ db-setup-test: build
 
 ## db-stop-test: stop the local PostgreSQL (data kept in .marty/postgres).
 db-stop-test: build
+	$(MARTY) dev postgres stop
+
+## stop: stop everything `make demo` started (PostgreSQL and NATS; their data stays in .marty/).
+stop: build
+	$(MARTY) dev nats stop
 	$(MARTY) dev postgres stop
 
 db-setup: build

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make demo` and `make test` need when it is missing, on Debian/Ubuntu:
 # the PostgreSQL server binaries (initdb, pg_ctl, postgres), the OpenSSL headers and CLI (an
-# independent verifier in the tests), and Python with venv (for the Python oracle).
+# independent verifier in the tests), Python with venv (for the Python oracle) and nats-server
+# (the event bus; Debian's package has JetStream).
 # Everything else comes from crates.io through cargo. Safe to run repeatedly.
 set -euo pipefail
 
@@ -15,6 +16,11 @@ have_ssl_headers() {
   command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl
 }
 
+have_nats() {
+  [ -n "${MARTY_NATS_SERVER_BIN:-}" ] && [ -x "$MARTY_NATS_SERVER_BIN" ] && return 0
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]
+}
+
 have_python_venv() {
   command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1
 }
@@ -24,6 +30,7 @@ have_pg || missing+=(postgresql)
 have_ssl_headers || missing+=(libssl-dev pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 have_python_venv || missing+=(python3 python3-venv)
+have_nats || missing+=(nats-server)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is not installed: install Rust from https://rustup.rs first" >&2; exit 1; }
 
 if [ ${#missing[@]} -eq 0 ]; then

@@ -41,6 +41,9 @@ enum Command {
     /// Local development servers kept under the state directory (.marty/).
     #[command(subcommand)]
     Dev(DevCommand),
+    /// The event backbone: outbox health, stream and consumer lag, load benchmark.
+    #[command(subcommand)]
+    Events(crate::events::EventsCommand),
     /// The offline ICAO Doc 9303 toolkit: MRZ, EF.SOD, certificates, CRLs, master lists,
     /// Passive Authentication (exit 0 valid, 1 invalid, 2 indeterminate, 3 usage/input error).
     #[command(subcommand)]
@@ -123,6 +126,11 @@ enum DevCommand {
         #[command(subcommand)]
         action: DevAction,
     },
+    /// A private nats-server with JetStream under the state directory, on a free loopback port.
+    Nats {
+        #[command(subcommand)]
+        action: crate::events::NatsAction,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -140,6 +148,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Show { service, json }) => config_show(service, json),
         Command::Db(cmd) => db(cmd).await,
         Command::Dev(DevCommand::Postgres { action }) => dev_postgres(action),
+        Command::Dev(DevCommand::Nats { action }) => crate::events::dev_nats(&load()?, action),
+        Command::Events(command) => crate::events::run(&load()?, command).await,
         Command::Icao(command) => Ok(crate::icao::run(command)),
     }
 }

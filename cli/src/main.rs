@@ -4,6 +4,7 @@
 //! connection in `db test-connections`); 2 usage errors (from clap).
 
 mod commands;
+mod events;
 mod icao;
 
 use std::process::ExitCode;

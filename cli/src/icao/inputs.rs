@@ -64,20 +64,23 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime> {
     Ok(date.midnight().assume_utc())
 }
 
+/// The regular files of a directory, sorted by name (so that reports are reproducible).
+fn files_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    paths.retain(|p| p.is_file());
+    paths.sort();
+    Ok(paths)
+}
+
 /// Every certificate and CRL in a directory (other files are an error: a trust directory
 /// should hold nothing else).
 pub fn read_trust_dir(dir: &Path) -> Result<(Vec<Certificate>, Vec<Crl>)> {
     let mut certs = Vec::new();
     let mut crls = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read trust directory {}", dir.display()))?
-        .collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.path());
-    for entry in entries {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
+    for path in files_in(dir)? {
         let bytes = read_input(&path)?;
         match Certificate::from_der(&bytes) {
             Ok(c) => certs.push(c),
@@ -109,15 +112,7 @@ pub fn read_lds_folder(dir: &Path) -> Result<LdsFolder> {
         data_groups: Vec::new(),
         notes: Vec::new(),
     };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.path());
-    for entry in entries {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
+    for path in files_in(dir)? {
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let name = path

@@ -19,8 +19,7 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use super::inputs::{
-    DEFAULT_PASSPHRASE_ENV, parse_time, read_certificate, read_input, read_key, write_der,
-    write_key,
+    DEFAULT_PASSPHRASE_ENV, parse_time, read_certificate, read_key, write_der, write_key,
 };
 use super::{EXIT_VALID, print_json};
 
@@ -60,6 +59,31 @@ pub struct Common {
     /// Serial number in hex (default: 16 random octets).
     #[arg(long)]
     serial: Option<String>,
+}
+
+/// Where a signed artefact goes, and the key passphrase's variable.
+#[derive(Debug, Args)]
+pub struct Output {
+    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
+    passphrase_env: String,
+    #[arg(long, short)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+impl Output {
+    fn written(&self, bytes: &[u8]) -> Result<u8> {
+        write_der(&self.out, bytes)?;
+        report(
+            self.json,
+            Written {
+                file: self.out.display().to_string(),
+                key_file: None,
+                certificate: None,
+            },
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -222,12 +246,8 @@ pub struct SodMakeArgs {
     /// Write an LDS v1 security object with this LDS version (e.g. 0108) and Unicode 040000.
     #[arg(long)]
     lds_version: Option<String>,
-    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
-    passphrase_env: String,
-    #[arg(long, short)]
-    out: PathBuf,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -247,12 +267,8 @@ pub struct CrlMakeArgs {
     next_update_days: i64,
     #[arg(long)]
     this_update: Option<String>,
-    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
-    passphrase_env: String,
-    #[arg(long, short)]
-    out: PathBuf,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -270,12 +286,8 @@ pub struct MasterlistMakeArgs {
     /// The CSCA that issued the signer certificate (embedded, Part 12 §5.3).
     #[arg(long)]
     csca: PathBuf,
-    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
-    passphrase_env: String,
-    #[arg(long, short)]
-    out: PathBuf,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Serialize)]
@@ -516,7 +528,7 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
         other => bail!("unknown --sid {other:?}: expected issuer-serial or ski"),
     };
     let dsc = read_certificate(&a.dsc)?;
-    let key = read_key(&a.key, &a.passphrase_env, Some(&dsc))?;
+    let key = read_key(&a.key, &a.output.passphrase_env, Some(&dsc))?;
     let mut hashes = Vec::new();
     for path in &a.data_groups {
         let bytes =
@@ -547,21 +559,13 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
             .replace_nanosecond(0)
             .unwrap_or_else(|_| OffsetDateTime::now_utc())
     });
-    let sod = issue::make_sod(&lds, &dsc, &key, sid, signing_time)?;
-    write_der(&a.out, &sod)?;
-    report(
-        a.json,
-        Written {
-            file: a.out.display().to_string(),
-            key_file: None,
-            certificate: None,
-        },
-    )
+    a.output
+        .written(&issue::make_sod(&lds, &dsc, &key, sid, signing_time)?)
 }
 
 pub fn crl(a: CrlMakeArgs) -> Result<u8> {
     let csca = read_certificate(&a.csca)?;
-    let key = read_key(&a.csca_key, &a.passphrase_env, Some(&csca))?;
+    let key = read_key(&a.csca_key, &a.output.passphrase_env, Some(&csca))?;
     let this_update = match &a.this_update {
         Some(t) => parse_time(t)?,
         None => OffsetDateTime::now_utc()
@@ -586,15 +590,7 @@ pub fn crl(a: CrlMakeArgs) -> Result<u8> {
         a.number,
         &revoked,
     )?;
-    write_der(&a.out, &der)?;
-    report(
-        a.json,
-        Written {
-            file: a.out.display().to_string(),
-            key_file: None,
-            certificate: None,
-        },
-    )
+    a.output.written(&der)
 }
 
 pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
@@ -610,7 +606,7 @@ pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
         bail!("no certificates to list: pass --cert FILE or --certs-dir DIR");
     }
     let signer = read_certificate(&a.signer)?;
-    let key = read_key(&a.signer_key, &a.passphrase_env, Some(&signer))?;
+    let key = read_key(&a.signer_key, &a.output.passphrase_env, Some(&signer))?;
     let csca = read_certificate(&a.csca)?;
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
@@ -624,14 +620,5 @@ pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
         key.signature_algorithm(),
         now,
     )?;
-    let _ = read_input; // inputs are read through read_certificate
-    write_der(&a.out, &der)?;
-    report(
-        a.json,
-        Written {
-            file: a.out.display().to_string(),
-            key_file: None,
-            certificate: None,
-        },
-    )
+    a.output.written(&der)
 }

@@ -216,7 +216,7 @@ async fn a_relay_dying_after_publishing_is_deduplicated_by_the_server() {
     let err = dying.relay_once().await.unwrap_err();
     assert!(err.to_string().contains("injected fault"));
     assert_eq!(stream_messages(&js).await, 20, "published before the crash");
-    let backlog = outbox::metrics(&mut *w.csca.acquire().await.unwrap())
+    let backlog = outbox::metrics(&mut w.csca.acquire().await.unwrap())
         .await
         .unwrap()
         .backlog;
@@ -272,7 +272,7 @@ async fn a_nats_outage_builds_a_backlog_that_drains_without_loss_or_reordering()
     commit(30).await;
     nats.stop();
     commit(60).await;
-    let during = outbox::metrics(&mut *w.csca.acquire().await.unwrap())
+    let during = outbox::metrics(&mut w.csca.acquire().await.unwrap())
         .await
         .unwrap();
     assert!(
@@ -284,7 +284,7 @@ async fn a_nats_outage_builds_a_backlog_that_drains_without_loss_or_reordering()
     commit(30).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let m = outbox::metrics(&mut *w.csca.acquire().await.unwrap())
+        let m = outbox::metrics(&mut w.csca.acquire().await.unwrap())
             .await
             .unwrap();
         if m.backlog == 0 {
@@ -438,7 +438,7 @@ async fn a_poison_message_is_parked_and_the_others_flow() {
     assert_eq!(parked[0].0, 3, "parked after max_attempts");
     assert_eq!(parked[0].1, "this event cannot be handled");
     assert_eq!(parked[0].2, "pkd--marty_csca_all");
-    let m = outbox::metrics(&mut *w.pkd.acquire().await.unwrap())
+    let m = outbox::metrics(&mut w.pkd.acquire().await.unwrap())
         .await
         .unwrap();
     assert_eq!(m.parked, 1);
@@ -468,7 +468,7 @@ async fn events_that_cannot_be_published_reach_the_dead_letter_table() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         relay.relay_once().await.unwrap();
-        let m = outbox::metrics(&mut *w.csca.acquire().await.unwrap())
+        let m = outbox::metrics(&mut w.csca.acquire().await.unwrap())
             .await
             .unwrap();
         if m.dead_lettered == 2 {

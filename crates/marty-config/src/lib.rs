@@ -18,6 +18,7 @@
 //! | `MARTY_DATABASE_URL` | the legacy shared database `marty_dev` |
 //! | `DB_USER`, `DB_PASSWORD` | administrative credentials used by `marty db setup` only |
 //! | `MARTY_ADMIN_DATABASE_URL` | the administrative connection as one URL |
+//! | `MARTY_NATS_URL` | the NATS server of the event bus |
 //!
 //! Secrets are [`SecretString`]s: no `Debug`, `Display` or log line shows them, and
 //! [`Config::settings`] masks them.
@@ -306,6 +307,7 @@ pub struct Config {
     legacy: LegacyDatabase,
     admin: AdminConnection,
     role_policy: RolePolicy,
+    nats_url: String,
     settings: Vec<Setting>,
 }
 
@@ -355,6 +357,11 @@ impl Config {
         &self.role_policy
     }
 
+    /// The NATS server of the event bus.
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
     /// Every effective setting with its origin, secrets masked.
     pub fn settings(&self) -> &[Setting] {
         &self.settings
@@ -397,7 +404,8 @@ struct Loader<'a> {
     settings: Vec<Setting>,
 }
 
-const TOP_KEYS: &[&str] = &["database", "services", "legacy", "admin"];
+const TOP_KEYS: &[&str] = &["database", "services", "legacy", "admin", "events"];
+const EVENTS_KEYS: &[&str] = &["nats_url", "local_nats"];
 const DATABASE_KEYS: &[&str] = &[
     "host",
     "port",
@@ -452,6 +460,7 @@ impl<'a> Loader<'a> {
         loader.check_keys(&["database", "connection_limits"], ROLE_KEYS)?;
         loader.check_keys(&["legacy"], LEGACY_KEYS)?;
         loader.check_keys(&["admin"], ADMIN_KEYS)?;
+        loader.check_keys(&["events"], EVENTS_KEYS)?;
         let service_ids: Vec<&str> = Service::ALL.iter().map(|s| s.id()).collect();
         loader.check_keys(&["services"], &service_ids)?;
         for s in Service::ALL {
@@ -695,6 +704,7 @@ impl<'a> Loader<'a> {
         }
 
         let legacy = self.legacy(&local_host, &local_port)?;
+        let nats_url = self.nats_url(&state_dir)?;
         let admin = self.admin(
             &local,
             &local_path,
@@ -713,8 +723,44 @@ impl<'a> Loader<'a> {
                 app_idle_in_transaction_timeout: Duration::from_millis(idle_ms),
                 connection_limits,
             },
+            nats_url,
             settings: self.settings,
         })
+    }
+
+    /// `MARTY_NATS_URL` > the local server of `marty dev nats start` (when the file enables
+    /// it) > `events.nats_url` > `nats://127.0.0.1:4222`.
+    fn nats_url(&mut self, state_dir: &Path) -> Result<String, ConfigError> {
+        let local_enabled = match self.file_value(&["events", "local_nats"])? {
+            Some((v, _)) => v.parse::<bool>().map_err(|_| {
+                self.invalid(
+                    "events.local_nats",
+                    format!("expected true or false, found {v:?}"),
+                )
+            })?,
+            None => false,
+        };
+        let local = if local_enabled {
+            let path = state_dir.join("nats").join("state.json");
+            std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["url"].as_str().map(str::to_owned))
+                .map(|url| (url, Origin::LocalCluster { path }))
+        } else {
+            None
+        };
+        let candidate = self
+            .env_value("MARTY_NATS_URL")
+            .or(local)
+            .or(self.file_value(&["events", "nats_url"])?);
+        self.take(
+            "events.nats_url",
+            None,
+            candidate,
+            "nats://127.0.0.1:4222",
+            "a NATS URL",
+        )
     }
 
     fn local_cluster(&self, state_dir: &Path) -> Result<Option<LocalClusterState>, ConfigError> {

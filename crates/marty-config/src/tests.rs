@@ -80,6 +80,9 @@ fn shipped_files_name_the_design_databases() {
         }
     }
     assert_eq!(config.default_database().database, "marty_dev");
+    assert_eq!(config.nats_url(), "nats://127.0.0.1:4222");
+    let config = Config::load_from(&dev.env().with("MARTY_NATS_URL", "nats://bus:4333")).unwrap();
+    assert_eq!(config.nats_url(), "nats://bus:4333");
 
     let testing = Fixture::new("testing", &shipped("testing"));
     let config = Config::load_from(&testing.env().with("MARTY_ENV", "testing")).unwrap();

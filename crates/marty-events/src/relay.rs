@@ -79,6 +79,8 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Published rows older than this are deleted.
     pub purge_after: Duration,
+    /// The stream `run` creates or updates at start.
+    pub stream: StreamConfig,
 }
 
 impl RelayConfig {
@@ -92,6 +94,7 @@ impl RelayConfig {
             backoff_max: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             purge_after: Duration::from_secs(24 * 3600),
+            stream: StreamConfig::default(),
         }
     }
 }

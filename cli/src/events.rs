@@ -1,0 +1,448 @@
+//! `marty dev nats …` and `marty events …`: the local NATS server, the event backbone's health
+//! and its load benchmark.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use marty_config::{Config, Role, Service};
+use marty_db::ConnectTarget;
+use marty_events::local::LocalNats;
+use marty_events::relay::ensure_stream;
+use marty_events::{
+    Consumer, ConsumerConfig, Envelope, Handler, NewEvent, Relay, RelayConfig, StreamConfig, outbox,
+};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum NatsAction {
+    /// Start a private nats-server with JetStream under .marty/nats on a free port.
+    Start,
+    /// Stop it (the JetStream store stays).
+    Stop,
+    /// Say whether it runs and where.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Outbox backlog, oldest unpublished age, failing, dead-lettered and parked events per
+    /// service, and the stream and consumer lag on NATS.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load test: relay throughput against raw JetStream publish-with-ack from the same client,
+    /// and commit-to-consumer latency at a steady rate (CSCA produces, PKD consumes).
+    Bench {
+        /// Events for the throughput comparison.
+        #[arg(long, default_value_t = 5000)]
+        events: usize,
+        /// Events per second for the latency measurement.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Duration of the latency measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
+    let nats = LocalNats::in_state_dir(&config.state_dir);
+    match action {
+        NatsAction::Start => {
+            let s = nats.start()?;
+            println!(
+                "local nats-server running at {} with JetStream (store in {}, pid {})",
+                s.url,
+                s.store_dir.display(),
+                s.pid
+            );
+        }
+        NatsAction::Stop => {
+            if nats.stop()? {
+                println!(
+                    "local nats-server stopped (JetStream store kept in {})",
+                    nats.root().display()
+                );
+            } else {
+                println!("local nats-server was not running");
+            }
+        }
+        NatsAction::Status => match nats.running()? {
+            Some(s) => println!("running at {} (pid {})", s.url, s.pid),
+            None => {
+                println!("not running (start it with `marty dev nats start`)");
+                return Ok(ExitCode::from(3));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn jetstream(config: &Config) -> Result<async_nats::jetstream::Context> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url())
+        .await
+        .with_context(|| format!("connecting to NATS at {} (start one with `marty dev nats start`, or set MARTY_NATS_URL)", config.nats_url()))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
+pub async fn run(config: &Config, command: EventsCommand) -> Result<ExitCode> {
+    match command {
+        EventsCommand::Status { json } => status(config, json).await,
+        EventsCommand::Bench {
+            events,
+            rate,
+            seconds,
+            json,
+        } => bench(config, events, rate, seconds, json).await,
+    }
+}
+
+async fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    #[derive(Serialize)]
+    struct ServiceRow {
+        service: Service,
+        #[serde(flatten)]
+        metrics: Option<outbox::OutboxMetrics>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct ConsumerRow {
+        name: String,
+        pending: u64,
+        ack_pending: usize,
+        redelivered: usize,
+    }
+    let mut rows = Vec::new();
+    for db in config.databases() {
+        // Monitoring reads with the readonly role.
+        let metrics = async {
+            let mut conn = ConnectTarget::role(db, Role::Readonly)?.connect().await?;
+            Ok::<_, anyhow::Error>(outbox::metrics(&mut conn).await?)
+        }
+        .await;
+        rows.push(ServiceRow {
+            service: db.service,
+            error: metrics.as_ref().err().map(|e| format!("{e:#}")),
+            metrics: metrics.ok(),
+        });
+    }
+    let mut consumers = Vec::new();
+    let mut stream_messages = None;
+    let mut nats_error = None;
+    match jetstream(config).await {
+        Ok(js) => match js.get_stream("MARTY").await {
+            Ok(mut stream) => {
+                stream_messages = stream.info().await.ok().map(|i| i.state.messages);
+                use futures::StreamExt;
+                let mut list = stream.consumers();
+                while let Some(Ok(info)) = list.next().await {
+                    consumers.push(ConsumerRow {
+                        name: info.name.clone(),
+                        pending: info.num_pending,
+                        ack_pending: info.num_ack_pending,
+                        redelivered: info.num_redelivered,
+                    });
+                }
+            }
+            // No relay has run yet: nothing is wrong, there is just nothing to show.
+            Err(e) if e.to_string().contains("stream not found") => {}
+            Err(e) => nats_error = Some(format!("stream MARTY: {e}")),
+        },
+        Err(e) => nats_error = Some(format!("{e:#}")),
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "services": rows, "nats_url": config.nats_url(), "stream_messages": stream_messages,
+                "consumers": consumers, "nats_error": nats_error,
+            }))?
+        );
+    } else {
+        println!(
+            "{:16} {:>8} {:>12} {:>8} {:>13} {:>7}",
+            "service", "backlog", "oldest (s)", "failing", "dead-lettered", "parked"
+        );
+        for r in &rows {
+            match (&r.metrics, &r.error) {
+                (Some(m), _) => println!(
+                    "{:16} {:>8} {:>12} {:>8} {:>13} {:>7}",
+                    r.service.id(),
+                    m.backlog,
+                    m.oldest_unpublished_age_secs
+                        .map(|a| format!("{a:.1}"))
+                        .unwrap_or_else(|| "-".into()),
+                    m.failing,
+                    m.dead_lettered,
+                    m.parked
+                ),
+                (None, Some(e)) => println!("{:16} unreachable: {e}", r.service.id()),
+                (None, None) => {}
+            }
+        }
+        match (&nats_error, stream_messages) {
+            (Some(e), _) => println!("NATS {}: {e}", config.nats_url()),
+            (None, Some(n)) => println!(
+                "NATS {}: stream MARTY holds {n} messages",
+                config.nats_url()
+            ),
+            (None, None) => println!(
+                "NATS {}: reachable; stream MARTY not created yet (a relay creates it)",
+                config.nats_url()
+            ),
+        }
+        for c in &consumers {
+            println!(
+                "  consumer {:32} lag {} (unacknowledged {}, redelivered {})",
+                c.name, c.pending, c.ack_pending, c.redelivered
+            );
+        }
+    }
+    let unhealthy = rows.iter().any(|r| {
+        r.error.is_some()
+            || r.metrics
+                .as_ref()
+                .is_some_and(|m| m.dead_lettered > 0 || m.parked > 0)
+    });
+    Ok(if unhealthy || nats_error.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Records commit-to-handler latency for the bench's events.
+#[derive(Clone)]
+struct Latency {
+    committed: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    samples: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Handler for Latency {
+    async fn handle(&self, _tx: &mut PgConnection, event: &Envelope) -> Result<(), String> {
+        // The effect is the inbox row itself; the latency is measured at commit of the handler's
+        // transaction's start, close enough at these rates.
+        if let Some(start) = self
+            .committed
+            .lock()
+            .map_err(|e| e.to_string())?
+            .get(&event.id)
+            .copied()
+        {
+            self.samples
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(start.elapsed());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct BenchReport {
+    events: usize,
+    raw_publish_per_sec: f64,
+    relay_per_sec: f64,
+    ratio: f64,
+    latency_rate_per_sec: u32,
+    latency_samples: usize,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+async fn bench(
+    config: &Config,
+    events: usize,
+    rate: u32,
+    seconds: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    marty_db::ensure_isolated(config)?;
+    let js = jetstream(config).await?;
+    ensure_stream(&js, &StreamConfig::default()).await?;
+    let producer = ConnectTarget::role(config.database(Service::Csca), Role::App)?.pool(4);
+    let consumer_pool = ConnectTarget::role(config.database(Service::Pkd), Role::App)?.pool(4);
+    let relay = Relay::new(
+        producer.clone(),
+        js.clone(),
+        RelayConfig {
+            batch_size: 500,
+            ..RelayConfig::new(Service::Csca)
+        },
+    );
+    // Start from an empty outbox so that only the bench's rows are timed.
+    while relay.relay_once().await?.claimed > 0 {}
+
+    let run_id = Uuid::new_v4();
+    let mut raw_rates = Vec::new();
+    let mut relay_rates = Vec::new();
+    // Two rounds, alternating, so that machine noise hits both sides alike; the best of each.
+    for round in 0..2 {
+        let started = Instant::now();
+        for i in 0..events {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("bench-raw:{run_id}:{round}:{i}").as_str(),
+            );
+            let ack = js
+                .publish_with_headers("marty.csca.bench.raw", headers, b"{}".to_vec().into())
+                .await?;
+            ack.await?;
+        }
+        raw_rates.push(events as f64 / started.elapsed().as_secs_f64());
+
+        let mut tx = producer.begin().await?;
+        sqlx::query(
+            "insert into outbox (source, event_type, event_key, payload)
+             select 'csca', 'csca.bench.relayed', 'bench-' || (g % 64), jsonb_build_object('seq', g)
+             from generate_series(1, $1) g",
+        )
+        .bind(events as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let started = Instant::now();
+        while relay.relay_once().await?.claimed > 0 {}
+        relay_rates.push(events as f64 / started.elapsed().as_secs_f64());
+    }
+    let raw = raw_rates.iter().copied().fold(0.0, f64::max);
+    let relayed = relay_rates.iter().copied().fold(0.0, f64::max);
+
+    // Latency at a steady rate: relay and consumer running, events committed one by one.
+    let latency = Latency {
+        committed: Arc::default(),
+        samples: Arc::default(),
+    };
+    let consumer_config = ConsumerConfig::new(Service::Pkd, "marty.csca.bench.steady");
+    let mut consumer = Consumer::new(consumer_pool, &js, consumer_config, latency.clone()).await?;
+    let relay = Arc::new(Relay::new(
+        producer.clone(),
+        js.clone(),
+        RelayConfig {
+            poll_interval: Duration::from_millis(200),
+            ..RelayConfig::new(Service::Csca)
+        },
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay_task = {
+        let relay = relay.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            relay
+                .run(async move {
+                    stopped.changed().await.ok();
+                })
+                .await
+        })
+    };
+    let consumer_task = {
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            consumer
+                .run(async move {
+                    stopped.changed().await.ok();
+                })
+                .await
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let total = rate as usize * seconds as usize;
+    let mut ticker = tokio::time::interval(interval);
+    for i in 0..total {
+        ticker.tick().await;
+        let mut tx = producer.begin().await?;
+        let enq = outbox::enqueue(
+            &mut tx,
+            Service::Csca,
+            &NewEvent::new(
+                "csca.bench.steady",
+                format!("k{}", i % 16),
+                serde_json::json!({ "seq": i }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        latency
+            .committed
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .insert(enq.event_id, Instant::now());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latency
+        .samples
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .len()
+        < total
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).ok();
+    relay_task.await??;
+    consumer_task.await??;
+    let mut samples = latency
+        .samples
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .clone();
+    samples.sort();
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    let report = BenchReport {
+        events,
+        raw_publish_per_sec: raw,
+        relay_per_sec: relayed,
+        ratio: relayed / raw,
+        latency_rate_per_sec: rate,
+        latency_samples: samples.len(),
+        latency_p50_ms: pct(0.50),
+        latency_p99_ms: pct(0.99),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("| measurement | value |");
+        println!("|---|---|");
+        println!(
+            "| raw JetStream publish-with-ack, same client ({events} messages, best of 2) | {:.0} msg/s |",
+            report.raw_publish_per_sec
+        );
+        println!(
+            "| relay: outbox → JetStream with PubAck, marked published ({events} events, best of 2) | {:.0} events/s |",
+            report.relay_per_sec
+        );
+        println!("| ratio relay / raw (goal ≥ 0.5) | {:.2} |", report.ratio);
+        println!(
+            "| commit → consumer handler latency at {rate} events/s, p50 | {:.1} ms |",
+            report.latency_p50_ms
+        );
+        println!(
+            "| same, p99 ({} samples) | {:.1} ms |",
+            report.latency_samples, report.latency_p99_ms
+        );
+    }
+    Ok(if report.latency_samples == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
