@@ -26,7 +26,7 @@ demo: build
 ## test: formatting, lints, the whole test suite (real PostgreSQL clusters it starts itself,
 ## the openssl CLI and the Python oracle as independent verifiers) and a fuzzing smoke run.
 test: deps lint oracle
-	MARTY_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --workspace --exclude marty-bench
+	MARTY_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --workspace --exclude marty-bench --no-fail-fast
 	scripts/fuzz.sh 10
 
 ## oracle: the independent Python verifier's virtualenv (asn1crypto + cryptography).
