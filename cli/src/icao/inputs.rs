@@ -169,7 +169,12 @@ pub fn write_key(path: &Path, key: &KeyPair, passphrase_env: &str) -> Result<()>
     marty_config::write_private(path, &pem).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes a DER artefact (and says where).
+/// Writes a DER artefact atomically (temporary file, then rename): an interrupted run never
+/// leaves a truncated certificate or SOD behind.
 pub fn write_der(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -370,7 +370,7 @@ async fn configurations_that_break_isolation_are_refused() {
 }
 
 #[tokio::test]
-async fn an_administrator_without_createrole_is_told_what_is_missing() {
+async fn administrators_need_createrole_and_createdb_but_not_superuser() {
     let db = TestDb::start().await;
     db.exec(
         "postgres",
@@ -397,6 +397,30 @@ async fn an_administrator_without_createrole_is_told_what_is_missing() {
         "{}",
         show(&out)
     );
+
+    // With CREATEROLE and CREATEDB (no SUPERUSER) provisioning works, and isolation holds.
+    db.exec("postgres", "alter role marty_test_weak createdb")
+        .await;
+    let env = [("MARTY_ADMIN_DATABASE_URL", url.as_str())];
+    let out = db.marty_with(&["db", "setup"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains(
+            "granted to administrative role marty_test_weak so it can manage the database"
+        ),
+        "{}",
+        show(&out)
+    );
+    let out = db.marty_with(&["db", "setup"], &env);
+    assert!(
+        stdout(&out).starts_with("setup: nothing changed"),
+        "{}",
+        show(&out)
+    );
+    let out = db.marty_with(&["db", "migrate"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = db.marty_with(&["db", "verify"], &env);
+    assert!(out.status.success(), "{}", show(&out));
 }
 
 #[tokio::test]
