@@ -446,48 +446,150 @@ async fn a_poison_message_is_parked_and_the_others_flow() {
 }
 
 #[tokio::test]
-async fn events_that_cannot_be_published_reach_the_dead_letter_table() {
+async fn rejected_events_reach_the_dead_letter_table_but_an_outage_dead_letters_nothing() {
     let w = world().await;
     let mut nats = TestNats::private();
     let js = nats.jetstream().await;
-    ensure_stream(&js, &StreamConfig::default()).await.unwrap();
-    commit_event(&w.csca, "k", 1, false).await;
-    commit_event(&w.csca, "k", 2, false).await;
-    nats.stop();
-    let relay = Relay::new(
-        w.csca.clone(),
-        js.clone(),
-        RelayConfig {
-            max_attempts: 3,
-            publish_timeout: Duration::from_millis(200),
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(20),
-            ..relay_config()
+    // The server rejects messages over 600 bytes: a permanent failure for the big event.
+    ensure_stream(
+        &js,
+        &StreamConfig {
+            max_message_size: 600,
+            ..StreamConfig::default()
         },
+    )
+    .await
+    .unwrap();
+    let config = RelayConfig {
+        max_attempts: 3,
+        publish_timeout: Duration::from_millis(300),
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(20),
+        ..relay_config()
+    };
+    let relay = Relay::new(w.csca.clone(), js.clone(), config);
+
+    // An outage: transient failures keep every row, however often they repeat.
+    commit_event(&w.csca, "k", 1, false).await;
+    nats.stop();
+    for _ in 0..6 {
+        relay.relay_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("select attempts, last_error from outbox")
+            .fetch_one(&w.csca)
+            .await
+            .unwrap();
+    assert_eq!(
+        attempts, 0,
+        "an outage does not count towards dead-lettering"
     );
+    assert!(error.is_some_and(|e| !e.is_empty()));
+    assert_eq!(
+        outbox::metrics(&mut w.csca.acquire().await.unwrap())
+            .await
+            .unwrap()
+            .dead_lettered,
+        0
+    );
+    nats.restart();
+
+    // A message the server rejects: dead-lettered after max_attempts; the key's next event flows.
+    let mut tx = w.csca.begin().await.unwrap();
+    let big = NewEvent::new(
+        "csca.certificate.issued",
+        "k",
+        serde_json::json!({ "seq": 2, "blob": "x".repeat(2000) }),
+    );
+    outbox::enqueue(&mut tx, Service::Csca, &big).await.unwrap();
+    tx.commit().await.unwrap();
+    commit_event(&w.csca, "k", 3, false).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         relay.relay_once().await.unwrap();
         let m = outbox::metrics(&mut w.csca.acquire().await.unwrap())
             .await
             .unwrap();
-        if m.dead_lettered == 2 {
-            assert_eq!(m.backlog, 0);
+        if m.dead_lettered == 1 && m.backlog == 0 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{m:?}");
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let rows: Vec<(i64, i32, Option<String>)> =
-        sqlx::query_as("select id, attempts, last_error from outbox_dead_letter order by id")
-            .fetch_all(&w.csca)
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("select attempts, last_error from outbox_dead_letter")
+            .fetch_one(&w.csca)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(attempts, 3);
+    assert!(error.is_some_and(|e| !e.is_empty()));
+    assert_eq!(relay.metrics().dead_lettered, 1);
+    assert_eq!(stream_messages(&js).await, 2, "events 1 and 3 published");
+}
+
+#[tokio::test]
+async fn producers_of_one_key_take_turns_and_bad_keys_are_refused() {
+    let w = world().await;
+    let mut x = w.csca.begin().await.unwrap();
+    outbox::enqueue(
+        &mut x,
+        Service::Csca,
+        &NewEvent::new(
+            "csca.certificate.issued",
+            "same",
+            serde_json::json!({"seq": 1}),
+        ),
+    )
+    .await
+    .unwrap();
+    // A second producer of the same key waits until the first commits: ids follow commit order.
+    let pool = w.csca.clone();
+    let second = tokio::spawn(async move {
+        let mut y = pool.begin().await.unwrap();
+        outbox::enqueue(
+            &mut y,
+            Service::Csca,
+            &NewEvent::new(
+                "csca.certificate.issued",
+                "same",
+                serde_json::json!({"seq": 2}),
+            ),
+        )
+        .await
+        .unwrap();
+        y.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        rows.iter().all(|(_, attempts, error)| *attempts == 3
-            && error.as_deref().is_some_and(|e| !e.is_empty())),
-        "{rows:?}"
+        !second.is_finished(),
+        "the second producer must wait for the first"
     );
-    assert_eq!(relay.metrics().dead_lettered, 2);
+    // Another key does not wait.
+    commit_event(&w.csca, "other", 9, false).await;
+    x.commit().await.unwrap();
+    second.await.unwrap();
+    let order: Vec<i64> = sqlx::query_scalar(
+        "select (payload->>'seq')::int8 from outbox where event_key = 'same' order by id",
+    )
+    .fetch_all(&w.csca)
+    .await
+    .unwrap();
+    assert_eq!(order, vec![1, 2]);
+    let mut conn = w.csca.acquire().await.unwrap();
+    let err = outbox::enqueue(
+        &mut conn,
+        Service::Csca,
+        &NewEvent::new(
+            "csca.certificate.issued",
+            "line\nbreak",
+            serde_json::json!({}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("without control characters"),
+        "{err}"
+    );
 }

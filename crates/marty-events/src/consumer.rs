@@ -33,7 +33,7 @@ pub struct ConsumerConfig {
     pub service: Service,
     /// The subjects to consume, e.g. `marty.csca.>`.
     pub filter_subject: String,
-    /// Delivery attempts before a failing message is parked.
+    /// Failed handling attempts before a message is parked.
     pub max_attempts: i64,
     /// How long the server waits for an ack before redelivering (a crashed consumer's messages
     /// come back after this).
@@ -89,8 +89,15 @@ pub struct Consumer<H> {
     info_handle: jetstream::consumer::Consumer<pull::Config>,
     config: ConsumerConfig,
     handler: H,
-    /// Keys whose event is being retried → that event's id.
+    /// Keys whose event is being retried → that event's id. Kept in this process: ordering per
+    /// key holds for one consumer process per durable (see the crate docs).
     blocked: Mutex<HashMap<String, Uuid>>,
+    /// Failed handling attempts per event.
+    failures: Mutex<HashMap<Uuid, i64>>,
+}
+
+fn poisoned() -> EventError {
+    EventError::Nats("consumer state lock poisoned".into())
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -144,6 +151,7 @@ impl<H: Handler> Consumer<H> {
             config,
             handler,
             blocked: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -202,48 +210,41 @@ impl<H: Handler> Consumer<H> {
                 .await?;
             return Ok(Delivery::Deferred);
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("starting a consumer transaction")?;
-        let fresh = sqlx::query("insert into inbox (event_id, source, event_type) values ($1, $2, $3) on conflict (event_id) do nothing")
-            .bind(envelope.id)
-            .bind(envelope.source.id())
-            .bind(&envelope.event_type)
-            .execute(&mut *tx)
-            .await
-            .context("recording the event in the inbox")?
-            .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await.ok();
-            self.unblock(&envelope);
-            self.ack(message, AckKind::Ack).await?;
-            return Ok(Delivery::Duplicate);
-        }
-        match self.handler.handle(&mut tx, &envelope).await {
-            Ok(()) => {
-                tx.commit()
-                    .await
-                    .context("committing the handler's effect")?;
+        match self.handle(&envelope).await {
+            Ok(delivery) => {
                 self.unblock(&envelope);
+                self.failures
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .remove(&envelope.id);
                 // If this ack is lost, the redelivery finds the inbox row: the effect stays once.
                 self.ack(message, AckKind::Ack).await?;
-                Ok(Delivery::Handled)
+                Ok(delivery)
             }
             Err(error) => {
-                tx.rollback().await.ok();
-                if delivered >= self.config.max_attempts {
-                    self.park(message, Some(envelope.id), delivered, &error)
+                // Handler failures and database errors alike: count the failure (JetStream's
+                // delivery count also counts the deferrals of this message, so it cannot be used),
+                // hold back the key, and retry or park.
+                let failures = {
+                    let mut f = self.failures.lock().map_err(|_| poisoned())?;
+                    let n = f.entry(envelope.id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if failures >= self.config.max_attempts {
+                    self.park(message, Some(envelope.id), failures, &error)
                         .await?;
                     self.unblock(&envelope);
+                    self.failures
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .remove(&envelope.id);
                     Ok(Delivery::Parked)
                 } else {
-                    tracing::info!(event = %envelope.id, attempt = delivered, %error, "handler failed; retrying");
+                    tracing::info!(event = %envelope.id, failures, %error, "handling failed; retrying");
                     self.blocked
                         .lock()
-                        .map_err(|_| EventError::Nats("poisoned lock".into()))?
+                        .map_err(|_| poisoned())?
                         .insert(envelope.key.clone(), envelope.id);
                     self.ack(message, AckKind::Nak(Some(self.config.retry_delay)))
                         .await?;
@@ -251,6 +252,34 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         }
+    }
+
+    /// The inbox insert and the handler in one transaction; `Handled` or `Duplicate` once
+    /// committed, else the error.
+    async fn handle(&self, envelope: &Envelope) -> Result<Delivery, String> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| format!("starting a consumer transaction: {e}"))?;
+        let fresh = sqlx::query("insert into inbox (event_id, source, event_type) values ($1, $2, $3) on conflict (event_id) do nothing")
+            .bind(envelope.id)
+            .bind(envelope.source.id())
+            .bind(&envelope.event_type)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| format!("recording the event in the inbox: {e}"))?
+            .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await.ok();
+            return Ok(Delivery::Duplicate);
+        }
+        self.handler.handle(&mut tx, envelope).await?;
+        tx.commit()
+            .await
+            .map_err(|e| format!("committing the handler's effect: {e}"))?;
+        Ok(Delivery::Handled)
     }
 
     fn blocked_by(&self, key: &str) -> Option<Uuid> {

@@ -53,9 +53,9 @@ impl NewEvent {
                 self.event_type, prefix
             )));
         }
-        if self.key.is_empty() {
+        if self.key.is_empty() || self.key.len() > 256 || self.key.chars().any(char::is_control) {
             return Err(EventError::Invalid(
-                "the ordering key must not be empty".into(),
+                "the ordering key must be 1 to 256 characters without control characters".into(),
             ));
         }
         if !self.payload.is_object() {

@@ -6,6 +6,7 @@
 //!
 //! 1. [`outbox::enqueue`] writes the event into the producer's `outbox` table inside the
 //!    caller's transaction: a rollback leaves no event, a commit leaves exactly one row.
+//!    Producers of one key take turns until commit, so ids of a key follow commit order.
 //! 2. The [`relay::Relay`] publishes due rows to JetStream (subject `marty.<service>.<event>`)
 //!    with `Nats-Msg-Id = <service>:<outbox id>` and marks them published only after the
 //!    server's PubAck. A relay that dies between the ack and the mark republishes the row;
@@ -18,7 +19,10 @@
 //! only when no earlier row of its key is unpublished, and several relays of one service
 //! coordinate per key with transaction-scoped advisory locks. A consumer handles the events of
 //! one key in order: while a message of a key is being retried, later messages of that key are
-//! put back (nak with delay) instead of overtaking it. A message parked after too many failures,
+//! put back (nak with delay) instead of overtaking it — within one consumer process per durable
+//! (run one per durable; a second one would not know which keys the first holds back). A relay
+//! that cannot reach NATS keeps every row (transient failures never lead to the dead-letter
+//! table); only messages the server rejects do. A message parked after too many failures,
 //! or an outbox row dead-lettered after too many publish attempts, releases its key: the events
 //! behind it flow on, and the parked or dead-lettered event is left for an operator.
 

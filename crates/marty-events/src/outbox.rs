@@ -28,6 +28,13 @@ pub async fn enqueue(
     event.validate(source)?;
     let headers =
         serde_json::to_value(&event.headers).map_err(|e| EventError::Invalid(e.to_string()))?;
+    // Producers of one key take turns until commit, so that outbox ids of a key follow commit
+    // order: the relay publishes a key in id order and must never see a later id commit first.
+    sqlx::query("select pg_advisory_xact_lock(hashtext('marty_outbox_enqueue'), hashtext($1))")
+        .bind(&event.key)
+        .execute(&mut *conn)
+        .await
+        .context("ordering producers of one key")?;
     let (outbox_id, event_id): (i64, Uuid) = sqlx::query_as(
         "insert into outbox (source, event_type, event_key, schema_version, payload, headers)
          values ($1, $2, $3, $4, $5, $6)

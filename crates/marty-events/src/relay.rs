@@ -28,6 +28,8 @@ pub struct StreamConfig {
     /// time between a publish and its retry (publish timeout plus the largest backoff).
     pub duplicate_window: Duration,
     pub max_bytes: i64,
+    /// Largest message the stream accepts (-1: the server's limit).
+    pub max_message_size: i32,
 }
 
 impl Default for StreamConfig {
@@ -37,6 +39,7 @@ impl Default for StreamConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(10 * 60),
             max_bytes: -1,
+            max_message_size: -1,
         }
     }
 }
@@ -52,6 +55,7 @@ pub async fn ensure_stream(
         max_age: config.max_age,
         duplicate_window: config.duplicate_window,
         max_bytes: config.max_bytes,
+        max_message_size: config.max_message_size,
         storage: stream::StorageType::File,
         ..Default::default()
     };
@@ -137,6 +141,37 @@ pub enum Fault {
     CrashAfterPublish,
 }
 
+/// Why a publish failed. Transient failures (the server unreachable, no ack in time) say
+/// nothing about the event: they never count towards dead-lettering, or a NATS outage longer
+/// than the backoff schedule would dead-letter healthy events and break their key's order.
+/// Permanent ones (the server rejected the message) do.
+#[derive(Debug)]
+struct PublishFailure {
+    transient: bool,
+    message: String,
+}
+
+impl PublishFailure {
+    fn permanent(message: String) -> Self {
+        Self {
+            transient: false,
+            message,
+        }
+    }
+
+    fn classify(e: &async_nats::jetstream::context::PublishError, step: &str) -> Self {
+        use async_nats::jetstream::context::PublishErrorKind as Kind;
+        let transient = matches!(
+            e.kind(),
+            Kind::TimedOut | Kind::BrokenPipe | Kind::MaxAckPending | Kind::StreamNotFound
+        );
+        Self {
+            transient,
+            message: format!("{step}: {e}"),
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
@@ -157,6 +192,8 @@ pub struct Relay {
     metrics: Arc<RelayMetrics>,
     fault: Option<Fault>,
     fault_fired: AtomicBool,
+    /// Transient publish failures in a row: the pause before the next try grows with it.
+    consecutive_transient: AtomicU64,
 }
 
 impl std::fmt::Debug for Relay {
@@ -177,6 +214,7 @@ impl Relay {
             metrics: Arc::default(),
             fault: None,
             fault_fired: AtomicBool::new(false),
+            consecutive_transient: AtomicU64::new(0),
         }
     }
 
@@ -211,7 +249,14 @@ impl Relay {
             // Drain: keep relaying while passes find work.
             loop {
                 match self.relay_once().await {
-                    Ok(outcome) if outcome.claimed as i64 >= self.config.batch_size => continue,
+                    // A full batch that made progress: more may be waiting. A batch that was all
+                    // deferred (keys held by another relay) waits for the next wake-up instead.
+                    Ok(outcome)
+                        if outcome.claimed as i64 >= self.config.batch_size
+                            && outcome.published + outcome.failed > 0 =>
+                    {
+                        continue;
+                    }
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(service = %self.config.service, error = %e, "relay pass failed");
@@ -321,18 +366,39 @@ impl Relay {
             *budget -= 1;
             match self.publish(row).await {
                 Ok(duplicate) => {
+                    self.consecutive_transient.store(0, Ordering::Relaxed);
                     published.push(row.id);
                     self.metrics.published.fetch_add(1, Ordering::Relaxed);
                     if duplicate {
                         self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(error) => {
+                Err(failure) => {
                     self.metrics
                         .publish_failures
                         .fetch_add(1, Ordering::Relaxed);
                     blocked.insert(key);
                     outcome.failed += 1;
+                    let error = failure.message;
+                    if failure.transient {
+                        // The server is unreachable: every other row would fail the same way.
+                        // Retry after a pause that grows while the outage lasts; the row's
+                        // attempts stay as they are.
+                        let streak = self.consecutive_transient.fetch_add(1, Ordering::Relaxed);
+                        let pause = self
+                            .backoff(i32::try_from(streak).unwrap_or(i32::MAX).saturating_add(1));
+                        sqlx::query(
+                            "update outbox set last_error = $2, next_attempt_at = clock_timestamp() + make_interval(secs => $3)
+                             where id = $1",
+                        )
+                        .bind(row.id)
+                        .bind(&error)
+                        .bind(pause.as_secs_f64())
+                        .execute(&mut *tx)
+                        .await
+                        .context("rescheduling an outbox row")?;
+                        break;
+                    }
                     if row.attempts + 1 >= self.config.max_attempts {
                         self.dead_letter(&mut tx, row.id, &error).await?;
                         outcome.dead_lettered += 1;
@@ -341,7 +407,7 @@ impl Relay {
                         let backoff = self.backoff(row.attempts + 1);
                         sqlx::query(
                             "update outbox set attempts = attempts + 1, last_error = $2,
-                                    next_attempt_at = now() + make_interval(secs => $3)
+                                    next_attempt_at = clock_timestamp() + make_interval(secs => $3)
                              where id = $1",
                         )
                         .bind(row.id)
@@ -354,6 +420,7 @@ impl Relay {
                 }
             }
         }
+        outcome.deferred = rows.len() - published.len() - outcome.failed;
         outcome.published = published.len();
         if self.fault == Some(Fault::CrashAfterPublish)
             && !published.is_empty()
@@ -376,7 +443,7 @@ impl Relay {
     }
 
     /// Publishes one row and waits for its PubAck; returns whether the server saw a duplicate.
-    async fn publish(&self, row: &Row) -> Result<bool, String> {
+    async fn publish(&self, row: &Row) -> Result<bool, PublishFailure> {
         let headers_map: std::collections::BTreeMap<String, String> =
             serde_json::from_value(row.headers.clone()).unwrap_or_default();
         let envelope = Envelope {
@@ -389,29 +456,32 @@ impl Relay {
             payload: row.payload.clone(),
             headers: headers_map.clone(),
         };
-        let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+        let body =
+            serde_json::to_vec(&envelope).map_err(|e| PublishFailure::permanent(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
             message_id(self.config.service, row.id).as_str(),
         );
+        // Only values Marty generates go into headers (NATS header values may not contain
+        // CR/LF); the key travels in the body.
         headers.insert("Marty-Event-Id", row.event_id.to_string().as_str());
-        headers.insert("Marty-Event-Key", row.event_key.as_str());
         let publish = async {
             let ack = self
                 .js
                 .publish_with_headers(envelope.subject(), headers, body.into())
                 .await
-                .map_err(|e| format!("publish: {e}"))?;
-            ack.await.map_err(|e| format!("PubAck: {e}"))
+                .map_err(|e| PublishFailure::classify(&e, "publish"))?;
+            ack.await
+                .map_err(|e| PublishFailure::classify(&e, "PubAck"))
         };
         match tokio::time::timeout(self.config.publish_timeout, publish).await {
             Ok(Ok(ack)) => Ok(ack.duplicate),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "no PubAck within {:?}",
-                self.config.publish_timeout
-            )),
+            Err(_) => Err(PublishFailure {
+                transient: true,
+                message: format!("no PubAck within {:?}", self.config.publish_timeout),
+            }),
         }
     }
 
