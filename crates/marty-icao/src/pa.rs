@@ -9,8 +9,9 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::algo::AlgorithmError;
 use crate::cert::{CertificateSummary, rfc3339};
-use crate::cms::SignerMatch;
+use crate::cms::{CmsError, SignerMatch};
 use crate::hex;
 use crate::mrz::CheckDigit;
 use crate::sod::Sod;
@@ -242,12 +243,20 @@ pub fn passive_authentication(
                     true
                 }
                 Err(e) => {
-                    check(
-                        &mut report,
-                        "sod_signature",
-                        CheckStatus::Failed,
-                        e.to_string(),
-                    );
+                    // A signature Marty cannot check (unsupported algorithm, unusable key) is
+                    // missing evidence, not a failed check.
+                    let status = match &e {
+                        CmsError::Algorithm(
+                            AlgorithmError::Unsupported(_)
+                            | AlgorithmError::Key(_)
+                            | AlgorithmError::Parameters(_),
+                        )
+                        | CmsError::BadSignature(
+                            AlgorithmError::Unsupported(_) | AlgorithmError::Key(_),
+                        ) => CheckStatus::Indeterminate,
+                        _ => CheckStatus::Failed,
+                    };
+                    check(&mut report, "sod_signature", status, e.to_string());
                     false
                 }
             }
@@ -262,7 +271,7 @@ pub fn passive_authentication(
         report.warnings.extend(path.warnings.iter().cloned());
         let status = match path.outcome {
             PathOutcome::Valid => CheckStatus::Passed,
-            PathOutcome::AnchorNotFound => CheckStatus::Indeterminate,
+            PathOutcome::AnchorNotFound | PathOutcome::CannotVerify => CheckStatus::Indeterminate,
             _ => CheckStatus::Failed,
         };
         check(&mut report, "certificate_path", status, path.reason.clone());
@@ -381,6 +390,27 @@ pub fn passive_authentication(
             "{} present but not covered by the SOD",
             uncovered.join(", ")
         ));
+    }
+    // DG1 (the MRZ) and DG2 (the face) are mandatory in every SOD: given but not hashed, their
+    // data is not authenticated, and the document must not pass.
+    let unprotected: Vec<String> = report
+        .data_groups
+        .iter()
+        .filter(|d| {
+            d.status == DataGroupStatus::PresentNotCovered && (d.number == 1 || d.number == 2)
+        })
+        .map(|d| format!("DG{}", d.number))
+        .collect();
+    if signature_ok && !unprotected.is_empty() {
+        check(
+            &mut report,
+            "mandatory_data_groups",
+            CheckStatus::Failed,
+            format!(
+                "{} given but not covered by the SOD: its data is not authenticated",
+                unprotected.join(" and ")
+            ),
+        );
     }
 
     // 5. The MRZ of DG1.

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use openssl::pkey::{PKey, Public};
 
-use crate::algo;
+use crate::algo::{self, AlgorithmError};
 use crate::cert::{Certificate, key_usage};
 use crate::crl::Crl;
 use crate::hex;
@@ -52,12 +52,17 @@ impl Anchor {
         }
     }
 
-    /// Verifies that this anchor's key signed `cert`.
-    pub fn signed(&self, cert: &Certificate) -> bool {
+    /// Verifies that this anchor's key signed `cert`; an error other than
+    /// [`AlgorithmError::BadSignature`] means the signature could not be checked at all.
+    pub fn check(&self, cert: &Certificate) -> Result<(), AlgorithmError> {
         match &self.key {
-            Some(key) => cert.verify_signature_with_key(key).is_ok(),
-            None => cert.verify_signature_with(&self.cert.spki).is_ok(),
+            Some(key) => cert.verify_signature_with_key(key),
+            None => cert.verify_signature_with(&self.cert.spki),
         }
+    }
+
+    pub fn signed(&self, cert: &Certificate) -> bool {
+        self.check(cert).is_ok()
     }
 }
 
@@ -195,12 +200,30 @@ impl TrustStore {
                 .any(|a| a.cert.subject_key_id == dsc.authority_key_id);
         // Among anchors of the same key, prefer one valid at the inspection time.
         candidates.sort_by_key(|a| !a.cert.valid_at(at));
-        let Some(anchor) = candidates.iter().find(|a| a.signed(dsc)) else {
+        let mut cannot_check = None;
+        let mut anchor = None;
+        for a in &candidates {
+            match a.check(dsc) {
+                Ok(()) => {
+                    anchor = Some(*a);
+                    break;
+                }
+                Err(AlgorithmError::BadSignature) => {}
+                Err(other) => cannot_check = Some(other),
+            }
+        }
+        let Some(anchor) = anchor else {
             if !by_key {
                 not_found(
                     &mut v,
                     ": the trusted CSCA certificates of that name hold other keys",
                 );
+                return v;
+            }
+            if let Some(reason) = cannot_check {
+                // Nothing failed: Marty cannot check this signature (algorithm, key form).
+                v.outcome = PathOutcome::CannotVerify;
+                v.reason = format!("the DSC's signature cannot be checked: {reason}");
                 return v;
             }
             v.outcome = PathOutcome::SignatureInvalid;
@@ -214,6 +237,19 @@ impl TrustStore {
             v.warnings.push("the DSC's authorityKeyIdentifier matches no CSCA subjectKeyIdentifier; the CSCA was found by name".into());
         }
         v.anchor = Some(anchor.summary.clone());
+        // A renamed CSCA keeps its country (Part 12 App. D.1.2): a DSC claiming another
+        // country than the key that signed it is not that country's document, and revocation
+        // would be looked up on the wrong CRL.
+        let country = |n: &crate::name::Name| n.country().map(str::to_ascii_uppercase);
+        if country(&dsc.issuer) != country(&anchor.cert.subject) {
+            v.outcome = PathOutcome::CountryMismatch;
+            v.reason = format!(
+                "the DSC's issuer country ({}) differs from that of the CSCA whose key signed it ({})",
+                country(&dsc.issuer).unwrap_or_else(|| "none".into()),
+                country(&anchor.cert.subject).unwrap_or_else(|| "none".into())
+            );
+            return v;
+        }
         v.anchor_source = Some(anchor.source.clone());
         if !dsc.valid_at(at) {
             v.outcome = PathOutcome::DscNotValidAt;
@@ -360,6 +396,10 @@ pub enum PathOutcome {
     DscNotValidAt,
     AnchorNotValidAt,
     UnknownCriticalExtension,
+    /// The issuer country of the DSC is not the signing CSCA's.
+    CountryMismatch,
+    /// The signature uses an algorithm or key form Marty cannot check (INDETERMINATE).
+    CannotVerify,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

@@ -76,6 +76,8 @@ struct Quirks {
     rsa_encryption_oid: bool,
     /// Extra certificates embedded beside the DSC.
     extra_certs: Vec<Vec<u8>>,
+    /// Name the signature algorithm with an OID nobody knows.
+    unknown_signature_oid: bool,
 }
 
 fn build(s: &Signer, lds: &LdsSecurityObject, q: &Quirks) -> Vec<u8> {
@@ -104,7 +106,9 @@ fn build(s: &Signer, lds: &LdsSecurityObject, q: &Quirks) -> Vec<u8> {
     } else {
         digest.to_der()
     };
-    let sig_alg = if q.rsa_encryption_oid {
+    let sig_alg = if q.unknown_signature_oid {
+        der::sequence(&[&Oid::known("1.2.3.4.5.6.7").to_der()])
+    } else if q.rsa_encryption_oid {
         SignatureAlgorithm::RsaPkcs1Unspecified.to_der()
     } else {
         SignatureAlgorithm::RsaPkcs1 { digest }.to_der()
@@ -163,6 +167,7 @@ fn plain() -> Quirks {
         digest_null: false,
         rsa_encryption_oid: false,
         extra_certs: vec![],
+        unknown_signature_oid: false,
     }
 }
 
@@ -348,5 +353,60 @@ fn several_cscas_with_the_same_name_are_told_apart_by_key_identifier() {
     assert_eq!(
         store.validate(&dsc, now()).outcome,
         PathOutcome::AnchorNotFound
+    );
+}
+
+#[test]
+fn a_signature_algorithm_marty_cannot_check_is_indeterminate_not_invalid() {
+    let s = signer();
+    let sod = build(
+        &s,
+        &lds(),
+        &Quirks {
+            unknown_signature_oid: true,
+            ..plain()
+        },
+    );
+    let report = verify(&s, &sod);
+    assert_eq!(report.verdict, Verdict::Indeterminate, "{}", report.reason);
+    assert!(
+        report
+            .reason
+            .contains("unsupported algorithm 1.2.3.4.5.6.7"),
+        "{}",
+        report.reason
+    );
+}
+
+#[test]
+fn a_dg1_the_sod_does_not_cover_fails() {
+    let s = signer();
+    // The SOD hashes DG2 and DG14 only; DG1 is given anyway.
+    let mut no_dg1 = lds();
+    no_dg1.data_group_hashes.retain(|h| h.number != 1);
+    let sod = build(&s, &no_dg1, &plain());
+    let mrz = marty_icao::mrz::parse(
+        "P<UTOERIKSSON<<ANNA<MARIA<<<<<<<<<<<<<<<<<<<L898902C36UTO7408122F1204159ZE184226B<<<<<10",
+    )
+    .unwrap();
+    let dgs = vec![
+        (1u8, marty_icao::lds::build_dg1(&mrz)),
+        (2, vec![2]),
+        (14, vec![14]),
+    ];
+    let report = pa::passive_authentication(
+        &sod,
+        &dgs,
+        &TrustStore::new(vec![s.csca.clone()], vec![]),
+        now(),
+        false,
+    );
+    assert_eq!(report.verdict, Verdict::Invalid, "{}", report.reason);
+    assert!(
+        report
+            .reason
+            .contains("DG1 given but not covered by the SOD"),
+        "{}",
+        report.reason
     );
 }
