@@ -82,6 +82,8 @@ async fn drift_is_detected_named_and_repaired() {
         .await;
     db.exec("marty_csca", "grant create on schema public to public")
         .await;
+    db.exec("marty_pkd", "grant insert on marty_isolation_probe to public; grant update on outbox_id_seq to marty_pkd_readonly")
+        .await;
 
     let out = db.marty(&["db", "verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -95,6 +97,7 @@ async fn drift_is_detected_named_and_repaired() {
         "FAIL  database marty_document_signer: owner: expected marty_document_signer_owner, found marty_passport_engine_owner",
         "FAIL  role marty_passport_engine_app: dangerous attributes: expected none, found CREATEDB",
         "FAIL  service roles: memberships: expected none, found marty_pkd_readonly in marty_csca_owner",
+        "FAIL  database marty_pkd: grants on tables and sequences beyond the role model: expected none, found INSERT on marty_isolation_probe to PUBLIC, UPDATE on outbox_id_seq to marty_pkd_readonly",
         "ISOLATION VIOLATED",
     ] {
         assert!(
@@ -111,6 +114,8 @@ async fn drift_is_detected_named_and_repaired() {
         "marty_document_signer            owner changed from marty_passport_engine_owner to marty_document_signer_owner",
         "marty_passport_engine_app        repaired attributes: NOCREATEDB",
         "marty_csca_owner                 revoked membership of marty_pkd_readonly in marty_csca_owner",
+        "marty_pkd                        table marty_isolation_probe: revoked INSERT from PUBLIC",
+        "marty_pkd                        sequence outbox_id_seq: revoked UPDATE from marty_pkd_readonly",
     ] {
         assert!(
             repairs.contains(expected),

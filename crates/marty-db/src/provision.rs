@@ -222,6 +222,7 @@ async fn provision_service(
     exec(&mut conn, "SET standard_conforming_strings = on").await?;
     ensure_public_schema(&mut conn, &owner, &[&app, &readonly], &mut rec).await?;
     ensure_default_privileges(&mut conn, &owner, &app, &readonly, &mut rec).await?;
+    revoke_stray_relation_grants(&mut conn, &owner, &app, &readonly, &mut rec).await?;
     ensure_existing_relations(&mut conn, &app, &readonly, &mut rec).await?;
     ensure_probe_table(&mut conn, Some(&owner), &mut rec).await?;
     conn.close().await.ok();
@@ -657,6 +658,85 @@ pub(crate) async fn default_privileges(
 
 /// Tables and sequences that exist already (created before the default privileges, or
 /// restored) get the same privileges; the migrations table is read-only for the app role.
+/// Explicit grants on the relations of schema public as (relation, kind, grantee, privilege),
+/// `PUBLIC` for the public pseudo-role. Owners' own entries are included.
+pub(crate) async fn relation_grants(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, String, String, String)>, DbError> {
+    sqlx::query_as(
+        "select c.relname::text, c.relkind::text,
+                case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end,
+                a.privilege_type
+         from pg_class c, aclexplode(c.relacl) a
+         where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S')
+         order by 1, 3, 4",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| "reading grants on tables and sequences".into())
+}
+
+/// Privileges a grantee may hold on a relation of its service's database; anything else is
+/// drift (a grant to PUBLIC or to a foreign role, readonly given more than SELECT).
+pub(crate) fn relation_grant_allowed(
+    owner: &str,
+    app: &str,
+    readonly: &str,
+    relation: &str,
+    kind: &str,
+    grantee: &str,
+    privilege: &str,
+) -> bool {
+    if grantee == owner {
+        return true;
+    }
+    if grantee == readonly {
+        return privilege == "SELECT";
+    }
+    if grantee == app {
+        return match kind {
+            "S" => matches!(privilege, "SELECT" | "USAGE"),
+            _ if relation == MIGRATIONS_TABLE => privilege == "SELECT",
+            _ => matches!(privilege, "SELECT" | "INSERT" | "UPDATE" | "DELETE"),
+        };
+    }
+    false
+}
+
+/// Revokes grants on tables and sequences that the role model does not allow.
+async fn revoke_stray_relation_grants(
+    conn: &mut PgConnection,
+    owner: &str,
+    app: &str,
+    readonly: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    for (relation, kind, grantee, privilege) in relation_grants(conn).await? {
+        if relation_grant_allowed(owner, app, readonly, &relation, &kind, &grantee, &privilege) {
+            continue;
+        }
+        let object = if kind == "S" { "SEQUENCE" } else { "TABLE" };
+        let target = if grantee == "PUBLIC" {
+            "PUBLIC".to_owned()
+        } else {
+            ident(&grantee)
+        };
+        exec(
+            conn,
+            &format!(
+                "REVOKE {privilege} ON {object} public.{} FROM {target}",
+                ident(&relation)
+            ),
+        )
+        .await?;
+        rec.change(format!(
+            "{} {relation}: revoked {privilege} from {grantee}",
+            object.to_lowercase()
+        ));
+    }
+    Ok(())
+}
+
 async fn ensure_existing_relations(
     conn: &mut PgConnection,
     app: &str,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use crate::connect::{ConnectFailure, ConnectTarget, describe_connect_error, sqlstate};
-use crate::provision::{PROBE_TABLE, default_privileges};
+use crate::provision::{PROBE_TABLE, default_privileges, relation_grant_allowed, relation_grants};
 use crate::sql::ident;
 use crate::{DbError, SqlContext, ensure_isolated};
 
@@ -404,6 +404,24 @@ async fn audit(
         ));
 
         if let Some(service) = service {
+            let (app, readonly) = (
+                service.role_name(Role::App),
+                service.role_name(Role::Readonly),
+            );
+            let stray: Vec<String> = relation_grants(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|(rel, kind, grantee, privilege)| {
+                    !relation_grant_allowed(&owner, &app, &readonly, rel, kind, grantee, privilege)
+                })
+                .map(|(rel, _, grantee, privilege)| format!("{privilege} on {rel} to {grantee}"))
+                .collect();
+            findings.push(finding(
+                "grants on tables and sequences beyond the role model",
+                &subject,
+                "none",
+                stray,
+            ));
             let current = default_privileges(&mut conn, &owner).await?;
             for (objtype, kind, role, wanted) in [
                 ("r", "tables", Role::App, "DELETE, INSERT, SELECT, UPDATE"),
