@@ -113,7 +113,7 @@ async fn effects(pool: &PgPool) -> Vec<(String, i32)> {
 
 /// Runs the consumer until `expected` effects exist (or the time runs out).
 async fn consume_until(
-    consumer: &mut Consumer<Record>,
+    consumer: &mut Consumer<impl Handler>,
     pool: &PgPool,
     expected: usize,
     limit: Duration,
@@ -592,4 +592,59 @@ async fn producers_of_one_key_take_turns_and_bad_keys_are_refused() {
         err.to_string().contains("without control characters"),
         "{err}"
     );
+}
+
+/// Fails the first `n` attempts of each listed sequence number, then succeeds.
+#[derive(Clone, Default)]
+struct Flaky {
+    inner: Record,
+    failures_left: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+impl Handler for Flaky {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), String> {
+        let seq = event.payload["seq"].as_i64().unwrap_or(0);
+        if let Some(left) = self.failures_left.lock().unwrap().get_mut(&seq)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(format!("transient failure of event {seq}"));
+        }
+        self.inner.handle(tx, event).await
+    }
+}
+
+#[tokio::test]
+async fn deferrals_do_not_use_up_the_next_events_retries() {
+    let w = world().await;
+    let nats = TestNats::start();
+    let js = nats.jetstream().await;
+    ensure_stream(&js, &StreamConfig::default()).await.unwrap();
+    commit_event(&w.csca, "a", 1, false).await;
+    commit_event(&w.csca, "a", 2, false).await;
+    Relay::new(w.csca.clone(), js.clone(), relay_config())
+        .relay_once()
+        .await
+        .unwrap();
+    // Event 1 fails twice (max_attempts is 3) while event 2 waits behind it, deferred each
+    // time; then event 2 fails once itself. Neither may be parked.
+    let handler = Flaky::default();
+    handler
+        .failures_left
+        .lock()
+        .unwrap()
+        .extend([(1, 2), (2, 1)]);
+    let mut consumer = Consumer::new(w.pkd.clone(), &js, consumer_config(), handler)
+        .await
+        .unwrap();
+    consume_until(&mut consumer, &w.pkd, 2, Duration::from_secs(20)).await;
+    assert_eq!(
+        effects(&w.pkd).await,
+        vec![("a".to_owned(), 1), ("a".to_owned(), 2)]
+    );
+    let parked: i64 = sqlx::query_scalar("select count(*) from inbox_parked")
+        .fetch_one(&w.pkd)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0);
 }
