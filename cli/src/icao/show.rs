@@ -113,12 +113,8 @@ pub fn sod(file: &Path, json: bool) -> Result<u8> {
         wrapped_in_0x77: sod.wrapped,
         content_type: sod.signed_data.content_type.to_string(),
         lds: &sod.lds,
-        digest_algorithm: si
-            .digest_algorithm
-            .as_ref()
-            .ok()
-            .map(|d| d.name().to_owned()),
-        signature_algorithm: si.signature_algorithm.as_ref().ok().map(|a| a.name()),
+        digest_algorithm: si.digest_name(),
+        signature_algorithm: si.signature_name(),
         signer_identifier: match &si.sid {
             SignerIdentifier::IssuerAndSerial { issuer, serial } => {
                 format!("issuer {issuer}, serial {}", hex::encode(serial))

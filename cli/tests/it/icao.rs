@@ -24,6 +24,18 @@ fn marty(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `marty icao args…`, asserting its exit code.
+fn marty_exit(dir: &Path, args: &[&str], code: i32) -> Output {
+    let out = marty(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "marty icao {args:?}:\n{}",
+        show(&out)
+    );
+    out
+}
+
 fn marty_ok(dir: &Path, args: &[&str]) -> String {
     let out = marty(dir, args);
     assert!(out.status.success(), "marty icao {args:?}:\n{}", show(&out));
@@ -353,7 +365,7 @@ fn crls_and_master_lists_verify_independently() {
                 "trust/csca.crl",
             ],
         );
-        let out = marty(
+        marty_exit(
             dir,
             &[
                 "crl",
@@ -362,10 +374,9 @@ fn crls_and_master_lists_verify_independently() {
                 "--issuer",
                 "trust/csca.der",
             ],
+            0,
         );
-        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-        let out = marty(dir, &["pa", "passport", "--trust", "trust"]);
-        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let out = marty_exit(dir, &["pa", "passport", "--trust", "trust"], 1);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("the DSC is listed on the CRL"),
             "{}",
@@ -417,7 +428,7 @@ fn crls_and_master_lists_verify_independently() {
                 "ml.der",
             ],
         );
-        let out = marty(
+        marty_exit(
             dir,
             &[
                 "masterlist",
@@ -427,12 +438,12 @@ fn crls_and_master_lists_verify_independently() {
                 "trust/csca.der",
                 "--json",
             ],
+            0,
         );
-        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let ml = oracle(dir, &["masterlist", "ml.der", "--root", "trust/csca.der"]);
         assert_eq!(ml["ok"], true, "{ml}");
         // PA with the master list as the trust source.
-        let out = marty(
+        marty_exit(
             dir,
             &[
                 "pa",
@@ -442,8 +453,8 @@ fn crls_and_master_lists_verify_independently() {
                 "--ml-root",
                 "trust/csca.der",
             ],
+            0,
         );
-        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 
         if case.openssl {
             to_pem(dir, "trust/csca.der", "csca.pem");
@@ -491,8 +502,7 @@ fn independent_verifiers_reject_tampering() {
     let n = sod.len();
     sod[n - 3] ^= 0x01;
     std::fs::write(dir.join("passport/sod"), &sod).unwrap();
-    let out = marty(dir, &["pa", "passport", "--trust", "trust"]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    marty_exit(dir, &["pa", "passport", "--trust", "trust"], 1);
     let rejected = oracle_rejects(dir, &["sod", "passport/sod"]);
     assert_eq!(rejected["ok"], false);
     unwrap_sod(dir);
@@ -530,8 +540,7 @@ fn exit_codes_and_errors() {
         let f = f.unwrap();
         std::fs::copy(f.path(), dir.join("bsi").join(f.file_name())).unwrap();
     }
-    let out = marty(dir, &["pa", "bsi", "--trust", &vs("csca"), "--json"]);
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let out = marty_exit(dir, &["pa", "bsi", "--trust", &vs("csca"), "--json"], 2);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verdict"], "INDETERMINATE");
     let dg15 = report["data_groups"]
@@ -543,7 +552,7 @@ fn exit_codes_and_errors() {
         .clone();
     assert_eq!(dg15["status"], "present_not_covered");
     // The stale Dutch CRL: signature valid, stale → 2.
-    let out = marty(
+    let out = marty_exit(
         dir,
         &[
             "crl",
@@ -553,15 +562,15 @@ fn exit_codes_and_errors() {
             &vs("crl/NL_ROOT_CA.cer"),
             "--json",
         ],
+        2,
     );
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let crl: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (crl["signature_valid"].clone(), crl["stale"].clone()),
         (serde_json::json!(true), serde_json::json!(true))
     );
     // Valid at a time before its nextUpdate.
-    let out = marty(
+    marty_exit(
         dir,
         &[
             "crl",
@@ -572,10 +581,10 @@ fn exit_codes_and_errors() {
             "--at",
             "2025-06-01",
         ],
+        0,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     // The German master list: 588 certificates.
-    let out = marty(
+    let out = marty_exit(
         dir,
         &[
             "masterlist",
@@ -585,8 +594,8 @@ fn exit_codes_and_errors() {
             &vs("masterlist/DE_ROOT_CA_CSCA07.cer"),
             "--json",
         ],
+        0,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let ml: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ml["certificates"], 588);
     // Negative SODs: INVALID, each with its own reason.
@@ -596,7 +605,7 @@ fn exit_codes_and_errors() {
         "13_neg_error_case_incorrect_OID_for_signed_data",
         "14_neg_error_case_invalid_contentInfo_unable_to",
     ] {
-        let out = marty(
+        let out = marty_exit(
             dir,
             &[
                 "sod",
@@ -606,8 +615,8 @@ fn exit_codes_and_errors() {
                 &vs("csca"),
                 "--json",
             ],
+            1,
         );
-        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         reasons.push(r["reason"].as_str().unwrap().to_owned());
     }

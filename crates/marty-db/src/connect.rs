@@ -189,11 +189,6 @@ pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// Connects as the administrative role to its maintenance database.
-pub async fn connect_admin(admin: &AdminConnection) -> Result<PgConnection, DbError> {
-    ConnectTarget::admin(admin).connect().await
-}
-
 /// Connects as `role` of a service to the service's database.
 pub async fn connect_role(db: &ServiceDatabase, role: Role) -> Result<PgConnection, DbError> {
     ConnectTarget::role(db, role)?.connect().await

@@ -19,7 +19,7 @@ mod sql;
 pub mod status;
 pub mod verify;
 
-pub use connect::{ConnectTarget, connect_admin, connect_role};
+pub use connect::{ConnectTarget, connect_role};
 
 use marty_config::{ConfigError, Service};
 

@@ -411,6 +411,15 @@ async fn ensure_role_settings(
     Ok(())
 }
 
+/// A grantee as SQL: the PUBLIC keyword, or a quoted role name.
+fn grantee_sql(grantee: &str) -> String {
+    if grantee == "PUBLIC" {
+        "PUBLIC".to_owned()
+    } else {
+        ident(grantee)
+    }
+}
+
 /// (grantee, privilege) pairs of an ACL, with `PUBLIC` for the public pseudo-role.
 type Acl = Vec<(String, String)>;
 
@@ -465,11 +474,7 @@ async fn ensure_database(
         let allowed = grantee == owner
             || (connect_roles.contains(&grantee.as_str()) && privilege == "CONNECT");
         if !allowed {
-            let target = if grantee == "PUBLIC" {
-                "PUBLIC".to_owned()
-            } else {
-                ident(grantee)
-            };
+            let target = grantee_sql(grantee);
             exec(
                 conn,
                 &format!("REVOKE {privilege} ON DATABASE {db} FROM {target}"),
@@ -527,11 +532,7 @@ async fn ensure_public_schema(
     for (grantee, privilege) in &acl {
         let is_owner = grantee == owner || grantee == "pg_database_owner";
         if privilege == "CREATE" && !is_owner {
-            let target = if grantee == "PUBLIC" {
-                "PUBLIC".to_owned()
-            } else {
-                ident(grantee)
-            };
+            let target = grantee_sql(grantee);
             exec(
                 conn,
                 &format!("REVOKE CREATE ON SCHEMA public FROM {target}"),
@@ -617,11 +618,7 @@ async fn ensure_default_privileges(
             .is_some_and(|ps| ps.contains(&privilege.as_str()));
         if !expected && grantee != owner && (objtype == "r" || objtype == "S") {
             let kind = object_kind(objtype);
-            let target = if grantee == "PUBLIC" {
-                "PUBLIC".to_owned()
-            } else {
-                ident(grantee)
-            };
+            let target = grantee_sql(grantee);
             exec(
                 conn,
                 &format!("{prefix} REVOKE {privilege} ON {kind} FROM {target}"),
@@ -716,11 +713,7 @@ async fn revoke_stray_relation_grants(
             continue;
         }
         let object = if kind == "S" { "SEQUENCE" } else { "TABLE" };
-        let target = if grantee == "PUBLIC" {
-            "PUBLIC".to_owned()
-        } else {
-            ident(&grantee)
-        };
+        let target = grantee_sql(&grantee);
         exec(
             conn,
             &format!(

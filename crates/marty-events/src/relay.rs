@@ -1,7 +1,6 @@
 //! The relay: outbox rows → JetStream, each marked published only after the server's PubAck.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -189,7 +188,7 @@ pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
     config: RelayConfig,
-    metrics: Arc<RelayMetrics>,
+    metrics: RelayMetrics,
     fault: Option<Fault>,
     fault_fired: AtomicBool,
     /// Transient publish failures in a row: the pause before the next try grows with it.
@@ -211,7 +210,7 @@ impl Relay {
             pool,
             js,
             config,
-            metrics: Arc::default(),
+            metrics: RelayMetrics::default(),
             fault: None,
             fault_fired: AtomicBool::new(false),
             consecutive_transient: AtomicU64::new(0),
@@ -360,7 +359,6 @@ impl Relay {
             let key = row.event_key.as_str();
             let budget = allowed.get_mut(key);
             let Some(budget) = budget.filter(|b| **b > 0 && !blocked.contains(key)) else {
-                outcome.deferred += 1;
                 continue;
             };
             *budget -= 1;

@@ -248,6 +248,19 @@ impl SignerInfo {
             .map(Vec::as_slice)
     }
 
+    /// The digest algorithm's name, if supported.
+    pub fn digest_name(&self) -> Option<String> {
+        self.digest_algorithm
+            .as_ref()
+            .ok()
+            .map(|d| d.name().to_owned())
+    }
+
+    /// The signature algorithm's name, if supported.
+    pub fn signature_name(&self) -> Option<String> {
+        self.signature_algorithm.as_ref().ok().map(|a| a.name())
+    }
+
     pub fn signing_time(&self) -> Option<OffsetDateTime> {
         self.attribute(oid::SIGNING_TIME)
             .and_then(|v| der::parse(v).ok()?.time().ok())

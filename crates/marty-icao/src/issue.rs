@@ -489,33 +489,51 @@ impl CertificateRequest {
     }
 }
 
+/// The extensions of the CSCA profiles (root and link): AKI, SKI, KU keyCertSign + cRLSign,
+/// PKUP, SAN, IAN, BC cA with pathLen 0, CRLDP.
+fn ca_extensions(
+    authority_key: &[u8],
+    subject_key: &[u8],
+    period: &Period,
+    san: Vec<u8>,
+    ian: Vec<u8>,
+    crl_distribution_point: &str,
+) -> Vec<Vec<u8>> {
+    use crate::cert::key_usage::{CRL_SIGN, KEY_CERT_SIGN};
+    vec![
+        ext(oid::AUTHORITY_KEY_IDENTIFIER, false, aki(authority_key)),
+        ext(
+            oid::SUBJECT_KEY_IDENTIFIER,
+            false,
+            der::octet_string(subject_key),
+        ),
+        ext(oid::KEY_USAGE, true, key_usage(&[KEY_CERT_SIGN, CRL_SIGN])),
+        ext(oid::PRIVATE_KEY_USAGE_PERIOD, false, pkup(period)),
+        ext(oid::SUBJECT_ALT_NAME, false, san),
+        ext(oid::ISSUER_ALT_NAME, false, ian),
+        ext(oid::BASIC_CONSTRAINTS, true, basic_constraints_ca()),
+        ext(
+            oid::CRL_DISTRIBUTION_POINTS,
+            false,
+            crl_dp(crl_distribution_point),
+        ),
+    ]
+}
+
 /// A self-signed CSCA certificate.
 pub fn make_csca(req: &CertificateRequest, key: &KeyPair) -> Result<Certificate, IssueError> {
     req.check()?;
     let name = req.subject.name();
     let ski = key_identifier(&key.spki);
     let alt = req.subject.alt_name();
-    let exts = vec![
-        ext(oid::AUTHORITY_KEY_IDENTIFIER, false, aki(&ski)),
-        ext(oid::SUBJECT_KEY_IDENTIFIER, false, der::octet_string(&ski)),
-        ext(
-            oid::KEY_USAGE,
-            true,
-            key_usage(&[
-                crate::cert::key_usage::KEY_CERT_SIGN,
-                crate::cert::key_usage::CRL_SIGN,
-            ]),
-        ),
-        ext(oid::PRIVATE_KEY_USAGE_PERIOD, false, pkup(&req.period)),
-        ext(oid::SUBJECT_ALT_NAME, false, alt.clone()),
-        ext(oid::ISSUER_ALT_NAME, false, alt),
-        ext(oid::BASIC_CONSTRAINTS, true, basic_constraints_ca()),
-        ext(
-            oid::CRL_DISTRIBUTION_POINTS,
-            false,
-            crl_dp(&req.crl_distribution_point),
-        ),
-    ];
+    let exts = ca_extensions(
+        &ski,
+        &ski,
+        &req.period,
+        alt.clone(),
+        alt,
+        &req.crl_distribution_point,
+    );
     certificate(
         &req.serial(),
         &name,
@@ -549,27 +567,14 @@ pub fn make_link(
         .subject_key_id
         .clone()
         .unwrap_or_else(|| key_identifier(&old.spki));
-    let mut exts = vec![
-        ext(oid::AUTHORITY_KEY_IDENTIFIER, false, aki(&old_ski)),
-        ext(oid::SUBJECT_KEY_IDENTIFIER, false, der::octet_string(&ski)),
-        ext(
-            oid::KEY_USAGE,
-            true,
-            key_usage(&[
-                crate::cert::key_usage::KEY_CERT_SIGN,
-                crate::cert::key_usage::CRL_SIGN,
-            ]),
-        ),
-        ext(oid::PRIVATE_KEY_USAGE_PERIOD, false, pkup(period)),
-        ext(oid::SUBJECT_ALT_NAME, false, new_subject.alt_name()),
-        ext(oid::ISSUER_ALT_NAME, false, old_subject.alt_name()),
-        ext(oid::BASIC_CONSTRAINTS, true, basic_constraints_ca()),
-        ext(
-            oid::CRL_DISTRIBUTION_POINTS,
-            false,
-            crl_dp(crl_distribution_point),
-        ),
-    ];
+    let mut exts = ca_extensions(
+        &old_ski,
+        &ski,
+        period,
+        new_subject.alt_name(),
+        old_subject.alt_name(),
+        crl_distribution_point,
+    );
     if !old.subject.matches(&new.subject) {
         exts.push(ext(oid::NAME_CHANGE, false, der::null()));
     }

@@ -184,12 +184,8 @@ pub fn passive_authentication(
             .as_ref()
             .map(|v| v.unicode_version.clone()),
         hash_algorithm: sod.lds.hash_algorithm.name().into(),
-        digest_algorithm: si
-            .digest_algorithm
-            .as_ref()
-            .ok()
-            .map(|d| d.name().to_owned()),
-        signature_algorithm: si.signature_algorithm.as_ref().ok().map(|a| a.name()),
+        digest_algorithm: si.digest_name(),
+        signature_algorithm: si.signature_name(),
         signer_found_by: None,
         signing_time: si.signing_time().map(rfc3339),
         data_groups_hashed: sod.lds.data_group_hashes.iter().map(|h| h.number).collect(),
