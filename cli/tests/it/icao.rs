@@ -598,6 +598,24 @@ fn exit_codes_and_errors() {
     );
     let ml: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ml["certificates"], 588);
+    // The independent verifier agrees: 588 certificates, 375 distinct keys.
+    let independent = oracle(
+        dir,
+        &[
+            "masterlist",
+            &vs("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            "--root",
+            &vs("masterlist/DE_ROOT_CA_CSCA07.cer"),
+        ],
+    );
+    assert_eq!(
+        (
+            independent["count"].clone(),
+            independent["distinct_public_keys"].clone()
+        ),
+        (serde_json::json!(588), ml["distinct_keys"].clone())
+    );
+    assert_eq!(ml["distinct_keys"], 375);
     // Negative SODs: INVALID, each with its own reason.
     let mut reasons = Vec::new();
     for f in [
