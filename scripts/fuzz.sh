@@ -15,13 +15,17 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
 vectors=../shared/vectors
+# fuzz/seeds/<target>: crafted hostile inputs (20,000-deep nesting of every structure type),
+# written by `MARTY_WRITE_FUZZ_SEEDS=$PWD/fuzz/seeds cargo test -p marty-icao --test depth`.
 seeds() {
+  local own=""
+  [ -d "fuzz/seeds/$1" ] && own="fuzz/seeds/$1"
   case "$1" in
-    mrz) echo "" ;;
-    tlv|sod) echo "$vectors/sod $vectors/negative" ;;
-    certificate) echo "$vectors/csca $vectors/crl" ;;
-    masterlist) echo "$vectors/masterlist" ;;
-    lds) echo "$vectors/lds-examples $vectors/bsi-reference $vectors/dg" ;;
+    mrz) echo "$own" ;;
+    tlv|sod) echo "$vectors/sod $vectors/negative $own" ;;
+    certificate) echo "$vectors/csca $vectors/crl $own" ;;
+    masterlist) echo "$vectors/masterlist $own" ;;
+    lds) echo "$vectors/lds-examples $vectors/bsi-reference $vectors/dg $own" ;;
   esac
 }
 cargo fuzz build --fuzz-dir fuzz -O >/dev/null

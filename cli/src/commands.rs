@@ -57,6 +57,7 @@ enum ConfigCommand {
         /// Only the settings of this service (aliases such as csca-service are accepted).
         #[arg(long)]
         service: Option<Service>,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +88,7 @@ enum DbCommand {
     Setup {
         #[command(flatten)]
         filter: ServiceFilter,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -94,11 +96,13 @@ enum DbCommand {
     Migrate {
         #[command(flatten)]
         filter: ServiceFilter,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Per service: reachable, server version, applied and pending migrations, size, connections.
     Status {
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -106,14 +110,20 @@ enum DbCommand {
     ///
     /// Exits 1 on any deviation from the declared policy.
     Verify {
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
         /// How many matrix cells run at once (1 = sequential).
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
+        /// Deadline of the whole run in seconds: what is not proven by then (a locked table,
+        /// an unresponsive server) is reported as a deviation instead of waited for.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
     },
     /// Each service's app role connects to its own database; prints latency; exit 1 on failure.
     TestConnections {
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -139,19 +149,79 @@ enum DevAction {
     Start,
     /// Stop it (the data stays).
     Stop,
-    /// Say whether it runs and where.
-    Status,
+    /// Say whether it runs and where; exit 0 if it runs, 1 if not.
+    Status {
+        /// Print machine-readable JSON on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+/// A command that failed: the error, its kind for `--json` output and the exit code.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub kind: &'static str,
+    pub exit: u8,
+}
+
+impl Failure {
+    /// Input errors of `marty icao` (unreadable or malformed files) exit 3.
+    fn input(error: anyhow::Error) -> Self {
+        Self {
+            error,
+            kind: "input",
+            exit: crate::EXIT_USAGE,
+        }
+    }
+
+    /// An invalid configuration is an input error (exit 3); everything else is a failure.
+    fn classify(error: anyhow::Error) -> Self {
+        let is = |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| error.chain().any(f);
+        let (kind, exit) = if is(&|e| e.is::<marty_config::ConfigError>()) {
+            ("configuration", crate::EXIT_USAGE)
+        } else if is(&|e| e.is::<marty_db::DbError>()) {
+            ("database", 1)
+        } else if is(&|e| e.is::<marty_events::EventError>()) {
+            ("events", 1)
+        } else {
+            ("error", 1)
+        };
+        Self { error, kind, exit }
+    }
+}
+
+/// The error and its causes in one line, each cause once: a cause whose text the message
+/// already holds (an error that prints its source) is not repeated.
+pub fn describe_error(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let result = match cli.command {
+        Command::Icao(command) => return crate::icao::run(command).map_err(Failure::input),
         Command::Config(ConfigCommand::Show { service, json }) => config_show(service, json),
         Command::Db(cmd) => db(cmd).await,
         Command::Dev(DevCommand::Postgres { action }) => dev_postgres(action),
-        Command::Dev(DevCommand::Nats { action }) => crate::events::dev_nats(&load()?, action),
-        Command::Events(command) => crate::events::run(&load()?, command).await,
-        Command::Icao(command) => Ok(crate::icao::run(command)),
-    }
+        Command::Dev(DevCommand::Nats { action }) => {
+            load().and_then(|config| crate::events::dev_nats(&config, action))
+        }
+        Command::Events(command) => match load() {
+            Ok(config) => crate::events::run(&config, command).await,
+            Err(e) => Err(e),
+        },
+    };
+    result.map_err(Failure::classify)
 }
 
 fn load() -> Result<Config> {
@@ -219,25 +289,33 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             let report = provision::setup(&config, &filter.services()).await?;
             if json {
                 print_json(&report)?;
-            } else if report.changes.is_empty() {
-                println!(
-                    "setup: nothing changed; roles, databases and privileges are as declared ({:.1}s)",
-                    started.elapsed().as_secs_f64()
-                );
             } else {
                 for change in &report.changes {
                     println!("  {:32} {}", change.scope, change.action);
                 }
-                println!(
-                    "setup: {} change(s) applied ({:.1}s)",
-                    report.changes.len(),
-                    started.elapsed().as_secs_f64()
-                );
+                for left in &report.unrepaired {
+                    println!("  {:32} NOT REPAIRED: {}", left.scope, left.action);
+                }
+                let took = started.elapsed().as_secs_f64();
+                match (report.changes.len(), report.unrepaired.len()) {
+                    (0, 0) => println!(
+                        "setup: nothing changed; roles, databases and privileges are as declared ({took:.1}s)"
+                    ),
+                    (n, 0) => println!("setup: {n} change(s) applied ({took:.1}s)"),
+                    (n, left) => println!(
+                        "setup: {n} change(s) applied; {left} deviation(s) setup may not or could not repair — an operator must act on each ({took:.1}s)"
+                    ),
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if report.unrepaired.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         DbCommand::Migrate { filter, json } => {
-            marty_db::ensure_isolated(&config)?;
+            marty_db::ensure_isolated(&config, marty_db::Probe::Role(marty_config::Role::Owner))
+                .await?;
             #[derive(Serialize)]
             struct Row {
                 service: Service,
@@ -292,8 +370,17 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
                 },
             )
         }
-        DbCommand::Verify { json, concurrency } => {
-            let report = verify::verify(&config, usize::from(concurrency)).await?;
+        DbCommand::Verify {
+            json,
+            concurrency,
+            timeout,
+        } => {
+            let report = verify::verify(
+                &config,
+                usize::from(concurrency),
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
             if json {
                 print_json(&report)?;
             } else {
@@ -369,8 +456,12 @@ fn print_status(s: &status::ServiceStatus) {
     println!("  pending:     {}", list(&s.pending));
     if !s.modified.is_empty() {
         println!(
-            "  MODIFIED:    {:?} (applied migrations whose files changed since: restore them)",
+            "  MODIFIED:    {} (applied migrations whose files changed since: restore them)",
             s.modified
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if let Some(size) = s.size_bytes {
@@ -416,18 +507,31 @@ fn dev_postgres(action: DevAction) -> Result<ExitCode> {
                 println!("local PostgreSQL was not running");
             }
         }
-        DevAction::Status => match (cluster.is_running()?, cluster.state()?) {
-            (true, Some(state)) => println!(
-                "running on {}:{} (data in {})",
-                state.host,
-                state.port,
-                cluster.root().display()
-            ),
-            _ => {
-                println!("not running (start it with `marty dev postgres start`)");
-                return Ok(ExitCode::from(3));
+        DevAction::Status { json } => {
+            let running = cluster.is_running()?;
+            let state = cluster.state()?.filter(|_| running);
+            if json {
+                print_json(&serde_json::json!({
+                    "running": running,
+                    "host": state.as_ref().map(|s| s.host.clone()),
+                    "port": state.as_ref().map(|s| s.port),
+                    "data_dir": cluster.root().display().to_string(),
+                }))?;
+            } else {
+                match &state {
+                    Some(state) => println!(
+                        "running on {}:{} (data in {})",
+                        state.host,
+                        state.port,
+                        cluster.root().display()
+                    ),
+                    None => println!("not running (start it with `marty dev postgres start`)"),
+                }
             }
-        },
+            if state.is_none() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -439,5 +543,42 @@ mod tests {
     #[test]
     fn command_tree_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every subcommand and every argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help"
+                    && sub
+                        .get_about()
+                        .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "marty", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
     }
 }

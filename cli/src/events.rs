@@ -25,8 +25,12 @@ pub enum NatsAction {
     Start,
     /// Stop it (the JetStream store stays).
     Stop,
-    /// Say whether it runs and where.
-    Status,
+    /// Say whether it runs and where; exit 0 if it runs, 1 if not.
+    Status {
+        /// Print machine-readable JSON on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,11 +38,15 @@ pub enum EventsCommand {
     /// Outbox backlog, oldest unpublished age, failing, dead-lettered and parked events per
     /// service, and the stream and consumer lag on NATS.
     Status {
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Load test: relay throughput against raw JetStream publish-with-ack from the same client,
     /// and commit-to-consumer latency at a steady rate (CSCA produces, PKD consumes).
+    ///
+    /// Runs in a stream, subjects and durable consumer of its own, removed afterwards; it
+    /// refuses to start while the CSCA's outbox holds unpublished events.
     Bench {
         /// Events for the throughput comparison.
         #[arg(long, default_value_t = 5000)]
@@ -49,6 +57,7 @@ pub enum EventsCommand {
         /// Duration of the latency measurement.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -76,13 +85,28 @@ pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
                 println!("local nats-server was not running");
             }
         }
-        NatsAction::Status => match nats.running()? {
-            Some(s) => println!("running at {} (pid {})", s.url, s.pid),
-            None => {
-                println!("not running (start it with `marty dev nats start`)");
-                return Ok(ExitCode::from(3));
+        NatsAction::Status { json } => {
+            let running = nats.running()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "running": running.is_some(),
+                        "url": running.as_ref().map(|s| s.url.clone()),
+                        "pid": running.as_ref().map(|s| s.pid),
+                        "store_dir": nats.root().display().to_string(),
+                    }))?
+                );
+            } else {
+                match &running {
+                    Some(s) => println!("running at {} (pid {})", s.url, s.pid),
+                    None => println!("not running (start it with `marty dev nats start`)"),
+                }
             }
-        },
+            if running.is_none() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -262,6 +286,56 @@ struct BenchReport {
     latency_p99_ms: f64,
 }
 
+/// A benchmark's own stream, subjects and durable consumer, so that it never adds messages or
+/// consumers to the platform's `MARTY` stream; [`BenchSpace::remove`] deletes them after.
+struct BenchSpace {
+    stream: StreamConfig,
+    run: String,
+}
+
+impl BenchSpace {
+    fn new() -> Self {
+        let run = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Self {
+            stream: StreamConfig {
+                name: format!("MARTY_BENCH_{run}"),
+                subject_prefix: format!("martybench{run}"),
+                // Nothing of a benchmark needs to outlive it.
+                max_age: Duration::from_secs(3600),
+                ..StreamConfig::default()
+            },
+            run,
+        }
+    }
+
+    fn subject(&self, event_type: &str) -> String {
+        format!("{}.{event_type}", self.stream.subject_prefix)
+    }
+
+    /// Deletes the stream (and with it its consumers) and the benchmark's rows in the outbox
+    /// of the CSCA and the inbox of the PKD.
+    async fn remove(
+        &self,
+        js: &async_nats::jetstream::Context,
+        producer: &sqlx::PgPool,
+        consumer: &sqlx::PgPool,
+    ) -> Result<()> {
+        js.delete_stream(&self.stream.name)
+            .await
+            .with_context(|| format!("deleting the benchmark stream {}", self.stream.name))?;
+        // Only benchmarks produce csca.bench.* events.
+        sqlx::query("delete from outbox where event_type like 'csca.bench.%'")
+            .execute(producer)
+            .await
+            .context("removing the benchmark's outbox rows")?;
+        sqlx::query("delete from inbox where event_type like 'csca.bench.%'")
+            .execute(consumer)
+            .await
+            .context("removing the benchmark's inbox rows")?;
+        Ok(())
+    }
+}
+
 async fn bench(
     config: &Config,
     events: usize,
@@ -269,23 +343,103 @@ async fn bench(
     seconds: u64,
     json: bool,
 ) -> Result<ExitCode> {
-    marty_db::ensure_isolated(config)?;
+    marty_db::ensure_isolated(config, marty_db::Probe::Role(Role::App)).await?;
     let js = jetstream(config).await?;
-    ensure_stream(&js, &StreamConfig::default()).await?;
-    let producer = ConnectTarget::role(config.database(Service::Csca), Role::App)?.pool(4);
-    let consumer_pool = ConnectTarget::role(config.database(Service::Pkd), Role::App)?.pool(4);
+    let space = BenchSpace::new();
+    ensure_stream(&js, &space.stream).await?;
+    let producer = ConnectTarget::service_pool(config.database(Service::Csca), Role::App)?;
+    let consumer_pool = ConnectTarget::service_pool(config.database(Service::Pkd), Role::App)?;
+    let consumer_config = ConsumerConfig {
+        stream: space.stream.name.clone(),
+        ..ConsumerConfig::new(Service::Pkd, space.subject("csca.bench.steady"))
+    };
+    let outcome = bench_in(
+        &space,
+        &js,
+        &producer,
+        &consumer_pool,
+        consumer_config,
+        events,
+        rate,
+        seconds,
+    )
+    .await;
+    // Clean up whatever happened; a failure to clean up is reported after the result.
+    let cleanup = space.remove(&js, &producer, &consumer_pool).await;
+    let report = outcome?;
+    cleanup?;
+    let total = rate as usize * seconds as usize;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("| measurement | value |");
+        println!("|---|---|");
+        println!(
+            "| raw JetStream publish-with-ack, same client ({events} messages, best of 2) | {:.0} msg/s |",
+            report.raw_publish_per_sec
+        );
+        println!(
+            "| relay: outbox → JetStream with PubAck, marked published ({events} events, best of 2) | {:.0} events/s |",
+            report.relay_per_sec
+        );
+        println!("| ratio relay / raw (goal ≥ 0.5) | {:.2} |", report.ratio);
+        println!(
+            "| commit → consumer handler latency at {rate} events/s, p50 | {:.1} ms |",
+            report.latency_p50_ms
+        );
+        println!(
+            "| same, p99 ({} samples) | {:.1} ms |",
+            report.latency_samples, report.latency_p99_ms
+        );
+    }
+    if report.latency_samples < total {
+        eprintln!(
+            "error: only {} of the {total} events committed during the latency run reached the consumer within 30 s",
+            report.latency_samples
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_in(
+    space: &BenchSpace,
+    js: &async_nats::jetstream::Context,
+    producer: &sqlx::PgPool,
+    consumer_pool: &sqlx::PgPool,
+    consumer_config: ConsumerConfig,
+    events: usize,
+    rate: u32,
+    seconds: u64,
+) -> Result<BenchReport> {
+    let relay_config = |batch_size: i64, poll_interval: Duration| RelayConfig {
+        batch_size,
+        poll_interval,
+        stream: space.stream.clone(),
+        ..RelayConfig::new(Service::Csca)
+    };
     let relay = Relay::new(
         producer.clone(),
         js.clone(),
-        RelayConfig {
-            batch_size: 500,
-            ..RelayConfig::new(Service::Csca)
-        },
+        relay_config(500, Duration::from_secs(1)),
     );
-    // Start from an empty outbox so that only the bench's rows are timed.
-    while relay.relay_once().await?.claimed > 0 {}
+    // The benchmark's relay publishes whatever the CSCA's outbox holds, to the benchmark's
+    // stream: real events waiting there would be lost to the platform.
+    let waiting: i64 = sqlx::query_scalar(
+        "select count(*) from outbox where published_at is null and event_type not like 'csca.bench.%'",
+    )
+    .fetch_one(producer)
+    .await
+    .context("counting unpublished events in the CSCA's outbox")?;
+    if waiting > 0 {
+        anyhow::bail!(
+            "the CSCA's outbox holds {waiting} unpublished event(s): the benchmark would publish them to its own stream, where the platform never sees them; run it while no CSCA relay is behind (`marty events status`)"
+        );
+    }
 
-    let run_id = Uuid::new_v4();
+    let run_id = &space.run;
+    let raw_subject = space.subject("csca.bench.raw");
     let mut raw_rates = Vec::new();
     let mut relay_rates = Vec::new();
     // Two rounds, alternating, so that machine noise hits both sides alike; the best of each.
@@ -298,7 +452,7 @@ async fn bench(
                 format!("bench-raw:{run_id}:{round}:{i}").as_str(),
             );
             let ack = js
-                .publish_with_headers("marty.csca.bench.raw", headers, b"{}".to_vec().into())
+                .publish_with_headers(raw_subject.clone(), headers, b"{}".to_vec().into())
                 .await?;
             ack.await?;
         }
@@ -307,10 +461,11 @@ async fn bench(
         let mut tx = producer.begin().await?;
         sqlx::query(
             "insert into outbox (source, event_type, event_key, payload)
-             select 'csca', 'csca.bench.relayed', 'bench-' || (g % 64), jsonb_build_object('seq', g)
+             select 'csca', 'csca.bench.relayed', 'bench-' || (g % 64), jsonb_build_object('seq', g, 'run', $2::text)
              from generate_series(1, $1) g",
         )
         .bind(events as i64)
+        .bind(run_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -326,15 +481,12 @@ async fn bench(
         committed: Arc::default(),
         samples: Arc::default(),
     };
-    let consumer_config = ConsumerConfig::new(Service::Pkd, "marty.csca.bench.steady");
-    let mut consumer = Consumer::new(consumer_pool, &js, consumer_config, latency.clone()).await?;
+    let mut consumer =
+        Consumer::new(consumer_pool.clone(), js, consumer_config, latency.clone()).await?;
     let relay = Arc::new(Relay::new(
         producer.clone(),
         js.clone(),
-        RelayConfig {
-            poll_interval: Duration::from_millis(200),
-            ..RelayConfig::new(Service::Csca)
-        },
+        relay_config(200, Duration::from_millis(200)),
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let relay_task = {
@@ -370,16 +522,18 @@ async fn bench(
             &NewEvent::new(
                 "csca.bench.steady",
                 format!("k{}", i % 16),
-                serde_json::json!({ "seq": i }),
+                serde_json::json!({ "seq": i, "run": run_id }),
             ),
         )
         .await?;
-        tx.commit().await?;
+        // Recorded before the commit: once it commits, the relay and the consumer may see the
+        // event before this task runs again.
         latency
             .committed
             .lock()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .insert(enq.event_id, Instant::now());
+        tx.commit().await?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while latency
@@ -407,7 +561,7 @@ async fn bench(
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     };
-    let report = BenchReport {
+    Ok(BenchReport {
         events,
         raw_publish_per_sec: raw,
         relay_per_sec: relayed,
@@ -416,33 +570,5 @@ async fn bench(
         latency_samples: samples.len(),
         latency_p50_ms: pct(0.50),
         latency_p99_ms: pct(0.99),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("| measurement | value |");
-        println!("|---|---|");
-        println!(
-            "| raw JetStream publish-with-ack, same client ({events} messages, best of 2) | {:.0} msg/s |",
-            report.raw_publish_per_sec
-        );
-        println!(
-            "| relay: outbox → JetStream with PubAck, marked published ({events} events, best of 2) | {:.0} events/s |",
-            report.relay_per_sec
-        );
-        println!("| ratio relay / raw (goal ≥ 0.5) | {:.2} |", report.ratio);
-        println!(
-            "| commit → consumer handler latency at {rate} events/s, p50 | {:.1} ms |",
-            report.latency_p50_ms
-        );
-        println!(
-            "| same, p99 ({} samples) | {:.1} ms |",
-            report.latency_samples, report.latency_p99_ms
-        );
-    }
-    Ok(if report.latency_samples == total {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     })
 }

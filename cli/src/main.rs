@@ -1,7 +1,16 @@
 //! `marty`: provisions, migrates, verifies and operates Marty's databases.
 //!
-//! Exit codes: 0 success; 1 failure (an error, a deviation found by `db verify`, a failed
-//! connection in `db test-connections`); 2 usage errors (from clap).
+//! Exit codes, the same for every command:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success; the document or artefact is valid |
+//! | 1 | failure: an operation failed, a check found a deviation, a document is invalid |
+//! | 2 | indeterminate (verification commands only): the evidence to decide is missing |
+//! | 3 | usage or input error: bad arguments, unreadable input, invalid configuration |
+//!
+//! With `--json`, an error is also printed on standard output as `{"error": …, "kind": …}`
+//! so that a script reading the output learns why there is no result.
 
 mod commands;
 mod events;
@@ -11,11 +20,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit code of usage and input errors (see the module documentation).
+pub const EXIT_USAGE: u8 = 3;
+
 fn main() -> ExitCode {
     quiet_broken_pipe();
+    let json = std::env::args_os().any(|a| a == "--json");
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, json),
     };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -24,18 +37,31 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return report(
+                &anyhow::anyhow!("cannot start the async runtime: {e}"),
+                "internal",
+                1,
+                json,
+            );
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            // The whole cause chain, once.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(failure) => report(&failure.error, failure.kind, failure.exit, json),
     }
+}
+
+/// Prints an error once, with its causes, on stderr (and as JSON on stdout with `--json`).
+fn report(error: &anyhow::Error, kind: &str, exit: u8, json: bool) -> ExitCode {
+    let message = commands::describe_error(error);
+    eprintln!("error: {message}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error": message, "kind": kind, "exit_code": exit })
+        );
+    }
+    ExitCode::from(exit)
 }
 
 /// `marty … | head` closes stdout early; Rust ignores SIGPIPE, so the next print panics.
@@ -56,15 +82,32 @@ fn quiet_broken_pipe() {
     }));
 }
 
-/// Help and version exit 0; usage errors exit 2, except under `marty icao`, whose exit codes
-/// 1 and 2 mean invalid and indeterminate, and whose usage errors therefore exit 3.
-fn usage_error(e: clap::Error) -> ExitCode {
+/// Help and version exit 0; usage errors exit 3 everywhere (1 and 2 mean invalid and
+/// indeterminate for the verification commands).
+fn usage_error(e: clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
-    let _ = e.print();
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-        _ if std::env::args().nth(1).as_deref() == Some("icao") => ExitCode::from(icao::EXIT_USAGE),
-        _ => ExitCode::from(2),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let _ = e.print();
+            if json {
+                let text = e.render().to_string();
+                let first = text
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("usage error")
+                    .trim_start_matches("error: ")
+                    .to_owned();
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": first, "kind": "usage", "exit_code": EXIT_USAGE })
+                );
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

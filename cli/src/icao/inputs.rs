@@ -163,18 +163,69 @@ pub fn passphrase(var: &str) -> Result<String> {
     }
 }
 
-/// Writes a private key encrypted under the passphrase, mode 0600.
-pub fn write_key(path: &Path, key: &KeyPair, passphrase_env: &str) -> Result<()> {
+/// Writes a private key encrypted under the passphrase, mode 0600. An existing file is kept
+/// unless `force`: a key file lost to a typo cannot be recovered.
+pub fn write_key(path: &Path, key: &KeyPair, passphrase_env: &str, force: bool) -> Result<()> {
+    refuse_existing(path, force)?;
+    create_parent(path)?;
     let pem = key.to_encrypted_pem(passphrase(passphrase_env)?.as_bytes())?;
-    marty_config::write_private(path, &pem).with_context(|| format!("writing {}", path.display()))
+    if force {
+        marty_config::write_private(path, &pem)
+    } else {
+        marty_config::write_private_new(path, &pem)
+    }
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates the directory an output file goes into.
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating directory {}", dir.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Fails if `path` exists and `force` is not set, before any work is done.
+pub fn refuse_existing(path: &Path, force: bool) -> Result<()> {
+    if !force && path.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists: refusing to overwrite it (pass --force to replace it)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes a DER artefact atomically (temporary file, then rename): an interrupted run never
-/// leaves a truncated certificate or SOD behind.
-pub fn write_der(path: &Path, bytes: &[u8]) -> Result<()> {
+/// leaves a truncated certificate or SOD behind. Without `force` an existing file is never
+/// replaced, even by a race: the file is linked into place, which fails if the name exists.
+pub fn write_der(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    refuse_existing(path, force)?;
+    create_parent(path)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    let placed = if force {
+        std::fs::rename(&tmp, path)
+    } else {
+        let linked = std::fs::hard_link(&tmp, path);
+        std::fs::remove_file(&tmp).ok();
+        linked
+    };
+    match placed {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&tmp).ok();
+            bail!(
+                "{} exists: refusing to overwrite it (pass --force to replace it)",
+                path.display()
+            )
+        }
+        Err(e) => {
+            std::fs::remove_file(&tmp).ok();
+            Err(e).with_context(|| format!("writing {}", path.display()))
+        }
+    }
 }

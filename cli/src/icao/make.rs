@@ -19,7 +19,8 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
 use super::inputs::{
-    DEFAULT_PASSPHRASE_ENV, parse_time, read_certificate, read_key, write_der, write_key,
+    DEFAULT_PASSPHRASE_ENV, parse_time, read_certificate, read_key, refuse_existing, write_der,
+    write_key,
 };
 use super::{EXIT_VALID, print_json};
 
@@ -28,7 +29,9 @@ use super::{EXIT_VALID, print_json};
 pub enum CertCommand {
     /// Show a certificate: profile fields, extensions, key, fingerprint.
     Inspect {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -59,22 +62,33 @@ pub struct Common {
     /// Serial number in hex (default: 16 random octets).
     #[arg(long)]
     serial: Option<String>,
+    /// Replace the output (and key) files if they exist; without it, existing files are kept
+    /// and the command fails.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Where a signed artefact goes, and the key passphrase's variable.
 #[derive(Debug, Args)]
 pub struct Output {
+    /// The environment variable holding the signing key's passphrase.
     #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
     passphrase_env: String,
+    /// Where to write the result (DER).
     #[arg(long, short)]
     out: PathBuf,
+    /// Print a JSON summary of what was written.
     #[arg(long)]
     json: bool,
+    /// Replace the output file if it exists; without it, an existing file is kept and the
+    /// command fails.
+    #[arg(long)]
+    force: bool,
 }
 
 impl Output {
     fn written(&self, bytes: &[u8]) -> Result<u8> {
-        write_der(&self.out, bytes)?;
+        write_der(&self.out, bytes, self.force)?;
         report(
             self.json,
             Written {
@@ -94,8 +108,10 @@ pub struct SubjectArgs {
     /// The issuer's code as written in the MRZ (D for Germany, UTO), for SAN/IAN.
     #[arg(long)]
     mrz_country: String,
+    /// organizationName of the subject (optional).
     #[arg(long)]
     organization: Option<String>,
+    /// commonName of the subject (mandatory in Part 12 §7.1.1.1.1).
     #[arg(long)]
     common_name: String,
 }
@@ -139,8 +155,10 @@ pub struct CscaArgs {
 pub struct LinkArgs {
     #[command(flatten)]
     common: Common,
+    /// The old CSCA's certificate (the link certificate's issuer).
     #[arg(long)]
     old_cert: PathBuf,
+    /// The old CSCA's encrypted private key, which signs the link certificate.
     #[arg(long)]
     old_key: PathBuf,
     /// The new CSCA's self-signed certificate.
@@ -152,6 +170,7 @@ pub struct LinkArgs {
     /// MRZ code of the new CSCA (for SAN); defaults to the old one.
     #[arg(long)]
     new_mrz_country: Option<String>,
+    /// cRLDistributionPoints URI (ldap, http or https).
     #[arg(long)]
     crl_dp: String,
 }
@@ -163,17 +182,23 @@ pub struct SignerArgs {
     /// Subject's commonName (the country comes from the CSCA).
     #[arg(long)]
     common_name: String,
+    /// organizationName of the subject (optional).
     #[arg(long)]
     organization: Option<String>,
     /// MRZ code of the issuing State (D, UTO), for SAN/IAN.
     #[arg(long)]
     mrz_country: String,
+    /// The issuing CSCA's certificate.
     #[arg(long)]
     csca: PathBuf,
+    /// The issuing CSCA's encrypted private key.
     #[arg(long)]
     csca_key: PathBuf,
+    /// Where to write the new encrypted private key.
     #[arg(long)]
     key_out: PathBuf,
+    /// The new key: ec:<curve>[:named|:explicit] (explicit by default, as Part 12 requires),
+    /// rsa:<bits>, rsa-pss:<bits>.
     #[arg(long, default_value = "ec:brainpoolP256r1")]
     key: KeySpec,
     /// Private key usage period in days (Part 12 recommends at most 3 months for a DSC).
@@ -195,16 +220,22 @@ pub struct MrzMakeArgs {
     /// td1, td2 or td3.
     #[arg(long, default_value = "td3")]
     format: String,
+    /// Document code: P or P + a letter (TD3); A, C or I, optionally + a letter (TD1/TD2).
     #[arg(long, default_value = "P")]
     document_code: String,
+    /// Issuing State or organisation as written in the MRZ (UTO, D, GBR).
     #[arg(long)]
     issuing_state: String,
+    /// Document number (at most 9 characters in TD3; longer ones overflow in TD1/TD2).
     #[arg(long)]
     document_number: String,
+    /// Primary identifier (surname), transliterated per Part 3.
     #[arg(long)]
     primary: String,
+    /// Secondary identifier (given names), transliterated per Part 3.
     #[arg(long, default_value = "")]
     secondary: String,
+    /// Nationality as written in the MRZ (UTO, D, GBR).
     #[arg(long)]
     nationality: String,
     /// YYMMDD (`<` for unknown parts).
@@ -216,11 +247,19 @@ pub struct MrzMakeArgs {
     /// YYMMDD.
     #[arg(long)]
     expiry: String,
+    /// Optional data (TD3: the personal number).
     #[arg(long, default_value = "")]
     optional: String,
     /// Transliterate Ä, Ö, Ü, Å as A, O, U, A instead of AE, OE, UE, AA.
     #[arg(long)]
     base_umlauts: bool,
+    /// Also write the MRZ as an LDS DG1 file (tag 61) here.
+    #[arg(long)]
+    dg1: Option<PathBuf>,
+    /// Replace the DG1 file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print machine-readable JSON on standard output instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -230,8 +269,10 @@ pub struct SodMakeArgs {
     /// Data group files (repeatable); numbers are read from their LDS tags.
     #[arg(long = "dg", required = true)]
     data_groups: Vec<PathBuf>,
+    /// The Document Signer certificate (embedded in the EF.SOD).
     #[arg(long)]
     dsc: PathBuf,
+    /// The Document Signer's encrypted private key.
     #[arg(long)]
     key: PathBuf,
     /// sha256, sha384 or sha512 (SHA-1 is never issued).
@@ -252,8 +293,10 @@ pub struct SodMakeArgs {
 
 #[derive(Debug, Args)]
 pub struct CrlMakeArgs {
+    /// The issuing CSCA's certificate (the CRL's issuer and AKI).
     #[arg(long)]
     csca: PathBuf,
+    /// The issuing CSCA's encrypted private key.
     #[arg(long)]
     csca_key: PathBuf,
     /// CRL number (monotonic per CSCA).
@@ -265,6 +308,7 @@ pub struct CrlMakeArgs {
     /// nextUpdate in days after thisUpdate (Part 12: at least one CRL every 90 days).
     #[arg(long, default_value_t = 90)]
     next_update_days: i64,
+    /// thisUpdate (RFC 3339 or YYYY-MM-DD; default now).
     #[arg(long)]
     this_update: Option<String>,
     #[command(flatten)]
@@ -279,8 +323,10 @@ pub struct MasterlistMakeArgs {
     /// A directory of certificates to list.
     #[arg(long)]
     certs_dir: Option<PathBuf>,
+    /// The Master List Signer certificate (EKU 2.23.136.1.1.3).
     #[arg(long)]
     signer: PathBuf,
+    /// The Master List Signer's encrypted private key.
     #[arg(long)]
     signer_key: PathBuf,
     /// The CSCA that issued the signer certificate (embedded, Part 12 §5.3).
@@ -305,7 +351,7 @@ fn report(json: bool, written: Written) -> Result<u8> {
     } else {
         match &written.certificate {
             Some(c) => println!(
-                "wrote {} ({:?}: {}, {}, serial {})",
+                "wrote {} ({} certificate: {}, {}, serial {})",
                 written.file, c.kind, c.subject, c.public_key, c.serial
             ),
             None => println!("wrote {}", written.file),
@@ -349,8 +395,17 @@ fn period(start: OffsetDateTime, key_usage_days: i64, validity_days: i64) -> Res
     })
 }
 
+/// Fails before any key is generated if an output file exists and --force is not given.
+fn check_outputs(common: &Common, key_out: Option<&PathBuf>) -> Result<()> {
+    refuse_existing(&common.out, common.force)?;
+    if let Some(k) = key_out {
+        refuse_existing(k, common.force)?;
+    }
+    Ok(())
+}
+
 fn issued(common: &Common, key_out: Option<&PathBuf>, cert: &Certificate) -> Result<u8> {
-    write_der(&common.out, &cert.raw)?;
+    write_der(&common.out, &cert.raw, common.force)?;
     report(
         common.json,
         Written {
@@ -365,8 +420,9 @@ pub fn cert(command: CertCommand) -> Result<u8> {
     match command {
         CertCommand::Inspect { file, json } => super::show::cert(&file, json),
         CertCommand::MakeCsca(a) => {
-            // Fail on the passphrase before spending time on key generation.
+            // Fail on the passphrase and the outputs before spending time on key generation.
             super::inputs::passphrase(&a.common.passphrase_env)?;
+            check_outputs(&a.common, Some(&a.key_out))?;
             let key = KeyPair::generate(a.key)?;
             let req = CertificateRequest {
                 subject: a.subject.subject(),
@@ -375,10 +431,11 @@ pub fn cert(command: CertCommand) -> Result<u8> {
                 serial: serial(&a.common)?,
             };
             let cert = issue::make_csca(&req, &key)?;
-            write_key(&a.key_out, &key, &a.common.passphrase_env)?;
+            write_key(&a.key_out, &key, &a.common.passphrase_env, a.common.force)?;
             issued(&a.common, Some(&a.key_out), &cert)
         }
         CertCommand::MakeLink(a) => {
+            check_outputs(&a.common, None)?;
             let old = read_certificate(&a.old_cert)?;
             let old_key = read_key(&a.old_key, &a.common.passphrase_env, Some(&old))?;
             let new = read_certificate(&a.new_cert)?;
@@ -428,6 +485,7 @@ pub fn cert(command: CertCommand) -> Result<u8> {
 }
 
 fn signer(a: SignerArgs, dsc: bool) -> Result<u8> {
+    check_outputs(&a.common, Some(&a.key_out))?;
     let csca = read_certificate(&a.csca)?;
     let csca_key = read_key(&a.csca_key, &a.common.passphrase_env, Some(&csca))?;
     let country = csca
@@ -467,7 +525,7 @@ fn signer(a: SignerArgs, dsc: bool) -> Result<u8> {
     } else {
         issue::make_ml_signer(&csca, &csca_key, &csca_subject, &req, &key.spki)?
     };
-    write_key(&a.key_out, &key, &a.common.passphrase_env)?;
+    write_key(&a.key_out, &key, &a.common.passphrase_env, a.common.force)?;
     issued(&a.common, Some(&a.key_out), &cert)
 }
 
@@ -503,12 +561,26 @@ pub fn mrz(a: MrzMakeArgs) -> Result<u8> {
         },
     }
     .build()?;
+    if let Some(path) = &a.dg1 {
+        write_der(path, &lds::build_dg1(&mrz), a.force)?;
+    }
     if a.json {
         print_json(&mrz)?;
     } else {
         println!("{mrz}");
+        if let Some(path) = &a.dg1 {
+            println!("wrote {} (DG1)", path.display());
+        }
     }
     Ok(EXIT_VALID)
+}
+
+/// `marty icao lds dg2`: a DG2 (ISO/IEC 19794-5 face record) from a JPEG or JPEG 2000 image.
+pub fn dg2(image: &std::path::Path, output: &Output) -> Result<u8> {
+    let data = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+    let face = lds::FaceImage::from_image(data).with_context(|| format!("{}", image.display()))?;
+    let dg2 = lds::build_dg2(&face)?;
+    output.written(&dg2)
 }
 
 pub fn sod(a: SodMakeArgs) -> Result<u8> {
@@ -527,6 +599,7 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
         "ski" => SidChoice::SubjectKeyIdentifier,
         other => bail!("unknown --sid {other:?}: expected issuer-serial or ski"),
     };
+    refuse_existing(&a.output.out, a.output.force)?;
     let dsc = read_certificate(&a.dsc)?;
     let key = read_key(&a.key, &a.output.passphrase_env, Some(&dsc))?;
     let mut hashes = Vec::new();
@@ -564,6 +637,7 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
 }
 
 pub fn crl(a: CrlMakeArgs) -> Result<u8> {
+    refuse_existing(&a.output.out, a.output.force)?;
     let csca = read_certificate(&a.csca)?;
     let key = read_key(&a.csca_key, &a.output.passphrase_env, Some(&csca))?;
     let this_update = match &a.this_update {
@@ -605,6 +679,7 @@ pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
     if certs.is_empty() {
         bail!("no certificates to list: pass --cert FILE or --certs-dir DIR");
     }
+    refuse_existing(&a.output.out, a.output.force)?;
     let signer = read_certificate(&a.signer)?;
     let key = read_key(&a.signer_key, &a.output.passphrase_env, Some(&signer))?;
     let csca = read_certificate(&a.csca)?;

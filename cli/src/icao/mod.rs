@@ -26,7 +26,6 @@ use inputs::{parse_time, read_input};
 pub const EXIT_VALID: u8 = 0;
 pub const EXIT_INVALID: u8 = 1;
 pub const EXIT_INDETERMINATE: u8 = 2;
-pub const EXIT_USAGE: u8 = 3;
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
@@ -46,10 +45,33 @@ pub enum IcaoCommand {
     /// CSCA master lists: inspect, verify, extract, build.
     #[command(subcommand)]
     Masterlist(MasterlistCommand),
+    /// LDS files: inspect any of them, build DG2 from a face image (DG1: `mrz make --dg1`).
+    #[command(subcommand)]
+    Lds(LdsCommand),
     /// Passive Authentication of a folder of LDS files (EF.SOD and data groups).
     ///
     /// Files are recognised by their LDS tag, whatever their names.
     Pa(PaArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LdsCommand {
+    /// Identify an LDS file by its tag and show its TLV structure.
+    Inspect {
+        /// The LDS file (EF.COM, a data group or EF.SOD).
+        file: PathBuf,
+        /// Print machine-readable JSON on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build DG2 (ISO/IEC 19794-5 face image record) from a JPEG or JPEG 2000 image.
+    Dg2 {
+        /// The face image; its format and size are read from the image itself.
+        #[arg(long)]
+        image: PathBuf,
+        #[command(flatten)]
+        output: make::Output,
+    },
 }
 
 // Parsed once per process: variant sizes do not matter.
@@ -68,8 +90,10 @@ pub enum MrzCommand {
 pub struct MrzInput {
     /// The MRZ text; `-` or absent reads standard input. `--file` reads a file (also DG1).
     text: Option<String>,
+    /// Read the MRZ from this file: text, or a DG1 file (tag 61).
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
+    /// Print machine-readable JSON on standard output instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -79,15 +103,19 @@ pub struct MrzInput {
 pub enum SodCommand {
     /// Show the structure of an EF.SOD: algorithms, signer, data group hashes.
     Inspect {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Verify an EF.SOD's signature and its DSC's path (no data groups; see `pa` for those).
     Verify {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -98,14 +126,18 @@ pub enum SodCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CrlCommand {
+    /// Show a CRL: issuer, this/next update, CRL number, AKI, revoked serials.
     Inspect {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Verify the signature with the issuing CSCA; a CRL past nextUpdate is reported stale
     /// (exit 2), not invalid.
     Verify {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
         /// The CSCA certificate that issued it.
         #[arg(long)]
@@ -113,6 +145,7 @@ pub enum CrlCommand {
         /// Evaluate staleness at this time (RFC 3339 or YYYY-MM-DD; default now).
         #[arg(long)]
         at: Option<String>,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -123,13 +156,17 @@ pub enum CrlCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum MasterlistCommand {
+    /// Show a master list: version, certificates per country, signer, signing time.
     Inspect {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Verify signature, signer EKU and the signer's chain to a trusted root.
     Verify {
+        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
         file: PathBuf,
         /// Trusted root certificate(s) of the signer (repeatable).
         #[arg(long, required_unless_present = "trust")]
@@ -137,16 +174,33 @@ pub enum MasterlistCommand {
         /// A directory of trusted certificates instead of --root.
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// Evaluate validity at this time instead of now (RFC 3339 or YYYY-MM-DD).
         #[arg(long)]
         at: Option<String>,
+        /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Write every certificate of the list to a directory (`<country>_<fingerprint>.cer`).
+    ///
+    /// With --root the list is verified first and nothing is written unless it verifies;
+    /// without it the certificates are extracted with a warning that they are unverified.
     Extract {
+        /// The master list (CMS SignedData, DER or PEM).
         file: PathBuf,
+        /// The directory to write the certificates to (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Trusted root certificate(s) the master list signer must chain to (repeatable).
+        #[arg(long)]
+        root: Vec<PathBuf>,
+        /// Verify at this time instead of now (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        at: Option<String>,
+        /// Replace files of the same name whose contents differ.
+        #[arg(long)]
+        force: bool,
+        /// Print a JSON summary instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -180,19 +234,15 @@ pub struct PaArgs {
     /// Require a CRL for the issuing country (missing → INDETERMINATE).
     #[arg(long)]
     strict_revocation: bool,
+    /// Print machine-readable JSON on standard output instead of text.
     #[arg(long)]
     json: bool,
 }
 
-/// Runs an icao command; errors are printed and become exit code 3.
-pub fn run(command: IcaoCommand) -> ExitCode {
-    match dispatch(command) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
+/// Runs an icao command. Its errors are input errors: the caller reports them with exit 3.
+/// Parsing runs on a thread with a stack of known size, whatever the process was given.
+pub fn run(command: IcaoCommand) -> Result<ExitCode> {
+    marty_icao::on_parser_stack(|| dispatch(command)).map(ExitCode::from)
 }
 
 fn dispatch(command: IcaoCommand) -> Result<u8> {
@@ -224,12 +274,25 @@ fn dispatch(command: IcaoCommand) -> Result<u8> {
             at,
             json,
         }) => masterlist_verify(&file, &root, trust.as_deref(), at.as_deref(), json),
-        IcaoCommand::Masterlist(MasterlistCommand::Extract { file, out, json }) => {
-            masterlist_extract(&file, &out, json)
-        }
+        IcaoCommand::Masterlist(MasterlistCommand::Extract {
+            file,
+            out,
+            root,
+            at,
+            force,
+            json,
+        }) => masterlist_extract(&file, &out, &root, at.as_deref(), force, json),
         IcaoCommand::Masterlist(MasterlistCommand::Make(args)) => make::masterlist(args),
+        IcaoCommand::Lds(LdsCommand::Inspect { file, json }) => show::lds(&file, json),
+        IcaoCommand::Lds(LdsCommand::Dg2 { image, output }) => make::dg2(&image, &output),
         IcaoCommand::Pa(args) => passive_authentication(args),
     }
+}
+
+/// Now, in whole seconds: certificates and reports carry no fractions.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 fn print_json(value: &impl Serialize) -> Result<()> {
@@ -249,7 +312,7 @@ fn verdict_code(v: Verdict) -> u8 {
 fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<String>)> {
     let at = match &args.at {
         Some(text) => parse_time(text)?,
-        None => OffsetDateTime::now_utc(),
+        None => now(),
     };
     let mut notes = Vec::new();
     let mut certificates = Vec::new();
@@ -271,7 +334,7 @@ fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<Strin
                 }
                 notes.push(format!("master list verified against {}", root_path.display()));
             }
-            None => notes.push("master list trusted as given (its signer's chain was not checked: pass --ml-root to check it)".into()),
+            None => notes.insert(0, format!("UNVERIFIED TRUST: the master list {} was trusted as given — its signature and its signer's chain were not checked, so anyone could have written it; pass --ml-root with the root its signer must chain to", ml_path.display())),
         }
         certificates.extend(ml.certificates);
     }
@@ -283,13 +346,25 @@ fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<Strin
     Ok((TrustStore::new(certificates, crls), at, notes))
 }
 
+/// Input that exceeds a parser bound (nesting deeper than `der::MAX_DEPTH`) is refused as an
+/// input error (exit 3): Marty will not read it, so it can say nothing about the document.
+/// Any other malformed SOD is INVALID, its structure check failed.
+fn refuse_unreadable_sod(bytes: &[u8], file: &Path) -> Result<()> {
+    match marty_icao::sod::Sod::parse(bytes) {
+        Err(e) if e.exceeds_parser_bounds() => {
+            Err(anyhow!(e)).with_context(|| format!("{}", file.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn sod_verify(file: &Path, trust: &TrustArgs, json: bool) -> Result<u8> {
     let bytes = read_input(file)?;
-    // Structure, signature and path: Passive Authentication without data groups. A malformed
-    // SOD is INVALID (its structure check fails), not an input error.
+    refuse_unreadable_sod(&bytes, file)?;
+    // Structure, signature, signer and path: the EF.SOD alone, no data groups.
     let (store, at, notes) = load_trust(trust)?;
-    let mut report = pa::passive_authentication(&bytes, &[], &store, at, false);
-    report.warnings.extend(notes);
+    let mut report = pa::verify_sod(&bytes, &store, at, false);
+    prepend_notes(&mut report, notes);
     if json {
         print_json(&report)?;
     } else {
@@ -298,13 +373,17 @@ fn sod_verify(file: &Path, trust: &TrustArgs, json: bool) -> Result<u8> {
     Ok(verdict_code(report.verdict))
 }
 
+/// Notes about where trust came from go first (an unverified master list must be seen before
+/// anything else), then the verdict is recomputed with them counted.
+fn prepend_notes(report: &mut pa::PaReport, notes: Vec<String>) {
+    report.warnings.splice(0..0, notes);
+    report.conclude();
+}
+
 fn crl_verify(file: &Path, issuer: &Path, at: Option<&str>, json: bool) -> Result<u8> {
     let crl = Crl::from_der(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
     let issuer = inputs::read_certificate(issuer)?;
-    let at = at
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or_else(OffsetDateTime::now_utc);
+    let at = at.map(parse_time).transpose()?.unwrap_or_else(now);
     let signature = crl.verify_signature(&issuer);
     let stale = crl.is_stale(at);
     #[derive(Serialize)]
@@ -360,10 +439,7 @@ fn masterlist_verify(
     if let Some(dir) = trust {
         certs.extend(inputs::read_trust_dir(dir)?.0);
     }
-    let at = at
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or_else(OffsetDateTime::now_utc);
+    let at = at.map(parse_time).transpose()?.unwrap_or_else(now);
     let v = ml.verify(&TrustStore::new(certs, vec![]), at);
     #[derive(Serialize)]
     struct Out<'a> {
@@ -388,7 +464,10 @@ fn masterlist_verify(
             out.verdict, out.certificates, out.distinct_keys, out.countries
         );
         if let Some(s) = &v.signer {
-            println!("  signer: {} ({:?})", s.subject, v.signer_found_by);
+            match v.signer_found_by {
+                Some(how) => println!("  signer: {} ({how})", s.subject),
+                None => println!("  signer: {}", s.subject),
+            }
         }
         println!(
             "  signature: {}",
@@ -423,25 +502,72 @@ fn masterlist_verify(
     Ok(if v.valid { EXIT_VALID } else { EXIT_INVALID })
 }
 
-fn masterlist_extract(file: &Path, out: &Path, json: bool) -> Result<u8> {
+/// The file name of an extracted certificate: its country (two letters A–Z, else `XX`) and
+/// its SHA-256 fingerprint. Nothing a certificate says can add a path separator or `..`.
+fn extracted_name(cert: &Certificate) -> String {
+    let country = cert
+        .subject
+        .country()
+        .map(str::to_ascii_uppercase)
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .unwrap_or_else(|| "XX".to_owned());
+    format!(
+        "{country}_{}.cer",
+        &marty_icao::hex::encode(&cert.fingerprint_sha256())[..16]
+    )
+}
+
+fn masterlist_extract(
+    file: &Path,
+    out: &Path,
+    roots: &[PathBuf],
+    at: Option<&str>,
+    force: bool,
+    json: bool,
+) -> Result<u8> {
     let ml =
         MasterList::parse(&read_input(file)?).with_context(|| format!("{}", file.display()))?;
+    let verified = if roots.is_empty() {
+        eprintln!(
+            "WARNING: {} was NOT verified (no --root given): the certificates extracted from it are not trustworthy until the list is",
+            file.display()
+        );
+        false
+    } else {
+        let certs: Vec<Certificate> = roots
+            .iter()
+            .map(|r| inputs::read_certificate(r))
+            .collect::<Result<_>>()?;
+        let at = at.map(parse_time).transpose()?.unwrap_or_else(now);
+        let v = ml.verify(&TrustStore::new(certs, vec![]), at);
+        if !v.valid {
+            eprintln!(
+                "{}: the master list does not verify, nothing extracted: {}",
+                file.display(),
+                v.errors.join("; ")
+            );
+            return Ok(EXIT_INVALID);
+        }
+        true
+    };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
     for cert in &ml.certificates {
-        let country = cert.subject.country().unwrap_or("XX").to_ascii_uppercase();
-        let name = format!(
-            "{country}_{}.cer",
-            &marty_icao::hex::encode(&cert.fingerprint_sha256())[..16]
-        );
+        let name = extracted_name(cert);
         let path = out.join(&name);
-        std::fs::write(&path, &cert.raw).with_context(|| format!("writing {}", path.display()))?;
+        // Identical entries (the same certificate listed twice) share a file.
+        if std::fs::read(&path).is_ok_and(|existing| existing == cert.raw) {
+            written.push(name);
+            continue;
+        }
+        inputs::write_der(&path, &cert.raw, force)?;
         written.push(name);
     }
     written.sort();
     written.dedup();
     if json {
         print_json(&serde_json::json!({
+            "verified": verified,
             "certificates": ml.certificates.len(),
             "files": written.len(),
             "distinct_keys": ml.distinct_keys(),
@@ -449,11 +575,16 @@ fn masterlist_extract(file: &Path, out: &Path, json: bool) -> Result<u8> {
         }))?;
     } else {
         println!(
-            "{} certificates written to {} as {} files ({} distinct keys; identical entries share a file)",
+            "{} certificates written to {} as {} files ({} distinct keys; identical entries share a file){}",
             ml.certificates.len(),
             out.display(),
             written.len(),
-            ml.distinct_keys()
+            ml.distinct_keys(),
+            if verified {
+                "; the list verified"
+            } else {
+                "; UNVERIFIED"
+            }
         );
     }
     Ok(EXIT_VALID)
@@ -467,11 +598,12 @@ fn passive_authentication(args: PaArgs) -> Result<u8> {
             args.folder.display()
         )
     })?;
+    refuse_unreadable_sod(&sod, &args.folder)?;
     let (store, at, notes) = load_trust(&args.trust)?;
     let mut report =
         pa::passive_authentication(&sod, &files.data_groups, &store, at, args.strict_revocation);
-    report.warnings.extend(notes);
     report.warnings.extend(files.notes);
+    prepend_notes(&mut report, notes);
     if args.json {
         print_json(&report)?;
     } else {

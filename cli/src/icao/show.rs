@@ -38,23 +38,32 @@ pub fn mrz(input: MrzInput, check: bool) -> Result<u8> {
     };
     let parsed = mrz::parse(&text)?;
     let digits = parsed.check_digits();
-    let valid = digits.iter().all(|d| d.valid);
+    // Check digits and calendar dates: an MRZ with either wrong is not valid, whether it is
+    // parsed for display or checked.
+    let problem = parsed.validate().err();
+    let valid = problem.is_none();
     if input.json {
         #[derive(Serialize)]
         struct Out<'a> {
             valid: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            problem: Option<String>,
             mrz: &'a mrz::Mrz,
             check_digits: &'a [mrz::CheckDigit],
         }
         print_json(&Out {
             valid,
+            problem: problem.as_ref().map(ToString::to_string),
             mrz: &parsed,
             check_digits: &digits,
         })?;
     } else if check {
-        match parsed.validate() {
-            Ok(()) => println!("MRZ valid: {} check digits correct", digits.len()),
-            Err(e) => println!("MRZ invalid: {e}"),
+        match &problem {
+            None => println!(
+                "MRZ valid: {} check digits correct, dates are calendar dates",
+                digits.len()
+            ),
+            Some(e) => println!("MRZ invalid: {e}"),
         }
     } else {
         println!("{parsed}");
@@ -68,7 +77,7 @@ pub fn mrz(input: MrzInput, check: bool) -> Result<u8> {
         );
         println!("nationality:      {}", parsed.nationality);
         println!("date of birth:    {}", parsed.date_of_birth);
-        println!("sex:              {:?}", parsed.sex);
+        println!("sex:              {}", parsed.sex.to_char());
         println!("date of expiry:   {}", parsed.date_of_expiry);
         println!("optional data:    {}", parsed.optional_data);
         for d in &digits {
@@ -85,12 +94,11 @@ pub fn mrz(input: MrzInput, check: bool) -> Result<u8> {
                 }
             );
         }
+        if let Some(e) = &problem {
+            println!("MRZ invalid: {e}");
+        }
     }
-    Ok(if !check || valid {
-        EXIT_VALID
-    } else {
-        EXIT_INVALID
-    })
+    Ok(if valid { EXIT_VALID } else { EXIT_INVALID })
 }
 
 pub fn sod(file: &Path, json: bool) -> Result<u8> {
@@ -189,7 +197,7 @@ pub fn cert(file: &Path, json: bool) -> Result<u8> {
     if json {
         print_json(&s)?;
     } else {
-        println!("{:?} certificate", s.kind);
+        println!("{} certificate", s.kind);
         println!("  subject:            {}", s.subject);
         println!("  issuer:             {}", s.issuer);
         println!("  serial:             {}", s.serial);
@@ -304,11 +312,36 @@ pub fn masterlist(file: &Path, json: bool) -> Result<u8> {
 
 /// A Passive Authentication report as a person reads it.
 pub fn print_pa(r: &PaReport) {
-    println!(
-        "Passive Authentication: {} — {}",
-        r.verdict.as_str(),
-        r.reason
-    );
+    // The headline, then every warning, then the details: a reader who stops after the first
+    // lines must not miss that something was not checked.
+    let warned: Vec<String> = r
+        .warnings
+        .iter()
+        .cloned()
+        .chain(
+            r.checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Warning)
+                .map(|c| format!("{}: {}", c.name, c.detail)),
+        )
+        .collect();
+    match (r.verdict, warned.len()) {
+        (marty_icao::pa::Verdict::Valid, 0) => {
+            println!("Passive Authentication: VALID — {}", r.reason)
+        }
+        (marty_icao::pa::Verdict::Valid, n) => println!(
+            "Passive Authentication: VALID with {n} warning{}",
+            if n == 1 { "" } else { "s" }
+        ),
+        (verdict, _) => println!(
+            "Passive Authentication: {} — {}",
+            verdict.as_str(),
+            r.reason
+        ),
+    }
+    for w in &warned {
+        println!("  warning: {w}");
+    }
     println!("evaluated at {}", r.evaluated_at);
     if let Some(s) = &r.sod {
         println!(
@@ -325,7 +358,7 @@ pub fn print_pa(r: &PaReport) {
         );
     }
     if let Some(c) = &r.csca {
-        println!("CSCA: {} ({:?})", c.subject, c.kind);
+        println!("CSCA: {} ({})", c.subject, c.kind);
     }
     println!("checks:");
     for c in &r.checks {
@@ -364,7 +397,26 @@ pub fn print_pa(r: &PaReport) {
             println!("  {l}");
         }
     }
-    for w in &r.warnings {
-        println!("warning: {w}");
+}
+
+pub fn lds(file: &Path, json: bool) -> Result<u8> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let kind = lds::identify(&bytes).with_context(|| format!("{}", file.display()))?;
+    let tree = lds::describe(&bytes).with_context(|| format!("{}", file.display()))?;
+    if json {
+        print_json(&serde_json::json!({ "file": kind, "structure": tree }))?;
+    } else {
+        println!("{} ({} bytes)", kind.name(), bytes.len());
+        fn print(nodes: &[lds::TlvNode], indent: usize) {
+            for n in nodes {
+                match &n.value_preview {
+                    Some(v) => println!("{:indent$}{} [{}] {v}", "", n.tag, n.length),
+                    None => println!("{:indent$}{} [{}]", "", n.tag, n.length),
+                }
+                print(&n.children, indent + 2);
+            }
+        }
+        print(&tree, 2);
     }
+    Ok(EXIT_VALID)
 }

@@ -89,15 +89,15 @@ async fn drift_is_detected_named_and_repaired() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let report = stdout(&out);
     for expected in [
-        // Foreign roles can now connect to marty_csca: the matrix shows it.
-        "marty_pkd_app on marty_csca: connect allowed, declared denied",
-        "FAIL  database marty_csca: PUBLIC privileges: expected none, found CONNECT",
-        "FAIL  database marty_csca: schema public: CREATE beyond the owner: expected none, found PUBLIC",
-        "FAIL  database marty_pkd: new tables of marty_pkd_owner for marty_pkd_app: default privileges: expected DELETE, INSERT, SELECT, UPDATE, found DELETE, SELECT, UPDATE",
-        "FAIL  database marty_document_signer: owner: expected marty_document_signer_owner, found marty_passport_engine_owner",
-        "FAIL  role marty_passport_engine_app: dangerous attributes: expected none, found CREATEDB",
-        "FAIL  service roles: memberships: expected none, found marty_pkd_readonly in marty_csca_owner",
-        "FAIL  database marty_pkd: grants on tables and sequences beyond the role model: expected none, found INSERT on marty_isolation_probe to PUBLIC, UPDATE on outbox_id_seq to marty_pkd_readonly",
+        // One cause per line; foreign roles connecting to marty_csca is what follows from
+        // the PUBLIC grant, shown beneath it.
+        ". database marty_csca: PUBLIC privileges: CONNECT\n       -> 8 roles (marty_document_signer_owner, marty_document_signer_app, marty_document_signer_readonly, marty_passport_engine_owner, marty_passport_engine_app, marty_passport_engine_readonly, marty_pkd_owner, marty_pkd_app) on marty_csca: can connect, declared refused",
+        ". database marty_csca: schema public: CREATE beyond the owner: PUBLIC\n       -> 2 roles (marty_csca_app, marty_csca_readonly) on marty_csca: create table allowed, declared denied",
+        ". database marty_pkd: new tables of marty_pkd_owner for marty_pkd_app: default privileges: expected DELETE, INSERT, SELECT, UPDATE, found DELETE, SELECT, UPDATE",
+        ". database marty_document_signer: owner: expected marty_document_signer_owner, found marty_passport_engine_owner",
+        ". role marty_passport_engine_app: dangerous attributes: CREATEDB",
+        ". service roles: memberships: marty_pkd_readonly in marty_csca_owner",
+        ". database marty_pkd: grants on tables and sequences beyond the role model: INSERT on marty_isolation_probe to PUBLIC, UPDATE on outbox_id_seq to marty_pkd_readonly\n       -> marty_pkd_readonly on marty_pkd: write allowed, declared denied",
         "ISOLATION VIOLATED",
     ] {
         assert!(
@@ -290,6 +290,52 @@ async fn an_edited_applied_migration_is_reported() {
 }
 
 #[tokio::test]
+async fn a_url_password_with_a_plus_works_for_marty_and_libpq_alike() {
+    let db = TestDb::start().await;
+    // `+` is a literal plus in a URL's userinfo (RFC 3986); `%20` is a space.
+    let url = format!(
+        "postgres://marty_csca_app:plus+and%20space@{}:{}/marty_csca",
+        db.host, db.port
+    );
+    db.marty_ok(&["db", "setup"]);
+    let out = db.marty_with(&["db", "setup"], &[("CSCA_DATABASE_URL", &url)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("marty_csca_app                   password reset"),
+        "{}",
+        show(&out)
+    );
+    // The same URL logs in through libpq (psql) and through Marty.
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let psql = std::process::Command::new("psql")
+            .args([url.as_str(), "-tAc", "select current_user"])
+            .output()
+            .unwrap();
+        assert!(psql.status.success(), "{}", show(&psql));
+        assert_eq!(
+            String::from_utf8_lossy(&psql.stdout).trim(),
+            "marty_csca_app"
+        );
+    }
+    let out = db.marty_with(&["db", "test-connections"], &[("CSCA_DATABASE_URL", &url)]);
+    assert!(stdout(&out).contains("ok    csca"), "{}", show(&out));
+    // And nothing changes on the next run.
+    let out = db.marty_with(
+        &["db", "setup", "--service", "csca"],
+        &[("CSCA_DATABASE_URL", &url)],
+    );
+    assert!(
+        stdout(&out).starts_with("setup: nothing changed"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[tokio::test]
 async fn status_and_test_connections() {
     let db = TestDb::start().await;
     db.marty_ok(&["db", "setup"]);
@@ -337,34 +383,67 @@ async fn status_and_test_connections() {
 #[tokio::test]
 async fn configurations_that_break_isolation_are_refused() {
     let db = TestDb::start().await;
-    let shared = format!("postgres://{}:{}/marty_csca", db.host, db.port);
-    let legacy = format!("postgres://{}:{}/marty_dev", db.host, db.port);
-    for (var, url, expected) in [
-        (
-            "PKD_SERVICE_DATABASE_URL",
-            &shared,
-            "services csca and pkd are both configured to use database",
-        ),
-        (
-            "PASSPORT_ENGINE_DATABASE_URL",
-            &legacy,
-            "service passport_engine is configured to use the legacy shared database marty_dev",
-        ),
-    ] {
-        for command in [["db", "setup"], ["db", "verify"]] {
-            let out = db.marty_with(&command, &[(var, url)]);
-            assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let (host, port) = (&db.host, db.port);
+    // One database, many spellings of its server: only the server's own identity tells.
+    let mut same_database = vec![
+        format!("postgres://{host}:{port}/marty_csca"),
+        format!("postgres://localhost:{port}/marty_csca"),
+    ];
+    if let Some(socket) = &db.socket_dir {
+        same_database.push(format!(
+            "postgres:///marty_csca?host={}&port={port}",
+            socket.display()
+        ));
+        same_database.push(format!(
+            "postgres://marty_pkd_app@{}:{port}/marty_csca",
+            socket.display().to_string().replace('/', "%2F")
+        ));
+    }
+    let mut cases: Vec<(&str, String, &str)> = same_database
+        .into_iter()
+        .map(|url| ("PKD_SERVICE_DATABASE_URL", url, "services csca ("))
+        .collect();
+    cases.push((
+        "PASSPORT_ENGINE_DATABASE_URL",
+        format!("postgres://{host}:{port}/marty_dev"),
+        "service passport_engine is configured to use the legacy shared database marty_dev",
+    ));
+    for system in ["template1", "template0", "postgres"] {
+        cases.push((
+            "CSCA_DATABASE_URL",
+            format!("postgres://{host}:{port}/{system}"),
+            "one of PostgreSQL's own databases",
+        ));
+    }
+    cases.push((
+        "MARTY_DATABASE_URL",
+        format!("postgres://{host}:{port}/template1"),
+        "the legacy shared database is configured as template1",
+    ));
+    for (var, url, expected) in &cases {
+        for command in [
+            &["db", "setup"][..],
+            &["db", "setup", "--service", "pkd"],
+            &["db", "verify"],
+        ] {
+            let out = db.marty_with(command, &[(var, url)]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{var}={url} {command:?}\n{}",
+                show(&out)
+            );
             let err = stderr(&out);
             assert!(
                 err.contains(
                     "refusing to continue, the configuration would break database isolation"
                 ),
-                "{err}"
+                "{var}={url}: {err}"
             );
-            assert!(err.contains(expected), "{err}");
+            assert!(err.contains(expected), "{var}={url}: {err}");
         }
     }
-    // Nothing was created.
+    // Nothing was created, and template1 was not given away.
     let mut conn = db.admin().await;
     let n: i64 =
         sqlx::query_scalar("select count(*) from pg_database where datname like 'marty\\_%'")
@@ -372,6 +451,50 @@ async fn configurations_that_break_isolation_are_refused() {
             .await
             .unwrap();
     assert_eq!(n, 0);
+    let owner: String = sqlx::query_scalar(
+        "select pg_get_userbyid(datdba)::text from pg_database where datname = 'template1'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(Service::parse_role_name(&owner).is_none(), "{owner}");
+
+    // Provisioned properly, the same spellings are refused by migrate (as each owner) too,
+    // and marty_csca keeps its owner and its roles.
+    db.provision();
+    for (var, url, _) in cases
+        .iter()
+        .filter(|(v, ..)| *v == "PKD_SERVICE_DATABASE_URL")
+    {
+        let out = db.marty_with(&["db", "migrate", "--service", "pkd"], &[(var, url)]);
+        assert_eq!(out.status.code(), Some(1), "{url}\n{}", show(&out));
+        assert!(
+            stderr(&out).contains("would break database isolation"),
+            "{url}: {}",
+            show(&out)
+        );
+        let out = db.marty_with(&["db", "setup", "--service", "pkd"], &[(var, url)]);
+        assert_eq!(out.status.code(), Some(1), "{url}\n{}", show(&out));
+    }
+    let owner: String = sqlx::query_scalar(
+        "select pg_get_userbyid(datdba)::text from pg_database where datname = 'marty_csca'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owner, "marty_csca_owner");
+    assert!(db.marty(&["db", "verify"]).status.success());
+
+    // A service database that is a template, whatever its name, is refused by setup.
+    db.exec("postgres", "alter database marty_pkd is_template true")
+        .await;
+    let out = db.marty(&["db", "setup"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("which is a template database"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[tokio::test]
@@ -496,8 +619,19 @@ async fn config_show_names_origins_and_masks_secrets() {
     assert_eq!(find("services.pkd.passwords.app")["value"], "********");
     assert_eq!(find("services.pkd.database")["origin"]["kind"], "file");
 
+    // Production never reads the development secrets file, even when one is there.
+    db.marty_ok(&["config", "show"]);
+    assert!(db.state_dir().join("secrets.json").exists());
+    let out = db.marty_with(
+        &["config", "show"],
+        &[("MARTY_ENV", "production"), ("DB_HOST", "pg.example.org")],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!stdout(&out).contains("secrets file"), "{}", show(&out));
+    assert!(stdout(&out).contains("(not set)"), "{}", show(&out));
+
     let out = db.marty(&["config", "show", "--service", "vault"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("unknown service \"vault\": valid services are csca, document_signer, passport_engine, pkd"), "{}", show(&out));
 }
 
@@ -511,7 +645,10 @@ async fn dev_postgres_start_status_stop() {
         ("MARTY_ADMIN_DATABASE_URL", ""),
     ];
     let out = db.marty_with(&["dev", "postgres", "status"], &env);
-    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = db.marty_with(&["dev", "postgres", "status", "--json"], &env);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["running"], false, "{}", show(&out));
     let out = db.marty_with(&["dev", "postgres", "start"], &env);
     assert!(out.status.success(), "{}", show(&out));
     let state = marty_db::local::LocalPostgres::in_state_dir(&db.state_dir())
@@ -550,6 +687,14 @@ async fn dev_postgres_start_status_stop() {
     let out = db.marty_with(&["dev", "postgres", "stop"], &env);
     assert!(
         stdout(&out).starts_with("local PostgreSQL stopped"),
+        "{}",
+        show(&out)
+    );
+    // With the cluster stopped, the error says how to start it.
+    let out = db.marty_with(&["db", "verify"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("`marty dev postgres start`"),
         "{}",
         show(&out)
     );

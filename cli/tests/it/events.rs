@@ -13,7 +13,7 @@ use marty_events::{
 };
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::harness::{TestDb, TestNats};
+use crate::harness::{TestDb, TestNats, show};
 
 /// The PKD's effect of an event: one row per handled event, in handling order.
 const EFFECTS: &str =
@@ -38,12 +38,8 @@ async fn world() -> World {
         .unwrap();
     sqlx::raw_sql(EFFECTS).execute(&mut owner).await.unwrap();
     owner.close().await.unwrap();
-    let csca = ConnectTarget::role(config.database(Service::Csca), Role::App)
-        .unwrap()
-        .pool(8);
-    let pkd = ConnectTarget::role(config.database(Service::Pkd), Role::App)
-        .unwrap()
-        .pool(8);
+    let csca = ConnectTarget::service_pool(config.database(Service::Csca), Role::App).unwrap();
+    let pkd = ConnectTarget::service_pool(config.database(Service::Pkd), Role::App).unwrap();
     World { db, csca, pkd }
 }
 
@@ -647,4 +643,92 @@ async fn deferrals_do_not_use_up_the_next_events_retries() {
         .await
         .unwrap();
     assert_eq!(parked, 0);
+}
+
+#[tokio::test]
+async fn the_benchmark_reports_its_figures_and_leaves_nothing_behind() {
+    let db = TestDb::start().await;
+    db.provision();
+    let nats = TestNats::start();
+    let js = nats.jetstream().await;
+    // The platform's stream exists before the benchmark, with one real message in it.
+    marty_events::relay::ensure_stream(&js, &marty_events::StreamConfig::default())
+        .await
+        .unwrap();
+    js.publish("marty.csca.test.existing", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let out = db.marty_with(
+        &[
+            "events",
+            "bench",
+            "--events",
+            "200",
+            "--rate",
+            "50",
+            "--seconds",
+            "2",
+            "--json",
+        ],
+        &[("MARTY_NATS_URL", &nats.url)],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["latency_samples"], 100, "{report}");
+    assert!(report["relay_per_sec"].as_f64().unwrap() > 0.0);
+    // Nothing of it stays: no extra stream, no consumer, the platform's stream untouched.
+    let mut names = js.stream_names();
+    let mut streams = Vec::new();
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        streams.push(name.unwrap());
+    }
+    assert_eq!(streams, vec!["MARTY".to_owned()], "{streams:?}");
+    let mut stream = js.get_stream("MARTY").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
+    let config = db.config();
+    let mut csca = ConnectTarget::role(config.database(Service::Csca), Role::Readonly)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&mut csca)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let mut pkd = ConnectTarget::role(config.database(Service::Pkd), Role::Readonly)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("select count(*) from inbox")
+        .fetch_one(&mut pkd)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // It refuses to run while real events wait in the CSCA's outbox.
+    let app = ConnectTarget::service_pool(config.database(Service::Csca), Role::App).unwrap();
+    commit_event(&app, "k", 1, false).await;
+    let out = db.marty_with(
+        &[
+            "events",
+            "bench",
+            "--events",
+            "10",
+            "--rate",
+            "5",
+            "--seconds",
+            "1",
+        ],
+        &[("MARTY_NATS_URL", &nats.url)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds 1 unpublished event(s)"),
+        "{}",
+        show(&out)
+    );
 }

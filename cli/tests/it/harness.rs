@@ -19,6 +19,8 @@ pub struct TestDb {
     pub host: String,
     pub port: u16,
     pub admin_url: String,
+    /// The private cluster's Unix socket directory (none on a shared server).
+    pub socket_dir: Option<PathBuf>,
     pub dir: tempfile::TempDir,
     cluster: Option<LocalPostgres>,
     _serial: Option<MutexGuard<'static, ()>>,
@@ -55,6 +57,7 @@ impl TestDb {
                 host,
                 port,
                 admin_url: url,
+                socket_dir: None,
                 dir,
                 cluster: None,
                 _serial: Some(guard),
@@ -66,12 +69,15 @@ impl TestDb {
         let state = cluster.start().expect("starting a private PostgreSQL");
         let admin_url = format!(
             "postgres://{}:{}@127.0.0.1:{}/postgres",
-            state.admin_user, state.admin_password, state.port
+            state.admin_user,
+            secrecy::ExposeSecret::expose_secret(&state.admin_password),
+            state.port
         );
         Self {
             host: state.host,
             port: state.port,
             admin_url,
+            socket_dir: Some(state.socket_dir.clone()),
             dir,
             cluster: Some(cluster),
             _serial: None,

@@ -8,3 +8,5 @@ mod db;
 mod events;
 mod harness;
 mod icao;
+mod privileges;
+mod toolkit;

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
 pub use env::Env;
-pub use secrets::{generate_password, write_private};
+pub use secrets::{generate_password, write_private, write_private_new};
 pub use service::{Role, Service, UnknownService};
 
 use expand::{ExpandError, expand};
@@ -287,7 +287,21 @@ pub struct LocalClusterState {
     pub port: u16,
     pub socket_dir: PathBuf,
     pub admin_user: String,
-    pub admin_password: String,
+    /// Written to the 0600 state file; never shown by `Debug`.
+    #[serde(
+        serialize_with = "serialize_secret",
+        deserialize_with = "deserialize_secret"
+    )]
+    pub admin_password: SecretString,
+}
+
+fn deserialize_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    String::deserialize(d).map(SecretString::from)
+}
+
+/// Serialises a secret for a file that is itself a secret (mode 0600).
+fn serialize_secret<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
 }
 
 impl LocalClusterState {
@@ -367,34 +381,52 @@ impl Config {
         &self.settings
     }
 
-    /// Configurations that would break isolation: two services sharing a database, or a
-    /// service pointed at the legacy shared database. `setup` and `verify` refuse them.
+    /// Configurations that break isolation whatever the servers are: a service (or the
+    /// legacy database) named like one of PostgreSQL's own databases, a service named like the
+    /// legacy shared database or the administrative maintenance database.
+    ///
+    /// Whether two services with the same database name reach the same database can only be
+    /// told by the servers themselves (a host has many spellings): `marty_db::isolation` asks
+    /// them after connecting.
     pub fn isolation_conflicts(&self) -> Vec<String> {
-        let key =
-            |host: &str, port: u16, db: &str| (host.to_ascii_lowercase(), port, db.to_owned());
-        let legacy = key(&self.legacy.host, self.legacy.port, &self.legacy.database);
         let mut problems = Vec::new();
-        let dbs: Vec<_> = self.services.values().collect();
-        for (i, a) in dbs.iter().enumerate() {
-            let ka = key(&a.host, a.port, &a.database);
-            if ka == legacy || a.database == self.legacy.database {
+        let system = |name: &str| SYSTEM_DATABASES.contains(&name);
+        for db in self.services.values() {
+            if system(&db.database) {
+                problems.push(format!(
+                    "service {} is configured to use {}, one of PostgreSQL's own databases ({}): provisioning would hand it to {}, and every database created from a template would inherit its objects",
+                    db.service,
+                    db.database,
+                    SYSTEM_DATABASES.join(", "),
+                    db.role_name(Role::Owner)
+                ));
+            } else if db.database == self.legacy.database {
                 problems.push(format!(
                     "service {} is configured to use the legacy shared database {} ({}): a service must own a database no other component uses",
-                    a.service, self.legacy.database, a.location()
+                    db.service,
+                    self.legacy.database,
+                    db.location()
+                ));
+            } else if db.database == self.admin.database {
+                problems.push(format!(
+                    "service {} is configured to use {}, the administrative connection's maintenance database: a service must own a database no other component uses",
+                    db.service, db.database
                 ));
             }
-            for b in &dbs[i + 1..] {
-                if ka == key(&b.host, b.port, &b.database) {
-                    problems.push(format!(
-                        "services {} and {} are both configured to use database {}: each service must own its database, or one could read and change the other's data",
-                        a.service, b.service, a.location()
-                    ));
-                }
-            }
+        }
+        if system(&self.legacy.database) {
+            problems.push(format!(
+                "the legacy shared database is configured as {}, one of PostgreSQL's own databases ({}): provisioning would lock every role out of it",
+                self.legacy.database,
+                SYSTEM_DATABASES.join(", ")
+            ));
         }
         problems
     }
 }
+
+/// The databases every PostgreSQL cluster has; none may be a service's or the legacy one.
+pub const SYSTEM_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 /// Reads the YAML document and merges it with the other layers.
 struct Loader<'a> {
@@ -681,12 +713,24 @@ impl<'a> Loader<'a> {
         }
 
         // Role passwords: env > URL user > file > secrets file (generated in development).
+        // Production never reads, let alone writes, the development secrets file: a password
+        // missing there is an error naming its variable.
         let secrets_path = state_dir.join("secrets.json");
         let role_names: Vec<String> = Service::ALL
             .iter()
             .flat_map(|s| Role::ALL.map(|r| s.role_name(r)))
             .collect();
-        let stored = secrets::passwords(&secrets_path, &role_names, generate)?;
+        if environment == Environment::Production && generate {
+            return Err(self.invalid(
+                "database.generate_passwords",
+                "must be false in production: passwords come from MARTY_<SERVICE>_<ROLE>_PASSWORD, never from a generated file",
+            ));
+        }
+        let stored = if environment == Environment::Production {
+            BTreeMap::new()
+        } else {
+            secrets::passwords(&secrets_path, &role_names, generate)?
+        };
 
         let mut services = BTreeMap::new();
         for service in Service::ALL {
@@ -1130,7 +1174,7 @@ impl<'a> Loader<'a> {
         let sslmode = self.take("admin.sslmode", None, ssl_c, "prefer", "an sslmode")?;
         let password_c = from_url(&|u| u.password.clone())
             .or_else(|| self.env_value("DB_PASSWORD"))
-            .or_else(|| from_local(&|l| l.admin_password.clone()))
+            .or_else(|| from_local(&|l| l.admin_password.expose_secret().to_owned()))
             .or(self.file_value(&["admin", "password"])?);
         let password = match password_c {
             Some((p, origin)) => {
@@ -1174,30 +1218,85 @@ struct ParsedUrl {
 impl ParsedUrl {
     fn parse(raw: &str) -> Result<Self, String> {
         // The URL holds a password: errors describe the problem, never echo the input.
-        let url = url::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+        // libpq allows an empty host (`postgres://user@/db?host=/run/postgresql`), which the
+        // URL parser refuses: parse it with a placeholder and forget the placeholder after.
+        const NO_HOST: &str = "marty-no-host.invalid";
+        let (raw, empty_host) = match raw.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let (authority, tail) = rest.split_at(authority_end);
+                let (userinfo, hostport) = match authority.rsplit_once('@') {
+                    Some((u, h)) => (Some(u), h),
+                    None => (None, authority),
+                };
+                if hostport.is_empty() || hostport.starts_with(':') {
+                    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+                    (
+                        format!("{scheme}://{userinfo}{NO_HOST}{hostport}{tail}"),
+                        true,
+                    )
+                } else {
+                    (raw.to_owned(), false)
+                }
+            }
+            None => (raw.to_owned(), false),
+        };
+        let url = url::Url::parse(&raw).map_err(|e| format!("not a valid URL: {e}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(format!(
                 "scheme must be postgres:// or postgresql://, not {}://",
                 url.scheme()
             ));
         }
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+        // RFC 3986 percent-decoding, as libpq does: `+` is a plus sign, not a space (that is
+        // only form encoding, which URLs' userinfo and paths do not use).
+        let decode = |s: &str| -> Result<String, String> {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|v| v.into_owned())
+                .map_err(|_| "a percent-encoded part is not valid UTF-8".to_owned())
         };
         let database = url.path().trim_start_matches('/');
+        let query = |key: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        // libpq: `host` and `port` may also be query parameters, and a host that starts with a
+        // slash is a Unix socket directory (`postgres://user@/db?host=/run/postgresql`, or
+        // percent-encoded in the authority: `postgres://%2Frun%2Fpostgresql/db`).
+        let authority_host = url
+            .host_str()
+            .filter(|h| !h.is_empty() && !empty_host)
+            .map(decode)
+            .transpose()?;
+        let host = query("host").or(authority_host);
+        let port = match (url.port(), query("port")) {
+            (Some(p), _) => Some(p),
+            (None, Some(p)) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("the port parameter {p:?} is not a port number"))?,
+            ),
+            (None, None) => None,
+        };
+        for (key, _) in url.query_pairs() {
+            if !matches!(key.as_ref(), "sslmode" | "host" | "port") {
+                return Err(format!(
+                    "unsupported URL parameter {key:?}: Marty reads host, port and sslmode"
+                ));
+            }
+        }
         Ok(Self {
-            host: url.host_str().filter(|h| !h.is_empty()).map(str::to_owned),
-            port: url.port(),
-            database: (!database.is_empty()).then(|| decode(database)),
-            user: (!url.username().is_empty()).then(|| decode(url.username())),
-            password: url.password().map(decode),
-            sslmode: url
-                .query_pairs()
-                .find(|(k, _)| k == "sslmode")
-                .map(|(_, v)| v.into_owned()),
+            host,
+            port,
+            database: (!database.is_empty())
+                .then(|| decode(database))
+                .transpose()?,
+            user: (!url.username().is_empty())
+                .then(|| decode(url.username()))
+                .transpose()?,
+            password: url.password().map(decode).transpose()?,
+            sslmode: query("sslmode"),
         })
     }
 }

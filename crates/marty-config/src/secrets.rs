@@ -20,10 +20,13 @@ use crate::ConfigError;
 /// Length of generated passwords: 32 alphanumerics ≈ 190 bits.
 const GENERATED_PASSWORD_LEN: usize = 32;
 
+/// The file's one shape. Anything else — `[]`, `{}`, a misspelt key, a role that does not
+/// exist — is refused rather than treated as empty: regenerating would silently give every
+/// role a new password on the next `marty db setup`.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SecretsDoc {
     /// Role name → password.
-    #[serde(default)]
     passwords: BTreeMap<String, String>,
 }
 
@@ -42,7 +45,20 @@ pub(crate) fn passwords(
         match fs::read(path) {
             Ok(bytes) => {
                 check_private(path).map_err(err)?;
-                serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))
+                let doc: SecretsDoc = serde_json::from_slice(&bytes).map_err(|e| {
+                    err(format!(
+                        "not a Marty secrets file ({e}); expected {{\"passwords\": {{\"<role>\": \"<password>\", …}}}} — fix or remove it (removing it gives every role a new password at the next `marty db setup`)"
+                    ))
+                })?;
+                if let Some(unknown) = doc.passwords.keys().find(|k| !names.contains(k)) {
+                    return Err(err(format!(
+                        "holds a password for {unknown:?}, which is not one of Marty's roles"
+                    )));
+                }
+                if let Some((role, _)) = doc.passwords.iter().find(|(_, p)| p.is_empty()) {
+                    return Err(err(format!("holds an empty password for {role}")));
+                }
+                Ok(doc)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretsDoc::default()),
             Err(e) => Err(err(e.to_string())),
@@ -114,6 +130,21 @@ fn check_private(path: &Path) -> Result<(), String> {
 /// Writes `bytes` to `path` with mode 0600, atomically (temporary file + rename), so that a
 /// crash never leaves a truncated secrets file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// As [`write_private`], but fails with `AlreadyExists` instead of replacing `path`: the
+/// finished file is linked into place, which the kernel refuses if the name exists.
+pub fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    let linked = fs::hard_link(&tmp, path);
+    fs::remove_file(&tmp)?;
+    linked
+}
+
+/// `bytes` in a 0600 file beside `path`, synced to disk.
+fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -125,7 +156,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    fs::rename(&tmp, path)
+    Ok(tmp)
 }
 
 #[cfg(test)]
@@ -157,10 +188,41 @@ mod tests {
     }
 
     #[test]
+    fn files_of_the_wrong_shape_are_refused_not_regenerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        let names = vec!["marty_csca_app".to_owned()];
+        for (text, why) in [
+            ("[]", "not a Marty secrets file"),
+            ("{}", "missing field `passwords`"),
+            (r#"{"passwords": {}, "extra": 1}"#, "unknown field `extra`"),
+            (r#"{"pasword": {"marty_csca_app": "x"}}"#, "unknown field"),
+            (
+                r#"{"passwords": {"marty_csca_ap": "x"}}"#,
+                "not one of Marty's roles",
+            ),
+            (r#"{"passwords": {"marty_csca_app": ""}}"#, "empty password"),
+            (
+                r#"{"passwords": {"marty_csca_app": 5}}"#,
+                "not a Marty secrets file",
+            ),
+        ] {
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = passwords(&path, &names, true).unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+            // The file is left as it was.
+            assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        }
+        fs::write(&path, r#"{"passwords": {}}"#).unwrap();
+        assert_eq!(passwords(&path, &names, true).unwrap().len(), 1);
+    }
+
+    #[test]
     fn world_readable_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.json");
-        fs::write(&path, "{}").unwrap();
+        fs::write(&path, r#"{"passwords": {}}"#).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = passwords(&path, &["x".to_owned()], true).unwrap_err();
         assert!(

@@ -367,23 +367,129 @@ fn secrets_never_appear_in_debug_or_settings() {
 
 #[test]
 fn isolation_conflicts_are_explained() {
-    let yaml = "services:\n  pkd:\n    database: marty_csca\n  passport_engine:\n    database: marty_dev\n";
+    let yaml = "services:\n  pkd:\n    database: template1\n  passport_engine:\n    database: marty_dev\n  csca:\n    database: postgres\n";
     let f = Fixture::new("development", yaml);
     let config = Config::load_from(&f.env()).unwrap();
     let problems = config.isolation_conflicts();
-    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems.len(), 3, "{problems:?}");
     assert!(problems.iter().any(|p| p.starts_with(
-        "services csca and pkd are both configured to use database 127.0.0.1:5432/marty_csca"
+        "service pkd is configured to use template1, one of PostgreSQL's own databases"
+    )));
+    assert!(problems.iter().any(|p| p.starts_with(
+        "service csca is configured to use postgres, one of PostgreSQL's own databases"
     )));
     assert!(problems.iter().any(|p| p.starts_with(
         "service passport_engine is configured to use the legacy shared database marty_dev"
     )));
+    // Through a URL too, and for the legacy database.
     let fine = Fixture::new("development", MINIMAL);
+    let env = fine
+        .env()
+        .with("CSCA_DATABASE_URL", "postgres://h/template0")
+        .with("MARTY_DATABASE_URL", "postgres://h/template1");
+    let problems = Config::load_from(&env).unwrap().isolation_conflicts();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[1].starts_with("the legacy shared database is configured as template1"));
     assert!(
         Config::load_from(&fine.env())
             .unwrap()
             .isolation_conflicts()
             .is_empty()
+    );
+}
+
+#[test]
+fn urls_are_percent_decoded_and_may_name_a_socket_directory() {
+    let f = Fixture::new("development", MINIMAL);
+    // `+` is a plus sign in a URL's userinfo (form decoding would make it a space).
+    let env = f.env().with(
+        "CSCA_DATABASE_URL",
+        "postgres://marty_csca_app:a+b%2Bc%20d@db:5433/marty_csca",
+    );
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(
+        expose(config.database(Service::Csca).password(Role::App).unwrap()),
+        "a+b+c d"
+    );
+    // libpq's forms of a Unix socket directory.
+    for url in [
+        "postgres://marty_csca_app@/marty_csca?host=/run/postgresql&port=5439",
+        "postgres://marty_csca_app@%2Frun%2Fpostgresql:5439/marty_csca",
+    ] {
+        let config = Config::load_from(&f.env().with("CSCA_DATABASE_URL", url)).unwrap();
+        let csca = config.database(Service::Csca);
+        assert_eq!(
+            (csca.host.as_str(), csca.port),
+            ("/run/postgresql", 5439),
+            "{url}"
+        );
+    }
+    // A parameter Marty would silently ignore is refused instead.
+    let err = Config::load_from(&f.env().with(
+        "CSCA_DATABASE_URL",
+        "postgres://h/marty_csca?sslrootcert=/etc/ca.pem",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unsupported URL parameter \"sslrootcert\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn production_never_reads_the_development_secrets_file() {
+    let prod = Fixture::new("production", &shipped("production"));
+    // A secrets file left by development in the same state directory.
+    let state = prod.dir.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let secrets = state.join("secrets.json");
+    fs::write(
+        &secrets,
+        r#"{"passwords": {"marty_csca_app": "from-the-dev-file"}}"#,
+    )
+    .unwrap();
+    fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let env = prod
+        .env()
+        .with("MARTY_ENV", "production")
+        .with("DB_HOST", "pg.example.org");
+    let config = Config::load_from(&env).unwrap();
+    let err = config
+        .database(Service::Csca)
+        .password(Role::App)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no password configured for role marty_csca_app: set MARTY_CSCA_APP_PASSWORD"
+    );
+    assert!(
+        config
+            .settings()
+            .iter()
+            .all(|s| !matches!(s.origin, Origin::SecretsFile { .. })),
+        "{:?}",
+        config.settings()
+    );
+    // Generating passwords is refused outright in production.
+    let yaml =
+        shipped("production").replace("generate_passwords: false", "generate_passwords: true");
+    let prod = Fixture::new("production", &yaml);
+    let err = Config::load_from(
+        &prod
+            .env()
+            .with("MARTY_ENV", "production")
+            .with("DB_HOST", "h"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("database.generate_passwords: must be false in production"),
+        "{err}"
     );
 }
 
@@ -398,6 +504,7 @@ fn local_cluster_state_is_used_when_enabled() {
         admin_user: "marty_admin".into(),
         admin_password: "pw".into(),
     };
+    assert!(!format!("{state:?}").contains("\"pw\""));
     let path = LocalClusterState::path(&f.dir.path().join("state"));
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use marty_config::{AdminConnection, LegacyDatabase, Role, ServiceDatabase, SslMode};
+use marty_config::{AdminConnection, LegacyDatabase, PoolSettings, Role, ServiceDatabase, SslMode};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, PgConnection};
@@ -20,6 +20,9 @@ pub struct ConnectTarget {
     password: Option<SecretString>,
     pub sslmode: SslMode,
     pub connect_timeout: Duration,
+    /// Settings sent with the startup packet (`-c name=value`), e.g. lock and statement
+    /// timeouts for sessions that must never wait.
+    pub session_settings: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ConnectTarget {
@@ -39,6 +42,7 @@ impl ConnectTarget {
             password: Some(db.password(role)?.clone()),
             sslmode: db.sslmode,
             connect_timeout: db.connect_timeout,
+            session_settings: Vec::new(),
         })
     }
 
@@ -52,6 +56,18 @@ impl ConnectTarget {
             password: admin.password.clone(),
             sslmode: admin.sslmode,
             connect_timeout: admin.connect_timeout,
+            session_settings: Vec::new(),
+        }
+    }
+
+    /// The same target, its sessions started with `settings` (name, value).
+    pub fn with_session_settings(&self, settings: &[(&str, String)]) -> Self {
+        Self {
+            session_settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            ..self.clone()
         }
     }
 
@@ -99,12 +115,19 @@ impl ConnectTarget {
         )
     }
 
-    /// A pool of connections to this target (runtime use: relays, consumers, services).
-    pub fn pool(&self, max_connections: u32) -> sqlx::PgPool {
+    /// A pool of connections to this target (runtime use: relays, consumers, services), sized
+    /// by the service's pool settings; a request waits at most `acquire_timeout` for one.
+    pub fn pool(&self, settings: PoolSettings, acquire_timeout: Duration) -> sqlx::PgPool {
         sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(self.connect_timeout)
+            .min_connections(settings.min_connections)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(acquire_timeout)
             .connect_lazy_with(self.options())
+    }
+
+    /// A pool for `db`'s role, with the service's configured pool settings.
+    pub fn service_pool(db: &ServiceDatabase, role: Role) -> Result<sqlx::PgPool, DbError> {
+        Ok(Self::role(db, role)?.pool(db.pool, db.acquire_timeout))
     }
 
     fn options(&self) -> PgConnectOptions {
@@ -130,6 +153,9 @@ impl ConnectTarget {
         };
         if let Some(p) = &self.password {
             options = options.password(p.expose_secret());
+        }
+        if !self.session_settings.is_empty() {
+            options = options.options(self.session_settings.iter().cloned());
         }
         options
     }
@@ -176,6 +202,16 @@ pub fn describe_connect_error(e: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_owned(),
         },
+        sqlx::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            format!(
+                "{io}: no PostgreSQL server is listening there — start it (the local development server: `marty dev postgres start`) or correct DB_HOST/DB_PORT"
+            )
+        }
         sqlx::Error::Io(io) => format!("{io}"),
         other => other.to_string(),
     }
@@ -197,4 +233,40 @@ pub async fn connect_role(db: &ServiceDatabase, role: Role) -> Result<PgConnecti
 /// The configured password of `role`, for computing its SCRAM verifier.
 pub(crate) fn expose_password(db: &ServiceDatabase, role: Role) -> Result<&str, DbError> {
     Ok(db.password(role)?.expose_secret())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_take_their_size_from_the_service_settings() {
+        let target = ConnectTarget {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "marty_csca".into(),
+            user: "marty_csca_app".into(),
+            password: None,
+            sslmode: SslMode::Prefer,
+            connect_timeout: Duration::from_secs(1),
+            session_settings: Vec::new(),
+        };
+        let settings = PoolSettings {
+            min_connections: 2,
+            max_connections: 7,
+        };
+        // A runtime is needed to create even a lazy pool.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let pool = target.pool(settings, Duration::from_millis(1500));
+        assert_eq!(pool.options().get_max_connections(), 7);
+        assert_eq!(pool.options().get_min_connections(), 2);
+        assert_eq!(
+            pool.options().get_acquire_timeout(),
+            Duration::from_millis(1500)
+        );
+    }
 }

@@ -4,6 +4,8 @@
 //!   databases and hardening of each service, with drift repair.
 //! - [`migrate`]: running each service's embedded migrations as its owner role, and status.
 //! - [`verify`]: the isolation proof: every role tries every database, plus a catalog audit.
+//! - [`isolation`]: the guard that refuses a configuration in which a service would use a
+//!   database that is not its own, deciding "same database" by the servers' own identity.
 //! - [`local`]: a private PostgreSQL cluster for development and the tests.
 //!
 //! Every operation connects with the identity it is about: provisioning as the administrative
@@ -11,6 +13,8 @@
 //! that does not have to.
 
 pub mod connect;
+pub mod drift;
+pub mod isolation;
 pub mod local;
 pub mod migrate;
 pub mod provision;
@@ -62,12 +66,4 @@ impl<T> SqlContext<T> for Result<T, sqlx::Error> {
     }
 }
 
-/// Refuses configurations where two services share a database or one uses `marty_dev`.
-pub fn ensure_isolated(config: &marty_config::Config) -> Result<(), DbError> {
-    let problems = config.isolation_conflicts();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(DbError::Isolation(problems))
-    }
-}
+pub use isolation::{Probe, ensure_isolated};

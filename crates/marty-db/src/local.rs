@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use marty_config::{LocalClusterState, generate_password, write_private};
+use secrecy::SecretString;
 
 use crate::DbError;
 
@@ -119,7 +120,7 @@ impl LocalPostgres {
             match (&previous, fs::read_to_string(&pending)) {
                 (Some(state), _) => state.admin_password.clone(),
                 // Initialised, but the first start did not get as far as cluster.json.
-                (None, Ok(password)) => password,
+                (None, Ok(password)) => SecretString::from(password),
                 (None, Err(_)) => {
                     return Err(err(format!(
                         "{} holds a cluster whose administrator password is lost (cluster.json is missing); remove the directory to start afresh",
@@ -128,7 +129,7 @@ impl LocalPostgres {
                 }
             }
         } else {
-            self.init(&bin, as_root)?
+            SecretString::from(self.init(&bin, as_root)?)
         };
         let port = match &previous {
             Some(state) if port_is_free(state.port) => state.port,

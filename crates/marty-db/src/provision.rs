@@ -14,8 +14,10 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use crate::connect::{ConnectFailure, ConnectTarget, describe_connect_error, sqlstate};
+use crate::drift::{self, Drift, grantee_sql};
+use crate::isolation::{Probe, ensure_isolated, server_identity};
 use crate::sql::{ident, literal};
-use crate::{DbError, SqlContext, ensure_isolated, scram};
+use crate::{DbError, SqlContext, scram};
 
 /// The table `setup` creates in every database so that `verify` can prove read and write
 /// privileges by acting on a real row rather than by reading catalogs.
@@ -29,10 +31,39 @@ pub struct Change {
     pub action: String,
 }
 
-/// What a `setup` run did.
+/// What a `setup` run did, and what it found but could not repair (then it fails).
 #[derive(Debug, Default, Serialize)]
 pub struct SetupReport {
     pub changes: Vec<Change>,
+    /// Deviations `setup` may not or could not repair, each named: an operator must act.
+    pub unrepaired: Vec<Change>,
+}
+
+impl SetupReport {
+    /// Runs the repairs of `drifts`, recording each change, and every drift it cannot repair.
+    async fn repair(&mut self, conn: &mut PgConnection, drifts: Vec<Drift>) {
+        for d in drifts {
+            match &d.repair {
+                Some(sql) => match exec(conn, sql).await {
+                    Ok(()) => {
+                        tracing::info!(scope = %d.scope, action = %d.repaired, "setup change");
+                        self.changes.push(Change {
+                            scope: d.scope,
+                            action: d.repaired,
+                        });
+                    }
+                    Err(e) => self.unrepaired.push(Change {
+                        scope: d.scope,
+                        action: format!("{} (the repair failed: {e})", d.problem),
+                    }),
+                },
+                None => self.unrepaired.push(Change {
+                    scope: d.scope,
+                    action: d.problem,
+                }),
+            }
+        }
+    }
 }
 
 /// Privileges the app and readonly roles get, through default privileges, on tables and
@@ -66,38 +97,90 @@ struct AdminCapabilities {
     superuser: bool,
 }
 
+/// The advisory lock that serialises `setup` runs on a server (on its maintenance database):
+/// two runs at once on a fresh server would both try to create the same roles.
+const SETUP_LOCK: i64 = 0x6d61_7274_795f_7375; // "marty_su"
+
+/// The administrative connections of one run, one per server — servers told apart by their
+/// identity, not their address, so that a second spelling of a server shares its connection
+/// (and its lock: taking it twice from two sessions of one run would wait forever).
+struct Servers {
+    connections: Vec<(i64, PgConnection)>,
+}
+
+impl Servers {
+    /// The connection to the server `target` reaches, opened (and locked) if it is new.
+    async fn get(&mut self, target: &ConnectTarget) -> Result<&mut PgConnection, DbError> {
+        let mut conn = target.connect().await?;
+        let identity = server_identity(&mut conn).await?;
+        if let Some(i) = self.connections.iter().position(|(id, _)| *id == identity) {
+            conn.close().await.ok();
+            return Ok(&mut self.connections[i].1);
+        }
+        admin_capabilities(&mut conn).await?;
+        let free: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(SETUP_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .context(|| format!("{}: taking the setup lock", target.describe()))?;
+        if !free {
+            tracing::warn!(server = %target.describe(), "another `marty db setup` runs on this server; waiting for it");
+            eprintln!(
+                "setup: another `marty db setup` is provisioning {}; waiting for it to finish",
+                target.describe()
+            );
+            sqlx::query("select pg_advisory_lock($1)")
+                .bind(SETUP_LOCK)
+                .execute(&mut conn)
+                .await
+                .context(|| format!("{}: waiting for the setup lock", target.describe()))?;
+        }
+        self.connections.push((identity, conn));
+        let last = self.connections.len() - 1;
+        Ok(&mut self.connections[last].1)
+    }
+
+    async fn close(self) {
+        for (_, conn) in self.connections {
+            // Closing the session releases its advisory lock.
+            conn.close().await.ok();
+        }
+    }
+}
+
 /// Provisions `services` (all four and the legacy database when `services` is all of them).
 pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport, DbError> {
-    ensure_isolated(config)?;
+    ensure_isolated(config, Probe::Admin).await?;
     let admin_target = ConnectTarget::admin(config.admin());
     let mut report = SetupReport::default();
-    let mut admin = admin_target.connect().await?;
-    let caps = admin_capabilities(&mut admin).await?;
-    for &service in services {
-        let db = config.database(service);
-        // Each service database may live on its own server; provision it there.
-        let server = admin_target.at(&db.host, db.port, db.sslmode);
-        let mut conn = if (server.host.as_str(), server.port)
-            == (admin_target.host.as_str(), admin_target.port)
-        {
-            None
-        } else {
-            let mut c = server.connect().await?;
-            admin_capabilities(&mut c).await?;
-            Some(c)
-        };
-        let conn = conn.as_mut().unwrap_or(&mut admin);
-        provision_service(config, db, conn, &server, &caps, &mut report).await?;
+    let mut servers = Servers {
+        connections: Vec::new(),
+    };
+    let caps = {
+        let admin = servers.get(&admin_target).await?;
+        admin_capabilities(admin).await?
+    };
+    let outcome = async {
+        for &service in services {
+            let db = config.database(service);
+            // Each service database may live on its own server; provision it there.
+            let server = admin_target.at(&db.host, db.port, db.sslmode);
+            let conn = servers.get(&server).await?;
+            provision_service(config, db, conn, &server, &caps, &mut report).await?;
+        }
+        if services.len() == Service::ALL.len() {
+            let legacy = config.default_database();
+            let server = admin_target.for_legacy(legacy);
+            let conn = servers
+                .get(&server.with_database(&admin_target.database))
+                .await?;
+            provision_legacy(conn, &server, &caps, &mut report).await?;
+        }
+        Ok::<_, DbError>(())
     }
-    if services.len() == Service::ALL.len() {
-        let legacy = config.default_database();
-        let server = admin_target.for_legacy(legacy);
-        let mut conn = server
-            .with_database(&admin_target.database)
-            .connect()
-            .await?;
-        provision_legacy(&mut conn, &server, &caps, &mut report).await?;
-    }
+    .await;
+    servers.close().await;
+    outcome?;
     Ok(report)
 }
 
@@ -188,6 +271,10 @@ async fn provision_service(
         ];
         ensure_role_settings(admin, &app, &wanted, &mut rec).await?;
     }
+    // Members from outside, settings beyond the policy, password expiry.
+    let roles: Vec<String> = Role::ALL.iter().map(|r| db.role_name(*r)).collect();
+    let drifts = drift::role_drift(admin, &roles, &caps.user).await?;
+    report.repair(admin, drifts).await;
 
     // An administrator without SUPERUSER acts on the database through membership in its owner.
     if !caps.superuser {
@@ -212,6 +299,20 @@ async fn provision_service(
         }
     }
 
+    // A template database (whatever its name) would hand the service's objects to every
+    // database created from it.
+    let template: Option<bool> =
+        sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
+            .bind(&db.database)
+            .fetch_optional(&mut *admin)
+            .await
+            .context(|| format!("looking up database {}", db.database))?;
+    if template == Some(true) {
+        return Err(DbError::Isolation(vec![format!(
+            "service {service} is configured to use {}, which is a template database: every database created from it would inherit the service's objects",
+            db.location()
+        )]));
+    }
     let mut rec = Recorder {
         report,
         scope: db.database.clone(),
@@ -220,11 +321,25 @@ async fn provision_service(
 
     let mut conn = server.with_database(&db.database).connect().await?;
     exec(&mut conn, "SET standard_conforming_strings = on").await?;
+    // Owners first: changing an owner rewrites the object's privileges, so the grants below
+    // are computed on the objects as they will stay.
+    let (owners, _) =
+        split_ownership(drift::database_drift(&mut conn, service, &db.database).await?);
+    report.repair(&mut conn, owners).await;
+    let mut rec = Recorder {
+        report,
+        scope: db.database.clone(),
+    };
     ensure_public_schema(&mut conn, &owner, &[&app, &readonly], &mut rec).await?;
     ensure_default_privileges(&mut conn, &owner, &app, &readonly, &mut rec).await?;
     revoke_stray_relation_grants(&mut conn, &owner, &app, &readonly, &mut rec).await?;
     ensure_existing_relations(&mut conn, &app, &readonly, &mut rec).await?;
     ensure_probe_table(&mut conn, Some(&owner), &mut rec).await?;
+    // The owner's own privileges, column grants, other schemas, SECURITY DEFINER routines and
+    // default privileges beyond the owner's in public.
+    let (_, drifts) =
+        split_ownership(drift::database_drift(&mut conn, service, &db.database).await?);
+    report.repair(&mut conn, drifts).await;
     conn.close().await.ok();
 
     // Prove each pre-existing role's password is the configured one by logging in with it.
@@ -269,6 +384,13 @@ async fn provision_service(
         }
     }
     Ok(())
+}
+
+/// (ownership drift, the rest).
+fn split_ownership(drifts: Vec<Drift>) -> (Vec<Drift>, Vec<Drift>) {
+    drifts
+        .into_iter()
+        .partition(|d| d.area == "object ownership")
 }
 
 async fn provision_legacy(
@@ -409,15 +531,6 @@ async fn ensure_role_settings(
         }
     }
     Ok(())
-}
-
-/// A grantee as SQL: the PUBLIC keyword, or a quoted role name.
-fn grantee_sql(grantee: &str) -> String {
-    if grantee == "PUBLIC" {
-        "PUBLIC".to_owned()
-    } else {
-        ident(grantee)
-    }
 }
 
 /// (grantee, privilege) pairs of an ACL, with `PUBLIC` for the public pseudo-role.
@@ -612,24 +725,7 @@ async fn ensure_default_privileges(
             ));
         }
     }
-    for (objtype, grantee, privilege) in &current {
-        let expected = wanted
-            .get(&(objtype.as_str(), grantee.as_str()))
-            .is_some_and(|ps| ps.contains(&privilege.as_str()));
-        if !expected && grantee != owner && (objtype == "r" || objtype == "S") {
-            let kind = object_kind(objtype);
-            let target = grantee_sql(grantee);
-            exec(
-                conn,
-                &format!("{prefix} REVOKE {privilege} ON {kind} FROM {target}"),
-            )
-            .await?;
-            rec.change(format!(
-                "default privileges: revoked {privilege} on new {} of {owner} from {grantee}",
-                kind.to_lowercase()
-            ));
-        }
-    }
+    // Grants beyond these are drift, revoked with the rest (`drift::database_drift`).
     Ok(())
 }
 

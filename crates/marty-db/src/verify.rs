@@ -5,7 +5,13 @@
 //! create a table, create a temporary table and `SET ROLE` to another service's role. Each
 //! attempt runs in a transaction that is rolled back, so verify changes nothing. Outcomes are
 //! compared with the declared policy; then a catalog audit lists PUBLIC privileges, public
-//! schema ACLs, dangerous role attributes, memberships and default privileges.
+//! schema ACLs, dangerous role attributes, memberships and default privileges, and the drift
+//! of [`crate::drift`] (ownership, column grants, other schemas, SECURITY DEFINER routines,
+//! default privileges anywhere, members from outside, settings, password expiry).
+//!
+//! It always finishes: every session it opens has a lock and a statement timeout, and the
+//! whole run has a deadline. What could not be proven in time is a deviation saying so.
+//! Deviations are reported one cause per line, with what follows from it grouped beneath.
 
 use std::fmt::Write as _;
 
@@ -15,12 +21,28 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 
 use crate::connect::{ConnectFailure, ConnectTarget, describe_connect_error, sqlstate};
+use crate::drift;
+use crate::isolation::{Probe, ensure_isolated};
 use crate::provision::{PROBE_TABLE, default_privileges, relation_grant_allowed, relation_grants};
 use crate::sql::ident;
-use crate::{DbError, SqlContext, ensure_isolated};
+use crate::{DbError, SqlContext};
+
+/// How long one probe statement may wait for a lock before it is reported as blocked.
+const PROBE_LOCK_TIMEOUT_MS: u64 = 2_000;
+/// How long one probe statement may run: the probes are trivial, anything longer is stuck.
+const PROBE_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+
+/// Session settings of every connection `verify` opens: it must never wait on a lock that
+/// another session holds.
+fn probe_settings() -> [(&'static str, String); 2] {
+    [
+        ("lock_timeout", PROBE_LOCK_TIMEOUT_MS.to_string()),
+        ("statement_timeout", PROBE_STATEMENT_TIMEOUT_MS.to_string()),
+    ]
+}
 
 /// What a role attempts in a database.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Connect,
@@ -74,6 +96,8 @@ pub enum Outcome {
     Denied,
     /// Not attempted because the connection was refused.
     NotTried,
+    /// Could not be decided: another session holds a lock, or the run's deadline passed.
+    Blocked(String),
     /// Failed for another reason (wrong password, missing table, network): always a deviation.
     Error(String),
 }
@@ -84,6 +108,7 @@ impl Outcome {
             Outcome::Allowed => action.letter(),
             Outcome::Denied => '.',
             Outcome::NotTried => '-',
+            Outcome::Blocked(_) => 'B',
             Outcome::Error(_) => 'E',
         }
     }
@@ -119,13 +144,26 @@ pub struct Finding {
     pub ok: bool,
 }
 
+/// One cause of deviations, and what follows from it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cause {
+    pub cause: String,
+    pub consequences: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
     pub databases: Vec<String>,
     pub roles: Vec<String>,
     pub cells: Vec<Cell>,
     pub audit: Vec<Finding>,
+    /// Number of cells and audit checks that deviate from the policy.
     pub deviations: usize,
+    /// The deviations grouped by cause: one entry per thing an operator must fix.
+    pub causes: Vec<Cause>,
+    /// When the proof was made (RFC 3339), and how long it took.
+    pub finished_at: String,
+    pub duration_ms: u128,
 }
 
 impl VerifyReport {
@@ -168,11 +206,17 @@ pub fn expected(
         .collect()
 }
 
-/// Runs the matrix with up to `concurrency` cells at once, then the audit.
-pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport, DbError> {
-    ensure_isolated(config)?;
+/// Runs the matrix with up to `concurrency` cells at once, then the audit, all within
+/// `deadline` (cells not finished by then are reported as not proven).
+pub async fn verify(
+    config: &Config,
+    concurrency: usize,
+    deadline: std::time::Duration,
+) -> Result<VerifyReport, DbError> {
+    ensure_isolated(config, Probe::Admin).await?;
+    let deadline_at = tokio::time::Instant::now() + deadline;
     // (database name, owning service, where it is)
-    let admin = ConnectTarget::admin(config.admin());
+    let admin = ConnectTarget::admin(config.admin()).with_session_settings(&probe_settings());
     let mut databases: Vec<(String, Option<Service>, ConnectTarget)> = config
         .databases()
         .map(|db| {
@@ -192,7 +236,7 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
         for service in Service::ALL {
             let db = config.database(service);
             for role in Role::ALL {
-                let own = ConnectTarget::role(db, role)?;
+                let own = ConnectTarget::role(db, role)?.with_session_settings(&probe_settings());
                 let target =
                     own.with_database(database)
                         .at(&location.host, location.port, location.sslmode);
@@ -215,7 +259,22 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
     let started = std::time::Instant::now();
     let mut cells: Vec<(usize, Cell)> = futures::stream::iter(jobs.into_iter().enumerate().map(
         |(i, (mut cell, target, foreign_role))| async move {
-            cell.actual = attempt(&target, &foreign_role).await;
+            cell.actual =
+                match tokio::time::timeout_at(deadline_at, attempt(&target, &foreign_role)).await {
+                    Ok(outcomes) => outcomes,
+                    Err(_) => Action::ALL
+                        .iter()
+                        .map(|a| {
+                            (
+                                *a,
+                                Outcome::Blocked(format!(
+                                    "not finished within the run's deadline of {}s",
+                                    deadline.as_secs()
+                                )),
+                            )
+                        })
+                        .collect(),
+                };
             cell.ok = cell.actual == cell.expected;
             (i, cell)
         },
@@ -227,10 +286,23 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
     let cells: Vec<Cell> = cells.into_iter().map(|(_, c)| c).collect();
 
     let matrix_time = started.elapsed();
-    let audit = audit(config, &databases).await?;
+    let audit = match tokio::time::timeout_at(deadline_at, audit(config, &databases)).await {
+        Ok(result) => result?,
+        Err(_) => vec![Finding {
+            area: "audit".into(),
+            subject: "catalogs".into(),
+            expected: "finished".into(),
+            actual: format!(
+                "not finished within the run's deadline of {}s (a catalog lock held by another session?)",
+                deadline.as_secs()
+            ),
+            ok: false,
+        }],
+    };
     tracing::info!(?matrix_time, audit_time = ?(started.elapsed() - matrix_time), concurrency, "verify finished");
     let deviations =
         cells.iter().filter(|c| !c.ok).count() + audit.iter().filter(|f| !f.ok).count();
+    let causes = causes(&cells, &audit);
     Ok(VerifyReport {
         databases: databases.iter().map(|(d, _, _)| d.clone()).collect(),
         roles: Service::ALL
@@ -240,6 +312,9 @@ pub async fn verify(config: &Config, concurrency: usize) -> Result<VerifyReport,
         cells,
         audit,
         deviations,
+        causes,
+        finished_at: time_now_rfc3339(),
+        duration_ms: started.elapsed().as_millis(),
     })
 }
 
@@ -252,6 +327,19 @@ fn next_service(service: Service) -> Service {
 /// Insufficient privilege (42501) or rejected by pg_hba (28000): PostgreSQL said no.
 fn is_denial(e: &sqlx::Error) -> bool {
     matches!(sqlstate(e).as_deref(), Some("42501") | Some("28000"))
+}
+
+/// A lock held by another session (55P03), or a statement cancelled by its timeout (57014).
+fn is_blocked(e: &sqlx::Error) -> bool {
+    matches!(sqlstate(e).as_deref(), Some("55P03") | Some("57014"))
+}
+
+fn time_now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 async fn attempt(target: &ConnectTarget, foreign_role: &str) -> Vec<(Action, Outcome)> {
@@ -296,6 +384,10 @@ async fn in_rolled_back_transaction(conn: &mut PgConnection, sql: &str) -> Outco
     match (result, rollback) {
         (Ok(_), Ok(())) => Outcome::Allowed,
         (Err(e), _) if is_denial(&e) => Outcome::Denied,
+        (Err(e), _) if is_blocked(&e) => Outcome::Blocked(format!(
+            "waited for a lock held by another session ({})",
+            describe_connect_error(&e)
+        )),
         (Err(e), _) => Outcome::Error(describe_connect_error(&e)),
         (Ok(_), Err(e)) => {
             Outcome::Error(format!("rollback failed: {}", describe_connect_error(&e)))
@@ -442,11 +534,32 @@ async fn audit(
                     have,
                 ));
             }
+            let drifts = drift::database_drift(&mut conn, *service, database).await?;
+            findings.extend(drift_findings(
+                &subject,
+                DATABASE_DRIFT_AREAS,
+                drifts,
+                |_| subject.clone(),
+            ));
         }
         conn.close().await.ok();
     }
 
-    let mut conn = ConnectTarget::admin(config.admin()).connect().await?;
+    let mut conn = ConnectTarget::admin(config.admin())
+        .with_session_settings(&probe_settings())
+        .connect()
+        .await?;
+    let roles: Vec<String> = Service::ALL
+        .iter()
+        .flat_map(|s| Role::ALL.map(|r| s.role_name(r)))
+        .collect();
+    let drifts = drift::role_drift(&mut conn, &roles, &admin_user).await?;
+    findings.extend(drift_findings(
+        "service roles",
+        ROLE_DRIFT_AREAS,
+        drifts,
+        |d: &drift::Drift| format!("role {}", d.scope),
+    ));
     let policy = config.role_policy();
     for service in Service::ALL {
         for role in Role::ALL {
@@ -537,6 +650,203 @@ async fn audit(
     Ok(findings)
 }
 
+const DATABASE_DRIFT_AREAS: &[&str] = &[
+    "object ownership",
+    "owner privileges",
+    "column grants",
+    "schema privileges",
+    "SECURITY DEFINER routines",
+    "default privileges",
+];
+const ROLE_DRIFT_AREAS: &[&str] = &[
+    "members of service roles",
+    "role settings",
+    "password expiry",
+];
+
+/// One failed finding per drift, and one passed finding per area without drift (so that the
+/// audit shows what was checked).
+fn drift_findings(
+    subject: &str,
+    areas: &[&str],
+    drifts: Vec<drift::Drift>,
+    subject_of: impl Fn(&drift::Drift) -> String,
+) -> Vec<Finding> {
+    let mut out: Vec<Finding> = areas
+        .iter()
+        .filter(|a| !drifts.iter().any(|d| d.area == **a))
+        .map(|a| finding(a, subject, "none", Vec::new()))
+        .collect();
+    out.extend(drifts.iter().map(|d| Finding {
+        area: d.area.to_owned(),
+        subject: subject_of(d),
+        expected: "none".into(),
+        actual: d.problem.clone(),
+        ok: false,
+    }));
+    out
+}
+
+/// The first way a cell deviates, in words; what follows from it is folded in (a role that
+/// may connect where it should be refused then also reads — that is one cause).
+fn cell_deviation(c: &Cell) -> String {
+    let differing: Vec<(&Action, &Outcome, &Outcome)> = c
+        .actual
+        .iter()
+        .zip(&c.expected)
+        .filter(|((_, a), (_, e))| a != e)
+        .map(|((action, a), (_, e))| (action, a, e))
+        .collect();
+    match differing.first() {
+        Some((Action::Connect, Outcome::Allowed, Outcome::Denied)) => {
+            let then: Vec<&str> = c
+                .actual
+                .iter()
+                .skip(1)
+                .filter(|(_, o)| *o == Outcome::Allowed)
+                .map(|(a, _)| a.describe())
+                .collect();
+            if then.is_empty() {
+                "can connect, declared refused".to_owned()
+            } else {
+                format!(
+                    "can connect, declared refused (and then {})",
+                    then.join(", ")
+                )
+            }
+        }
+        Some((Action::Connect, actual, expected)) => {
+            format!(
+                "connect {}, declared {}",
+                describe(actual),
+                describe(expected)
+            )
+        }
+        _ => differing
+            .iter()
+            .map(|(action, actual, expected)| {
+                format!(
+                    "{} {}, declared {}",
+                    action.describe(),
+                    describe(actual),
+                    describe(expected)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Deviations grouped by cause: every failed audit check is a cause; cells that deviate alike
+/// on one database are one consequence, placed under the audit check that explains them (one
+/// on that database, or one naming their roles) or standing as a cause of their own.
+fn causes(cells: &[Cell], audit: &[Finding]) -> Vec<Cause> {
+    let failed: Vec<&Finding> = audit.iter().filter(|f| !f.ok).collect();
+    let mut causes: Vec<Cause> = failed
+        .iter()
+        .map(|f| Cause {
+            cause: describe_finding(f),
+            consequences: Vec::new(),
+        })
+        .collect();
+    let mut groups: Vec<((String, Action, String), Vec<String>)> = Vec::new();
+    for c in cells.iter().filter(|c| !c.ok) {
+        let key = (
+            c.database.clone(),
+            first_deviating_action(c),
+            cell_deviation(c),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, roles)) => roles.push(c.role.clone()),
+            None => groups.push((key, vec![c.role.clone()])),
+        }
+    }
+    for ((database, action, what), roles) in groups {
+        let who = if roles.len() == 1 {
+            roles[0].clone()
+        } else {
+            format!("{} roles ({})", roles.len(), roles.join(", "))
+        };
+        let line = format!("{who} on {database}: {what}");
+        let on_database = format!("database {database}");
+        let concerns = |f: &Finding| {
+            f.subject.starts_with(&on_database)
+                || roles
+                    .iter()
+                    .any(|r| f.subject == format!("role {r}") || f.actual.contains(r.as_str()))
+        };
+        // The audit check that explains this kind of deviation, then any about the database.
+        let explained_by = explaining_areas(action)
+            .iter()
+            .find_map(|area| failed.iter().position(|f| f.area == *area && concerns(f)))
+            .or_else(|| {
+                failed
+                    .iter()
+                    .position(|f| f.subject.starts_with(&on_database))
+            })
+            .or_else(|| failed.iter().position(|f| concerns(f)));
+        match explained_by {
+            Some(i) => causes[i].consequences.push(line),
+            None => causes.push(Cause {
+                cause: line,
+                consequences: Vec::new(),
+            }),
+        }
+    }
+    causes
+}
+
+fn first_deviating_action(c: &Cell) -> Action {
+    c.actual
+        .iter()
+        .zip(&c.expected)
+        .find(|((_, a), (_, e))| a != e)
+        .map(|((action, _), _)| *action)
+        .unwrap_or(Action::Connect)
+}
+
+/// Audit checks that can explain a deviation of `action`, most specific first.
+fn explaining_areas(action: Action) -> &'static [&'static str] {
+    match action {
+        Action::Connect => &[
+            "PUBLIC privileges",
+            "grants",
+            "owner",
+            "owner privileges",
+            "members of service roles",
+            "memberships",
+        ],
+        Action::Read | Action::Write => &[
+            "grants on tables and sequences beyond the role model",
+            "column grants",
+            "object ownership",
+            "owner privileges",
+            "default privileges",
+            "memberships",
+            "members of service roles",
+        ],
+        Action::Ddl => &[
+            "schema public: CREATE beyond the owner",
+            "schema privileges",
+            "owner",
+            "memberships",
+        ],
+        Action::TempTable => &["PUBLIC privileges", "grants", "owner"],
+        Action::SetRole => &["memberships", "members of service roles"],
+    }
+}
+
+fn describe_finding(f: &Finding) -> String {
+    if f.expected == "none" {
+        format!("{}: {}: {}", f.subject, f.area, f.actual)
+    } else {
+        format!(
+            "{}: {}: expected {}, found {}",
+            f.subject, f.area, f.expected, f.actual
+        )
+    }
+}
+
 /// The report as a person reads it: the matrix, the deviations explained, then the audit.
 pub fn render(report: &VerifyReport) -> String {
     let mut out = String::new();
@@ -564,7 +874,7 @@ pub fn render(report: &VerifyReport) -> String {
     );
     let _ = writeln!(
         out,
-        "       '.' refused by PostgreSQL, '-' not tried (no connection), 'E' error. 'ok' = as declared, 'FAIL' = deviation."
+        "       '.' refused by PostgreSQL, '-' not tried (no connection), 'B' blocked (a lock, the deadline), 'E' error. 'ok' = as declared, 'FAIL' = deviation."
     );
     let _ = writeln!(out);
     let _ = write!(out, "{:role_width$}", "role");
@@ -591,38 +901,28 @@ pub fn render(report: &VerifyReport) -> String {
         }
         let _ = writeln!(out);
     }
-    let failed: Vec<&Cell> = report.cells.iter().filter(|c| !c.ok).collect();
-    if !failed.is_empty() {
+    if !report.causes.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "Deviations:");
-        for c in failed {
-            for ((action, actual), (_, expected)) in c.actual.iter().zip(&c.expected) {
-                if actual != expected {
-                    let _ = writeln!(
-                        out,
-                        "  {} on {}: {} {}, declared {}",
-                        c.role,
-                        c.database,
-                        action.describe(),
-                        describe(actual),
-                        describe(expected)
-                    );
-                }
+        let _ = writeln!(
+            out,
+            "Deviations ({} cause{}, one per line; what follows from each is indented):",
+            report.causes.len(),
+            if report.causes.len() == 1 { "" } else { "s" }
+        );
+        for (i, c) in report.causes.iter().enumerate() {
+            let _ = writeln!(out, "  {}. {}", i + 1, c.cause);
+            for consequence in &c.consequences {
+                let _ = writeln!(out, "       -> {consequence}");
             }
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "Audit:");
-    for f in &report.audit {
-        if f.ok {
-            let _ = writeln!(out, "  ok    {}: {}: {}", f.subject, f.area, f.actual);
-        } else {
-            let _ = writeln!(
-                out,
-                "  FAIL  {}: {}: expected {}, found {}",
-                f.subject, f.area, f.expected, f.actual
-            );
-        }
+    let _ = writeln!(
+        out,
+        "Audit (checks that passed; failures are the deviations above):"
+    );
+    for f in report.audit.iter().filter(|f| f.ok) {
+        let _ = writeln!(out, "  ok    {}: {}: {}", f.subject, f.area, f.actual);
     }
     let _ = writeln!(out);
     let cells_failed = report.cells.iter().filter(|c| !c.ok).count();
@@ -653,6 +953,7 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Allowed => "allowed".into(),
         Outcome::Denied => "denied".into(),
         Outcome::NotTried => "not tried".into(),
+        Outcome::Blocked(m) => format!("not proven: {m}"),
         Outcome::Error(m) => format!("failed with an error ({m})"),
     }
 }

@@ -86,7 +86,12 @@ pub struct Envelope {
 impl Envelope {
     /// `marty.<service>.<rest of the type>`: the type already starts with the service id.
     pub fn subject(&self) -> String {
-        format!("marty.{}", self.event_type)
+        self.subject_under(crate::relay::SUBJECT_PREFIX)
+    }
+
+    /// The subject under another first token (a benchmark's own subject space).
+    pub fn subject_under(&self, prefix: &str) -> String {
+        format!("{prefix}.{}", self.event_type)
     }
 }
 

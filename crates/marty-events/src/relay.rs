@@ -17,10 +17,16 @@ use crate::envelope::{Envelope, message_id};
 use crate::outbox::NOTIFY_CHANNEL;
 use crate::{DbContext, EventError};
 
+/// The first subject token of every Marty event: `marty.<service>.<event>`.
+pub const SUBJECT_PREFIX: &str = "marty";
+
 /// The JetStream stream every Marty event goes to.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     pub name: String,
+    /// The first subject token: the stream holds `<prefix>.>`. Marty's events use
+    /// [`SUBJECT_PREFIX`]; a benchmark uses its own so that it never touches them.
+    pub subject_prefix: String,
     /// Messages older than this are dropped by the server.
     pub max_age: Duration,
     /// The server remembers message ids this long to drop duplicates: it must exceed the longest
@@ -35,6 +41,7 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             name: "MARTY".into(),
+            subject_prefix: SUBJECT_PREFIX.into(),
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(10 * 60),
             max_bytes: -1,
@@ -50,7 +57,7 @@ pub async fn ensure_stream(
 ) -> Result<stream::Stream, EventError> {
     let wanted = stream::Config {
         name: config.name.clone(),
-        subjects: vec!["marty.>".into()],
+        subjects: vec![format!("{}.>", config.subject_prefix)],
         max_age: config.max_age,
         duplicate_window: config.duplicate_window,
         max_bytes: config.max_bytes,
@@ -467,7 +474,11 @@ impl Relay {
         let publish = async {
             let ack = self
                 .js
-                .publish_with_headers(envelope.subject(), headers, body.into())
+                .publish_with_headers(
+                    envelope.subject_under(&self.config.stream.subject_prefix),
+                    headers,
+                    body.into(),
+                )
                 .await
                 .map_err(|e| PublishFailure::classify(&e, "publish"))?;
             ack.await

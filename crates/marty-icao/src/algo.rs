@@ -160,6 +160,10 @@ pub enum AlgorithmError {
     Mismatch { key: String, algorithm: String },
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The signed object contradicts itself about its algorithm: a failed check, not an
+    /// algorithm Marty cannot verify.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 impl SignatureAlgorithm {

@@ -39,6 +39,19 @@ pub enum CertificateKind {
     Other,
 }
 
+impl fmt::Display for CertificateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CertificateKind::Csca => "CSCA",
+            CertificateKind::Link => "CSCA link",
+            CertificateKind::DocumentSigner => "Document Signer",
+            CertificateKind::MasterListSigner => "Master List Signer",
+            CertificateKind::DeviationListSigner => "Deviation List Signer",
+            CertificateKind::Other => "other",
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Certificate {
     /// The certificate as received.
@@ -49,6 +62,9 @@ pub struct Certificate {
     /// Serial number contents (big-endian two's complement, as encoded).
     pub serial: Vec<u8>,
     pub signature_algorithm_raw: Vec<u8>,
+    /// The `signature` field inside tbsCertificate, as received: RFC 5280 §4.1.1.2 requires
+    /// it to equal the outer signatureAlgorithm.
+    pub tbs_signature_algorithm_raw: Vec<u8>,
     pub signature_algorithm: Result<SignatureAlgorithm, AlgorithmError>,
     pub issuer: Name,
     pub subject: Name,
@@ -69,6 +85,12 @@ pub struct Certificate {
     pub document_types: Option<Vec<String>>,
     pub crl_distribution_points: Vec<String>,
     pub name_change: bool,
+    /// The issuer's code as written in the MRZ, from the subjectAltName directoryName's
+    /// localityName (Part 12 §7.1.1.2), e.g. `D` for Germany.
+    pub alt_name_mrz_country: Option<String>,
+    /// The subjectAltName directoryName's stateOrProvinceName: the 3-letter code of an issuer
+    /// that the MRZ code alone does not identify (e.g. HKG beside CHN).
+    pub alt_name_mrz_state: Option<String>,
     /// Extensions that could not be parsed, with why (reported, not fatal).
     pub extension_problems: Vec<String>,
     /// Whether it is self-signed: a signature verification, so computed once when first asked.
@@ -115,7 +137,7 @@ impl Certificate {
             .expect(Tag::INTEGER, "serialNumber")?
             .integer_bytes()?
             .to_vec();
-        let _inner_sig_alg = t.expect(Tag::SEQUENCE, "signature")?;
+        let inner_sig_alg = t.expect(Tag::SEQUENCE, "signature")?;
         let issuer = Name::parse(&t.any("issuer")?)?;
         let mut validity = t.expect(Tag::SEQUENCE, "validity")?.children();
         let not_before = validity.any("notBefore")?.time()?;
@@ -155,6 +177,7 @@ impl Certificate {
             version,
             serial,
             signature_algorithm_raw: sig_alg.raw.to_vec(),
+            tbs_signature_algorithm_raw: inner_sig_alg.raw.to_vec(),
             signature_algorithm: SignatureAlgorithm::parse(&sig_alg),
             issuer,
             subject,
@@ -172,6 +195,8 @@ impl Certificate {
             document_types: None,
             crl_distribution_points: Vec::new(),
             name_change: false,
+            alt_name_mrz_country: None,
+            alt_name_mrz_state: None,
             extension_problems: Vec::new(),
             self_signed: std::sync::OnceLock::new(),
         };
@@ -280,6 +305,17 @@ impl Certificate {
                 uris(&v, &mut self.crl_distribution_points, 0)?;
             }
             oid::NAME_CHANGE => self.name_change = true,
+            oid::SUBJECT_ALT_NAME => {
+                // GeneralNames: the directoryName [4] (EXPLICIT Name) carries the MRZ code.
+                let mut names = v.expect(Tag::SEQUENCE, "GeneralNames")?.children();
+                while let Some(general) = names.next()? {
+                    if general.tag == Tag::context(4) {
+                        let dir = Name::parse(&general.children().any("directoryName")?)?;
+                        self.alt_name_mrz_country = dir.attribute(oid::LOCALITY).map(str::to_owned);
+                        self.alt_name_mrz_state = dir.attribute(oid::STATE).map(str::to_owned);
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -350,6 +386,7 @@ impl Certificate {
     /// Verifies this certificate's signature with `issuer_spki` (over the tbs bytes as
     /// received).
     pub fn verify_signature_with(&self, issuer_spki: &[u8]) -> Result<(), AlgorithmError> {
+        self.check_signature_algorithms()?;
         let alg = self.signature_algorithm.clone()?;
         algo::verify(
             issuer_spki,
@@ -365,6 +402,7 @@ impl Certificate {
         &self,
         issuer_key: &openssl::pkey::PKey<openssl::pkey::Public>,
     ) -> Result<(), AlgorithmError> {
+        self.check_signature_algorithms()?;
         let alg = self.signature_algorithm.clone()?;
         algo::verify_with_key(
             issuer_key,
@@ -373,6 +411,59 @@ impl Certificate {
             &self.tbs,
             &self.signature,
         )
+    }
+
+    /// RFC 5280 §4.1.1.2: the outer signatureAlgorithm must be the `signature` field of the
+    /// tbsCertificate. A certificate whose two differ is refused as badly signed: an attacker
+    /// who could change the outer one would choose how the signature is checked.
+    pub fn check_signature_algorithms(&self) -> Result<(), AlgorithmError> {
+        if self.signature_algorithm_raw == self.tbs_signature_algorithm_raw {
+            Ok(())
+        } else {
+            Err(AlgorithmError::Inconsistent(
+                "the certificate's signatureAlgorithm differs from the signature field of its tbsCertificate (RFC 5280 §4.1.1.2)".into(),
+            ))
+        }
+    }
+
+    /// Why this certificate may not sign an EF.SOD, if it may not: a Document Signer is not a
+    /// CA (basicConstraints cA), not a Master List or Deviation List Signer (extKeyUsage), and
+    /// has `digitalSignature` when it has a keyUsage (Part 12 Table 6, Part 11 §5.1.1).
+    pub fn document_signer_problem(&self) -> Option<String> {
+        if self.is_ca() {
+            return Some(
+                "it is a CA certificate (basicConstraints cA=TRUE), not a Document Signer".into(),
+            );
+        }
+        if self.has_key_usage(key_usage::KEY_CERT_SIGN) {
+            return Some(
+                "its keyUsage has keyCertSign: it is a CA key, not a Document Signer".into(),
+            );
+        }
+        if self
+            .ext_key_usage
+            .iter()
+            .any(|o| o.is(oid::MASTER_LIST_SIGNER_EKU))
+        {
+            return Some(
+                "it is a Master List Signer (extKeyUsage 2.23.136.1.1.3), not a Document Signer"
+                    .into(),
+            );
+        }
+        if self
+            .ext_key_usage
+            .iter()
+            .any(|o| o.is(oid::DEVIATION_LIST_SIGNER_EKU))
+        {
+            return Some(
+                "it is a Deviation List Signer (extKeyUsage 2.23.136.1.1.8), not a Document Signer"
+                    .into(),
+            );
+        }
+        if self.key_usage.is_some() && !self.has_key_usage(key_usage::DIGITAL_SIGNATURE) {
+            return Some("its keyUsage lacks digitalSignature".into());
+        }
+        None
     }
 
     /// Subject = issuer and the signature verifies with its own key.

@@ -219,6 +219,18 @@ pub enum SignerMatch {
     SoleCertificate,
 }
 
+impl std::fmt::Display for SignerMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignerMatch::Exact => "found by its identifier",
+            SignerMatch::NormalisedIssuer => "found by its issuer name after normalisation",
+            SignerMatch::SoleCertificate => {
+                "the only embedded certificate (its identifier matched none)"
+            }
+        })
+    }
+}
+
 fn strip(serial: &[u8]) -> &[u8] {
     let mut s = serial;
     while s.len() > 1 && s[0] == 0 {

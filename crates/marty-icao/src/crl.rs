@@ -60,7 +60,16 @@ impl Crl {
             Some(v) => v.integer_i64()? + 1,
             None => 1,
         };
-        t.expect(Tag::SEQUENCE, "signature")?;
+        let inner_sig_alg = t.expect(Tag::SEQUENCE, "signature")?;
+        // Part 12 Table 9 and RFC 5280 §5.1.1.2: the two must be equal; a CRL that says two
+        // things about how it is signed is not verified.
+        let signature_algorithm = if inner_sig_alg.raw == sig_alg.raw {
+            SignatureAlgorithm::parse(&sig_alg)
+        } else {
+            Err(AlgorithmError::Inconsistent(
+                "the CRL's signatureAlgorithm differs from the signature field of its tbsCertList (RFC 5280 §5.1.1.2)".into(),
+            ))
+        };
         let issuer = Name::parse(&t.any("issuer")?)?;
         let this_update = t.any("thisUpdate")?.time()?;
         let mut next_update = None;
@@ -126,7 +135,7 @@ impl Crl {
             raw: top.raw.to_vec(),
             tbs: tbs.raw.to_vec(),
             version,
-            signature_algorithm: SignatureAlgorithm::parse(&sig_alg),
+            signature_algorithm,
             issuer,
             this_update,
             next_update,

@@ -14,9 +14,12 @@ use std::fmt;
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
-/// Deepest nesting accepted: real structures stay below 20; the bound keeps hostile input
-/// from exhausting the stack.
-const MAX_DEPTH: usize = 64;
+/// Deepest nesting accepted, counted from the outermost element of one parse: real ICAO
+/// structures stay below 20 levels (a SOD's signed attributes sit at depth 9). Every reader
+/// of nested structure goes through [`Tlv::children`], which carries the depth, so this one
+/// bound covers SEQUENCE/SET nesting, constructed strings, names, extensions and attributes
+/// alike; the deepest native recursion over input is therefore `MAX_DEPTH` frames.
+pub const MAX_DEPTH: usize = 64;
 
 /// Why bytes are not the expected BER/DER.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +172,8 @@ pub struct Tlv<'a> {
     /// Offset of the contents in the outermost input.
     pub value_offset: usize,
     pub indefinite: bool,
+    /// Nesting level of this element within its parse (0 for the outermost).
+    pub depth: usize,
 }
 
 fn read_tag(input: &[u8], base: usize) -> Result<(Tag, usize), DerError> {
@@ -257,6 +262,7 @@ fn read_at_depth<'a>(
                     offset: base,
                     value_offset: base + header,
                     indefinite: true,
+                    depth,
                 };
                 return Ok((tlv, &input[pos + 2..]));
             }
@@ -306,6 +312,7 @@ fn read_at_depth<'a>(
         offset: base,
         value_offset: base + header,
         indefinite: false,
+        depth,
     };
     Ok((tlv, &input[end..]))
 }
@@ -334,6 +341,7 @@ impl<'a> Tlv<'a> {
         Reader {
             data: self.value,
             offset: self.value_offset,
+            depth: self.depth + 1,
         }
     }
 
@@ -357,15 +365,40 @@ impl<'a> Tlv<'a> {
         }
     }
 
-    /// OCTET STRING contents, joining the segments of a constructed (BER) string.
+    /// OCTET STRING (or other string) contents, joining the segments of a constructed (BER)
+    /// string. Iterative: nesting is bounded by [`MAX_DEPTH`] through [`Tlv::children`], and
+    /// no stack frame is spent per level.
     pub fn octets(&self) -> Result<Cow<'a, [u8]>, DerError> {
         if !self.tag.constructed {
             return Ok(Cow::Borrowed(self.value));
         }
         let mut out = Vec::new();
-        let mut children = self.children();
-        while let Some(child) = children.next()? {
-            out.extend_from_slice(&child.octets()?);
+        let mut stack = vec![self.children()];
+        while let Some(reader) = stack.last_mut() {
+            match reader.next()? {
+                // X.690 §8.23: the segments of a constructed string are strings of its type.
+                Some(segment)
+                    if segment.tag.number != self.tag.number
+                        || segment.tag.class != self.tag.class =>
+                {
+                    return Err(DerError::UnexpectedTag {
+                        offset: segment.offset,
+                        expected: format!(
+                            "a segment of the constructed string (tag {})",
+                            Tag {
+                                constructed: false,
+                                ..self.tag
+                            }
+                        ),
+                        found: segment.tag.to_string(),
+                    });
+                }
+                Some(segment) if segment.tag.constructed => stack.push(segment.children()),
+                Some(segment) => out.extend_from_slice(segment.value),
+                None => {
+                    stack.pop();
+                }
+            }
         }
         Ok(Cow::Owned(out))
     }
@@ -423,28 +456,31 @@ impl<'a> Tlv<'a> {
 
     /// A character string of any of the usual types, as text.
     pub fn text(&self) -> Result<String, DerError> {
+        // A constructed (BER) string is read as the join of its segments.
+        let value = self.octets()?;
+        let value: &[u8] = &value;
         match self.tag.number {
             // UTF8String, PrintableString, IA5String, VisibleString, NumericString, T61 (as
             // Latin-1 best effort), UniversalString (UCS-4), BMPString (UCS-2).
-            12 | 18 | 19 | 22 | 26 => String::from_utf8(self.value.to_vec())
-                .map_err(|_| self.invalid("string (not UTF-8)")),
-            20 => Ok(self.value.iter().map(|b| char::from(*b)).collect()),
+            12 | 18 | 19 | 22 | 26 => {
+                String::from_utf8(value.to_vec()).map_err(|_| self.invalid("string (not UTF-8)"))
+            }
+            20 => Ok(value.iter().map(|b| char::from(*b)).collect()),
             30 => {
-                if !self.value.len().is_multiple_of(2) {
+                if !value.len().is_multiple_of(2) {
                     return Err(self.invalid("BMPString"));
                 }
-                let units: Vec<u16> = self
-                    .value
+                let units: Vec<u16> = value
                     .chunks(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]))
                     .collect();
                 String::from_utf16(&units).map_err(|_| self.invalid("BMPString"))
             }
             28 => {
-                if !self.value.len().is_multiple_of(4) {
+                if !value.len().is_multiple_of(4) {
                     return Err(self.invalid("UniversalString"));
                 }
-                self.value
+                value
                     .chunks(4)
                     .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                     .collect::<Option<String>>()
@@ -530,12 +566,18 @@ fn parse_generalized_time(text: &str) -> Option<OffsetDateTime> {
 pub struct Reader<'a> {
     data: &'a [u8],
     offset: usize,
+    /// Nesting level of the elements this reader yields.
+    depth: usize,
 }
 
 impl<'a> Reader<'a> {
     /// A reader over a sequence of elements (e.g. the contents of a file of TLVs).
     pub fn new(data: &'a [u8], offset: usize) -> Self {
-        Self { data, offset }
+        Self {
+            data,
+            offset,
+            depth: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -548,7 +590,7 @@ impl<'a> Reader<'a> {
         if self.data.is_empty() {
             return Ok(None);
         }
-        let (tlv, rest) = read(self.data, self.offset)?;
+        let (tlv, rest) = read_at_depth(self.data, self.offset, self.depth)?;
         self.offset += tlv.raw.len();
         self.data = rest;
         Ok(Some(tlv))
@@ -571,7 +613,7 @@ impl<'a> Reader<'a> {
         if self.data.is_empty() {
             return Ok(None);
         }
-        let (tlv, rest) = read(self.data, self.offset)?;
+        let (tlv, rest) = read_at_depth(self.data, self.offset, self.depth)?;
         if tlv.tag != tag {
             return Ok(None);
         }

@@ -43,6 +43,25 @@ pub enum IssueError {
     Invalid(String),
 }
 
+/// PBKDF2-HMAC-SHA256 iterations protecting private key files: OWASP's 2023 recommendation.
+/// Deriving takes a few hundred milliseconds, once per key load.
+pub const KEY_FILE_PBKDF2_ITERATIONS: u32 = 600_000;
+
+/// Shortest passphrase accepted for new key files.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// A PEM block with 64-character lines.
+fn pem(label: &str, der_bytes: &[u8]) -> Vec<u8> {
+    let b64 = openssl::base64::encode_block(der_bytes);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
 fn key_err(e: openssl::error::ErrorStack) -> IssueError {
     IssueError::Key(e.to_string())
 }
@@ -100,14 +119,29 @@ impl Curve {
     }
 }
 
+impl Curve {
+    /// The names OpenSSL and SEC 2 give the NIST curves (`openssl ecparam -list_curves`).
+    fn openssl_aliases(self) -> &'static [&'static str] {
+        match self {
+            Curve::P256 => &["prime256v1", "secp256r1"],
+            Curve::P384 => &["secp384r1"],
+            Curve::P521 => &["secp521r1"],
+            _ => &[],
+        }
+    }
+}
+
 impl FromStr for Curve {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let n = s.to_ascii_lowercase().replace(['-', '_'], "");
         Curve::ALL
             .into_iter()
-            .find(|c| c.name().to_ascii_lowercase().replace('-', "") == n || (n == "prime256v1" && *c == Curve::P256) || (n == "secp384r1" && *c == Curve::P384) || (n == "secp521r1" && *c == Curve::P521))
-            .ok_or_else(|| format!("unknown curve {s:?}: expected P-256, P-384, P-521, brainpoolP256r1, brainpoolP384r1 or brainpoolP512r1"))
+            .find(|c| {
+                c.name().to_ascii_lowercase().replace('-', "") == n
+                    || c.openssl_aliases().contains(&n.as_str())
+            })
+            .ok_or_else(|| format!("unknown curve {s:?}: expected P-256 (prime256v1, secp256r1), P-384 (secp384r1), P-521 (secp521r1), brainpoolP256r1, brainpoolP384r1 or brainpoolP512r1"))
     }
 }
 
@@ -239,16 +273,54 @@ impl KeyPair {
         }
     }
 
-    /// Encrypted PKCS#8 PEM (AES-256-CBC under a passphrase-derived key): never in clear.
+    /// Encrypted PKCS#8 PEM: PBES2 with PBKDF2-HMAC-SHA256 at [`KEY_FILE_PBKDF2_ITERATIONS`]
+    /// and AES-256-CBC (RFC 8018), never in clear. OpenSSL's own writer uses 2,048 iterations,
+    /// which a GPU tries passphrases against by the billion, so the structure is built here;
+    /// `openssl pkcs8` and every PKCS#8 reader still read it. The passphrase must have at
+    /// least [`MIN_PASSPHRASE_CHARS`] characters.
     pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<Vec<u8>, IssueError> {
-        if passphrase.is_empty() {
-            return Err(IssueError::Key(
-                "refusing to write a private key without a passphrase".into(),
-            ));
+        let chars = String::from_utf8_lossy(passphrase).chars().count();
+        if chars < MIN_PASSPHRASE_CHARS {
+            return Err(IssueError::Key(format!(
+                "refusing to protect a private key with a passphrase of {chars} characters: use at least {MIN_PASSPHRASE_CHARS}"
+            )));
         }
-        self.private
-            .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), passphrase)
-            .map_err(key_err)
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        openssl::rand::rand_bytes(&mut salt).map_err(key_err)?;
+        openssl::rand::rand_bytes(&mut iv).map_err(key_err)?;
+        let mut key = [0u8; 32];
+        openssl::pkcs5::pbkdf2_hmac(
+            passphrase,
+            &salt,
+            KEY_FILE_PBKDF2_ITERATIONS as usize,
+            openssl::hash::MessageDigest::sha256(),
+            &mut key,
+        )
+        .map_err(key_err)?;
+        let mut plain = self.private.private_key_to_pkcs8().map_err(key_err)?;
+        let encrypted = openssl::symm::encrypt(Cipher::aes_256_cbc(), &key, Some(&iv), &plain);
+        // The clear key and the derived key leave memory as soon as they are used.
+        plain.iter_mut().for_each(|b| *b = 0);
+        key.iter_mut().for_each(|b| *b = 0);
+        let encrypted = encrypted.map_err(key_err)?;
+        let algorithm_identifier =
+            |o: &'static str, params: &[u8]| der::sequence(&[&Oid::known(o).to_der(), params]);
+        let kdf = algorithm_identifier(
+            oid::PBKDF2,
+            &der::sequence(&[
+                &der::octet_string(&salt),
+                &der::integer(i64::from(KEY_FILE_PBKDF2_ITERATIONS)),
+                &der::integer(32),
+                &algorithm_identifier(oid::HMAC_WITH_SHA256, &der::null()),
+            ]),
+        );
+        let scheme = algorithm_identifier(oid::AES256_CBC, &der::octet_string(&iv));
+        let info = der::sequence(&[
+            &algorithm_identifier(oid::PBES2, &der::sequence(&[&kdf, &scheme])),
+            &der::octet_string(&encrypted),
+        ]);
+        Ok(pem("ENCRYPTED PRIVATE KEY", &info))
     }
 
     /// Reads an encrypted PKCS#8 PEM written by [`KeyPair::to_encrypted_pem`]. The published
@@ -715,6 +787,12 @@ pub struct SodSigner<'a> {
 
 impl<'a> SodSigner<'a> {
     pub fn new(dsc: &'a Certificate, key: &'a KeyPair) -> Result<SodSigner<'a>, IssueError> {
+        if let Some(problem) = dsc.document_signer_problem() {
+            return Err(IssueError::Invalid(format!(
+                "refusing to sign an EF.SOD with {}: {problem}",
+                dsc.subject
+            )));
+        }
         if !key.matches(dsc) {
             return Err(IssueError::Invalid(
                 "the Document Signer's private key does not belong to the DSC".into(),

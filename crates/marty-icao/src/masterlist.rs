@@ -113,7 +113,7 @@ impl MasterList {
                 "the signer certificate lacks the master list signer EKU 2.23.136.1.1.3".into(),
             );
         }
-        let path = roots.validate(signer, at);
+        let path = roots.validate_signer(signer, at, crate::trust::SignerRole::MasterListSigner);
         v.chain_valid = path.outcome == crate::trust::PathOutcome::Valid;
         if !v.chain_valid {
             v.errors.push(format!("signer chain: {}", path.reason));

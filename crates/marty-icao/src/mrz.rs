@@ -795,16 +795,19 @@ impl Mrz {
         }
     }
 
-    /// Checks the structure of `lines` and then every check digit; returns the first failure.
+    /// Checks the structure of `lines`, then every check digit, then that the dates are
+    /// calendar dates (a month 13 can carry a correct check digit); returns the first failure.
     pub fn validate(&self) -> Result<(), MrzError> {
         let m = parse(&self.lines.join("\n"))?;
-        match compute_check_digits(m.format, &m.lines)
+        if let Some(cd) = compute_check_digits(m.format, &m.lines)
             .into_iter()
             .find(|cd| !cd.valid)
         {
-            Some(cd) => Err(cd.to_error()),
-            None => Ok(()),
+            return Err(cd.to_error());
         }
+        calendar_date("date of birth", &m.date_of_birth, true)?;
+        calendar_date("date of expiry", &m.date_of_expiry, false)?;
+        Ok(())
     }
 
     /// Regenerates the lines from the fields, as the builder does but without rejecting
@@ -1012,6 +1015,7 @@ fn valid_date(field: &'static str, value: &str, unknown_ok: bool) -> Result<Stri
             .chars()
             .all(|c| c.is_ascii_digit() || (unknown_ok && c == FILLER));
     if ok {
+        calendar_date(field, value, unknown_ok)?;
         return Ok(value.to_owned());
     }
     let expected = if unknown_ok {
@@ -1024,6 +1028,44 @@ fn valid_date(field: &'static str, value: &str, unknown_ok: bool) -> Result<Stri
         expected: expected.to_owned(),
         found: value.to_owned(),
     })
+}
+
+/// A YYMMDD that names a day of the calendar: month 01–12, a day that month has (29 February
+/// when the year can be a leap year: the MRZ has no century). With `unknown_ok`, a part with
+/// a `<` in it (an unknown digit, Part 3 §4.8) is accepted and not checked.
+fn calendar_date(field: &'static str, value: &str, unknown_ok: bool) -> Result<(), MrzError> {
+    let bad = |why: &str| MrzError::Value {
+        field,
+        expected: format!("a calendar date YYMMDD ({why})"),
+        found: value.to_owned(),
+    };
+    let part = |i: usize| -> Result<Option<u32>, MrzError> {
+        let p = value.get(i..i + 2).ok_or_else(|| bad("6 characters"))?;
+        if unknown_ok && p.contains(FILLER) {
+            return Ok(None);
+        }
+        p.parse::<u32>()
+            .map(Some)
+            .map_err(|_| bad("digits, or '<<' for an unknown part"))
+    };
+    let (year, month, day) = (part(0)?, part(2)?, part(4)?);
+    if let Some(m) = month
+        && !(1..=12).contains(&m)
+    {
+        return Err(bad("month 01 to 12"));
+    }
+    if let Some(d) = day {
+        let max = match month {
+            Some(4 | 6 | 9 | 11) => 30,
+            Some(2) if year.is_none_or(|y| y % 4 == 0) => 29,
+            Some(2) => 28,
+            _ => 31,
+        };
+        if !(1..=max).contains(&d) {
+            return Err(bad(&format!("day 01 to {max} in that month")));
+        }
+    }
+    Ok(())
 }
 
 /// Upper-cases ASCII and replaces anything outside the MRZ set with `<`.

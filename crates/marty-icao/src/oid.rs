@@ -66,6 +66,12 @@ pub const CERTIFICATE_POLICIES: &str = "2.5.29.32";
 pub const AUTHORITY_KEY_IDENTIFIER: &str = "2.5.29.35";
 pub const EXT_KEY_USAGE: &str = "2.5.29.37";
 
+// Key file encryption (RFC 8018, NIST).
+pub const PBES2: &str = "1.2.840.113549.1.5.13";
+pub const PBKDF2: &str = "1.2.840.113549.1.5.12";
+pub const HMAC_WITH_SHA256: &str = "1.2.840.113549.2.9";
+pub const AES256_CBC: &str = "2.16.840.1.101.3.4.1.42";
+
 // Name attributes.
 pub const COMMON_NAME: &str = "2.5.4.3";
 pub const SERIAL_NUMBER: &str = "2.5.4.5";

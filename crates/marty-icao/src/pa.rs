@@ -1,10 +1,14 @@
 //! Passive Authentication (Doc 9303 Part 11 §5.1.1; Part 12 §6.1, App. D).
 //!
 //! The report lists every check with its result and reason; the verdict is INVALID when a
-//! check failed (signature, path, revocation listing, a data group hash), INDETERMINATE when
-//! the evidence to decide is missing (CSCA not found, a stale or unverifiable CRL), VALID
-//! otherwise. Data group hashes are compared only once the SOD signature holds: before that
-//! the hashes in the SOD prove nothing.
+//! check failed (signature, path, revocation listing, a data group hash, a signer that is not
+//! a Document Signer, an issuing State that its CSCA does not correspond to), INDETERMINATE
+//! when the evidence to decide is missing (CSCA not found, a stale or unverifiable CRL, no
+//! data group given), VALID otherwise. Data group hashes are compared only once the SOD
+//! signature holds: before that the hashes in the SOD prove nothing.
+//!
+//! The headline says "every check passed" only when nothing was skipped and nothing warned;
+//! otherwise it counts the warnings ([`PaReport::conclude`]).
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -12,6 +16,7 @@ use time::OffsetDateTime;
 use crate::algo::AlgorithmError;
 use crate::cert::{CertificateSummary, rfc3339};
 use crate::cms::{CmsError, SignerMatch};
+use crate::country::{self, MrzCountry};
 use crate::hex;
 use crate::mrz::CheckDigit;
 use crate::sod::Sod;
@@ -108,13 +113,51 @@ pub struct PaReport {
 }
 
 /// Runs Passive Authentication of `sod` and `data_groups` (number, file bytes) at `at`.
-/// `strict_revocation` turns "no CRL for the issuing country" into INDETERMINATE.
+/// `strict_revocation` turns "no CRL for the issuing country" into INDETERMINATE. With no
+/// data group given the verdict is INDETERMINATE: nothing of the document was authenticated
+/// (use [`verify_sod`] to check an EF.SOD alone).
 pub fn passive_authentication(
     sod_bytes: &[u8],
     data_groups: &[(u8, Vec<u8>)],
     trust: &TrustStore,
     at: OffsetDateTime,
     strict_revocation: bool,
+) -> PaReport {
+    run(
+        sod_bytes,
+        data_groups,
+        trust,
+        at,
+        strict_revocation,
+        Scope::Document,
+    )
+}
+
+/// Checks an EF.SOD alone: its structure, its signature, the signer and its path and
+/// revocation. No data group is expected, so none missing lowers the verdict.
+pub fn verify_sod(
+    sod_bytes: &[u8],
+    trust: &TrustStore,
+    at: OffsetDateTime,
+    strict_revocation: bool,
+) -> PaReport {
+    run(sod_bytes, &[], trust, at, strict_revocation, Scope::SodOnly)
+}
+
+/// What is being verified: a document (EF.SOD and its data groups) or an EF.SOD alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Document,
+    SodOnly,
+}
+
+fn run(
+    sod_bytes: &[u8],
+    data_groups: &[(u8, Vec<u8>)],
+    trust: &TrustStore,
+    at: OffsetDateTime,
+    strict_revocation: bool,
+    scope: Scope,
 ) -> PaReport {
     let mut report = PaReport {
         verdict: Verdict::Valid,
@@ -145,7 +188,8 @@ pub fn passive_authentication(
                 CheckStatus::Failed,
                 e.to_string(),
             );
-            return finish(report);
+            report.conclude();
+            return report;
         }
     };
     report.warnings.extend(sod.warnings.iter().cloned());
@@ -260,9 +304,32 @@ pub fn passive_authentication(
     };
     report.sod = Some(info);
 
+    // The signer must be a Document Signer: a CSCA's own key or a Master List Signer signing
+    // a SOD is a misuse of that key, whatever its chain (Part 12 Table 6).
+    if let Some((dsc, _)) = sod.signed_data.find_signer(si) {
+        match dsc.document_signer_problem() {
+            Some(problem) => check(
+                &mut report,
+                "signer_purpose",
+                CheckStatus::Failed,
+                format!("the SOD's signer may not sign documents: {problem}"),
+            ),
+            None => check(
+                &mut report,
+                "signer_purpose",
+                CheckStatus::Passed,
+                "signed by a Document Signer certificate".into(),
+            ),
+        }
+    }
+
     // 2. The DSC's path to a CSCA, and 3. its revocation status.
+    let mut anchor_country: Option<(Option<String>, Vec<String>)> = None;
     if let Some((dsc, _)) = sod.signed_data.find_signer(si) {
         let path = trust.validate(dsc, at);
+        if path.outcome == PathOutcome::Valid {
+            anchor_country = Some((path.anchor_country.clone(), path.anchor_mrz_codes.clone()));
+        }
         report.csca = path.anchor.clone();
         report.warnings.extend(path.warnings.iter().cloned());
         let status = match path.outcome {
@@ -366,12 +433,15 @@ pub fn passive_authentication(
             CheckStatus::Failed,
             format!("hash mismatch for {}", mismatched.join(", ")),
         );
+    } else if data_groups.is_empty() && scope == Scope::SodOnly {
+        // An EF.SOD check has no data groups to compare: nothing to report.
     } else if data_groups.is_empty() {
         check(
             &mut report,
             "data_group_hashes",
-            CheckStatus::Skipped,
-            "no data groups given".into(),
+            CheckStatus::Indeterminate,
+            "no data group checked: none was given, so nothing of the document is authenticated"
+                .into(),
         );
     } else {
         check(
@@ -409,7 +479,16 @@ pub fn passive_authentication(
         );
     }
 
-    // 5. The MRZ of DG1.
+    if scope == Scope::Document
+        && !data_groups.is_empty()
+        && !data_groups.iter().any(|(n, _)| *n == 1)
+    {
+        report
+            .warnings
+            .push("DG1 was not given: the holder's data (the MRZ) was not verified".into());
+    }
+
+    // 5. The MRZ of DG1, and whether its issuing State is the CSCA's country.
     if let Some((_, dg1)) = data_groups.iter().find(|(n, _)| *n == 1) {
         match crate::lds::parse_dg1(dg1) {
             Ok(mrz) => {
@@ -446,6 +525,19 @@ pub fn passive_authentication(
                         mrz.document_code, types
                     ));
                 }
+                match &anchor_country {
+                    Some((csca_country, mrz_codes)) if signature_ok => {
+                        let (status, detail) =
+                            issuing_state(&mrz.issuing_state, csca_country.as_deref(), mrz_codes);
+                        check(&mut report, "issuing_state", status, detail);
+                    }
+                    _ => check(
+                        &mut report,
+                        "issuing_state",
+                        CheckStatus::Skipped,
+                        "not compared: no verified signature under a trusted CSCA".into(),
+                    ),
+                }
                 report.mrz = Some(MrzResult {
                     lines: mrz.lines.clone(),
                     check_digits: digits,
@@ -455,28 +547,103 @@ pub fn passive_authentication(
             Err(e) => check(&mut report, "mrz", CheckStatus::Failed, format!("DG1: {e}")),
         }
     }
-    finish(report)
+    report.conclude();
+    report
 }
 
-fn finish(mut report: PaReport) -> PaReport {
-    let failed: Vec<String> = report
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Failed)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
-    let undetermined: Vec<String> = report
-        .checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Indeterminate)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
-    (report.verdict, report.reason) = if !failed.is_empty() {
-        (Verdict::Invalid, failed.join("; "))
-    } else if !undetermined.is_empty() {
-        (Verdict::Indeterminate, undetermined.join("; "))
-    } else {
-        (Verdict::Valid, "every check passed".into())
-    };
-    report
+/// Part 11 §5.1.1: the issuing State in DG1 must correspond to the CSCA that vouches for the
+/// document. The CSCA's subjectAltName MRZ code decides when it matches; otherwise the MRZ
+/// code is mapped to alpha-2 and compared with the CSCA's countryName.
+fn issuing_state(
+    state: &str,
+    csca_country: Option<&str>,
+    csca_mrz_codes: &[String],
+) -> (CheckStatus, String) {
+    let state = state.trim_end_matches('<');
+    let csca = csca_country.unwrap_or("none");
+    if csca_mrz_codes.iter().any(|c| c.eq_ignore_ascii_case(state)) {
+        return (
+            CheckStatus::Passed,
+            format!("issuing State {state} is the CSCA's own MRZ code (country {csca})"),
+        );
+    }
+    match country::from_mrz(state) {
+        MrzCountry::Alpha2(codes) if codes.iter().any(|c| Some(*c) == csca_country) => (
+            CheckStatus::Passed,
+            format!("issuing State {state} corresponds to the CSCA's country {csca}"),
+        ),
+        MrzCountry::Alpha2(codes) => (
+            CheckStatus::Failed,
+            format!(
+                "issuing State {state} ({}) does not correspond to the CSCA's country {csca}: a CSCA vouches only for its own State's documents",
+                codes.join(" or ")
+            ),
+        ),
+        MrzCountry::Unknown => (
+            CheckStatus::Warning,
+            format!(
+                "issuing State {state} has no known country code, so its correspondence to the CSCA's country {csca} was not checked"
+            ),
+        ),
+    }
+}
+
+impl PaReport {
+    /// Sets the verdict and headline from the checks and warnings. Call again after adding
+    /// warnings (the CLI adds notes about where trust came from).
+    pub fn conclude(&mut self) {
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Failed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        let undetermined: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Indeterminate)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        let warnings = self.warning_count();
+        let skipped = self
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Skipped)
+            .count();
+        (self.verdict, self.reason) = if !failed.is_empty() {
+            (Verdict::Invalid, failed.join("; "))
+        } else if !undetermined.is_empty() {
+            (Verdict::Indeterminate, undetermined.join("; "))
+        } else if warnings == 0 && skipped == 0 {
+            (Verdict::Valid, "every check passed".into())
+        } else {
+            let mut parts = Vec::new();
+            if warnings > 0 {
+                parts.push(format!(
+                    "{warnings} warning{}",
+                    if warnings == 1 { "" } else { "s" }
+                ));
+            }
+            if skipped > 0 {
+                parts.push(format!(
+                    "{skipped} check{} skipped",
+                    if skipped == 1 { "" } else { "s" }
+                ));
+            }
+            (
+                Verdict::Valid,
+                format!("valid with {}", parts.join(" and ")),
+            )
+        };
+    }
+
+    /// Warnings of the report plus checks that ended in a warning.
+    pub fn warning_count(&self) -> usize {
+        self.warnings.len()
+            + self
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Warning)
+                .count()
+    }
 }

@@ -45,6 +45,19 @@ pub enum SodError {
     Invalid(String),
 }
 
+impl SodError {
+    /// Whether the input was refused for exceeding a parser bound (nesting deeper than
+    /// [`der::MAX_DEPTH`]) rather than for being malformed.
+    pub fn exceeds_parser_bounds(&self) -> bool {
+        let der = match self {
+            SodError::Der(e) | SodError::Cms(CmsError::Der(e)) => Some(e),
+            SodError::Cms(CmsError::Certificate(crate::cert::CertError::Der(e))) => Some(e),
+            _ => None,
+        };
+        matches!(der, Some(DerError::TooDeep { .. }))
+    }
+}
+
 impl LdsSecurityObject {
     pub fn parse(bytes: &[u8]) -> Result<Self, SodError> {
         let top = der::parse(bytes)?;

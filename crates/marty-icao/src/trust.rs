@@ -88,6 +88,10 @@ impl TrustStore {
             if store.anchors.iter().any(|a| a.cert.raw == cert.raw) {
                 continue;
             }
+            if let Err(e) = cert.check_signature_algorithms() {
+                store.rejected.push((cert, e.to_string()));
+                continue;
+            }
             if cert.is_self_signed() {
                 store
                     .anchors
@@ -174,6 +178,18 @@ impl TrustStore {
     /// Validates a DSC at `at`: anchor by AKI, signature, validity of both, key usage, critical
     /// extensions.
     pub fn validate(&self, dsc: &Certificate, at: OffsetDateTime) -> PathValidation {
+        self.validate_signer(dsc, at, SignerRole::DocumentSigner)
+    }
+
+    /// Validates a certificate issued by a CSCA — a DSC or a Master List Signer — at `at`.
+    /// `role` names it in the reasons and selects the profile warnings that apply to it.
+    pub fn validate_signer(
+        &self,
+        dsc: &Certificate,
+        at: OffsetDateTime,
+        role: SignerRole,
+    ) -> PathValidation {
+        let who = role.noun();
         let mut v = PathValidation::default();
         let mut candidates = self.issuer_candidates(dsc);
         let not_found = |v: &mut PathValidation, detail: &str| {
@@ -209,6 +225,12 @@ impl TrustStore {
                     break;
                 }
                 Err(AlgorithmError::BadSignature) => {}
+                Err(AlgorithmError::Inconsistent(reason)) => {
+                    // The certificate itself is malformed: no key can make it valid.
+                    v.outcome = PathOutcome::SignatureInvalid;
+                    v.reason = format!("the {who}'s signature is not valid: {reason}");
+                    return v;
+                }
                 Err(other) => cannot_check = Some(other),
             }
         }
@@ -223,29 +245,46 @@ impl TrustStore {
             if let Some(reason) = cannot_check {
                 // Nothing failed: Marty cannot check this signature (algorithm, key form).
                 v.outcome = PathOutcome::CannotVerify;
-                v.reason = format!("the DSC's signature cannot be checked: {reason}");
+                v.reason = format!("the {who}'s signature cannot be checked: {reason}");
                 return v;
             }
             v.outcome = PathOutcome::SignatureInvalid;
             v.reason = format!(
-                "the DSC's signature does not verify with the key of CSCA {}",
+                "the {who}'s signature does not verify with the key of CSCA {}",
                 candidates[0].cert.subject
             );
             return v;
         };
         if !by_key && dsc.authority_key_id.is_some() {
-            v.warnings.push("the DSC's authorityKeyIdentifier matches no CSCA subjectKeyIdentifier; the CSCA was found by name".into());
+            v.warnings.push(format!("the {who}'s authorityKeyIdentifier matches no CSCA subjectKeyIdentifier; the CSCA was found by name"));
         }
         v.anchor = Some(anchor.summary.clone());
-        // A renamed CSCA keeps its country (Part 12 App. D.1.2): a DSC claiming another
-        // country than the key that signed it is not that country's document, and revocation
-        // would be looked up on the wrong CRL.
+        v.anchor_country = anchor.cert.subject.country().map(str::to_ascii_uppercase);
+        v.anchor_mrz_codes = [
+            anchor.cert.alt_name_mrz_country.clone(),
+            anchor.cert.alt_name_mrz_state.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // A renamed CSCA keeps its country (Part 12 App. D.1.2): a certificate claiming another
+        // country than the key that signed it is not that country's, and revocation would be
+        // looked up on the wrong CRL. Table 5: issuer and subject countries must also match.
         let country = |n: &crate::name::Name| n.country().map(str::to_ascii_uppercase);
         if country(&dsc.issuer) != country(&anchor.cert.subject) {
             v.outcome = PathOutcome::CountryMismatch;
             v.reason = format!(
-                "the DSC's issuer country ({}) differs from that of the CSCA whose key signed it ({})",
+                "the {who}'s issuer country ({}) differs from that of the CSCA whose key signed it ({})",
                 country(&dsc.issuer).unwrap_or_else(|| "none".into()),
+                country(&anchor.cert.subject).unwrap_or_else(|| "none".into())
+            );
+            return v;
+        }
+        if country(&dsc.subject) != country(&anchor.cert.subject) {
+            v.outcome = PathOutcome::CountryMismatch;
+            v.reason = format!(
+                "the {who}'s subject country ({}) differs from that of the CSCA whose key signed it ({})",
+                country(&dsc.subject).unwrap_or_else(|| "none".into()),
                 country(&anchor.cert.subject).unwrap_or_else(|| "none".into())
             );
             return v;
@@ -254,7 +293,7 @@ impl TrustStore {
         if !dsc.valid_at(at) {
             v.outcome = PathOutcome::DscNotValidAt;
             v.reason = format!(
-                "the DSC is valid from {} to {}, not at {}",
+                "the {who} is valid from {} to {}, not at {}",
                 crate::cert::rfc3339(dsc.not_before),
                 crate::cert::rfc3339(dsc.not_after),
                 crate::cert::rfc3339(at)
@@ -281,38 +320,40 @@ impl TrustStore {
         if !unknown.is_empty() {
             v.outcome = PathOutcome::UnknownCriticalExtension;
             v.reason = format!(
-                "the DSC has critical extensions Marty does not understand: {}",
+                "the {who} has critical extensions Marty does not understand: {}",
                 unknown.join(", ")
             );
             return v;
         }
         if dsc.issuer.matches_only_normalised(&anchor.cert.subject) {
-            v.warnings.push(
-                "the DSC's issuer name matches the CSCA's subject only after normalisation".into(),
-            );
+            v.warnings.push(format!(
+                "the {who}'s issuer name matches the CSCA's subject only after normalisation"
+            ));
         } else if !dsc.issuer.matches(&anchor.cert.subject) {
             v.warnings.push(format!(
-                "the DSC's issuer ({}) differs from the CSCA's subject ({}): a renamed CSCA?",
+                "the {who}'s issuer ({}) differs from the CSCA's subject ({}): a renamed CSCA?",
                 dsc.issuer, anchor.cert.subject
             ));
         }
-        if !dsc.has_key_usage(key_usage::DIGITAL_SIGNATURE) {
-            v.warnings
-                .push("the DSC's keyUsage lacks digitalSignature".into());
-        }
-        if dsc.private_key_usage_period.is_none() {
-            v.warnings.push(
-                "the DSC has no privateKeyUsagePeriod (mandatory in the 8th-edition profile)"
-                    .into(),
-            );
-        }
-        if dsc.document_types.is_none() {
-            v.warnings.push(
-                "the DSC has no documentTypeList (mandatory in the 8th-edition profile)".into(),
-            );
+        if role == SignerRole::DocumentSigner {
+            if dsc.private_key_usage_period.is_none() {
+                v.warnings.push(
+                    "the DSC has no privateKeyUsagePeriod (mandatory in the 8th-edition profile)"
+                        .into(),
+                );
+            }
+            if dsc.document_types.is_none() {
+                v.warnings.push(
+                    "the DSC has no documentTypeList (mandatory in the 8th-edition profile)".into(),
+                );
+            }
         }
         v.outcome = PathOutcome::Valid;
-        v.reason = format!("DSC signed by trusted CSCA {}", anchor.cert.subject);
+        v.reason = format!(
+            "{} signed by trusted CSCA {}",
+            role.title(),
+            anchor.cert.subject
+        );
         v
     }
 
@@ -386,6 +427,29 @@ impl TrustStore {
     }
 }
 
+/// What the certificate being validated under a CSCA is, for reasons and profile checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerRole {
+    DocumentSigner,
+    MasterListSigner,
+}
+
+impl SignerRole {
+    fn noun(self) -> &'static str {
+        match self {
+            SignerRole::DocumentSigner => "DSC",
+            SignerRole::MasterListSigner => "master list signer's certificate",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            SignerRole::DocumentSigner => "DSC",
+            SignerRole::MasterListSigner => "master list signer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PathOutcome {
@@ -407,6 +471,13 @@ pub struct PathValidation {
     pub outcome: PathOutcome,
     pub reason: String,
     pub anchor: Option<crate::cert::CertificateSummary>,
+    /// The anchor's countryName (upper case), once an anchor verified the certificate.
+    #[serde(skip)]
+    pub anchor_country: Option<String>,
+    /// The MRZ codes in the anchor's subjectAltName directoryName (localityName, then
+    /// stateOrProvinceName), if any.
+    #[serde(skip)]
+    pub anchor_mrz_codes: Vec<String>,
     pub anchor_source: Option<AnchorSource>,
     pub warnings: Vec<String>,
 }

@@ -21,8 +21,8 @@ fn now() -> OffsetDateTime {
 
 fn subject(cn: &str) -> Subject {
     Subject {
-        country: "DE".into(),
-        mrz_country: "D".into(),
+        country: "UT".into(),
+        mrz_country: "UTO".into(),
         organization: Some("Marty Test".into()),
         common_name: cn.into(),
     }
@@ -204,7 +204,8 @@ fn profiles_carry_the_part12_extensions() {
         csca.crl_distribution_points,
         vec!["https://pkd.example.test/csca-de.crl".to_owned()]
     );
-    assert_eq!(csca.subject.country(), Some("DE"));
+    assert_eq!(csca.subject.country(), Some("UT"));
+    assert_eq!(csca.alt_name_mrz_country.as_deref(), Some("UTO"));
     assert!(csca.serial[0] & 0x80 == 0 && csca.serial.len() <= 20);
     let dsc = &p.dsc;
     assert_eq!(
@@ -214,9 +215,10 @@ fn profiles_carry_the_part12_extensions() {
     assert_eq!(dsc.document_types.as_deref(), Some(&["P".to_owned()][..]));
     assert!(dsc.basic_constraints.is_none());
     assert_eq!(dsc.authority_key_id, csca.subject_key_id);
-    // SAN directoryName carries localityName = the MRZ code D.
+    // SAN directoryName carries localityName = the MRZ code UTO.
     let san = &dsc.extension(oid::SUBJECT_ALT_NAME).unwrap().value;
-    assert!(san.windows(3).any(|w| w == b"\x13\x01D"), "{san:02x?}");
+    assert!(san.windows(5).any(|w| w == b"\x13\x03UTO"), "{san:02x?}");
+    assert_eq!(dsc.alt_name_mrz_country.as_deref(), Some("UTO"));
     assert!(dsc.unknown_critical_extensions().is_empty());
 }
 
@@ -323,7 +325,7 @@ fn crls_round_trip_and_drive_revocation() {
     );
     let report = pa::passive_authentication(
         &sod,
-        &[],
+        &data_groups(),
         &TrustStore::new(vec![p.csca.clone()], vec![parsed]),
         now(),
         true,

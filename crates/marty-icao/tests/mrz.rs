@@ -947,9 +947,29 @@ fn builder() -> impl Strategy<Value = MrzBuilder> {
             "[A-Za-z]{1,9}( [A-Za-z]{1,9}){0,2}",
             words(3),
             "[A-Z]{1,3}",
-            "[0-9<]{6}",
+            // Calendar dates (day ≤ 28 exists in every month); a date of birth may have
+            // unknown parts, written with '<'.
+            (
+                0u32..100,
+                1u32..13,
+                1u32..29,
+                proptest::array::uniform3(proptest::bool::weighted(0.2)),
+            )
+                .prop_map(|(y, m, d, unknown)| {
+                    [y, m, d]
+                        .iter()
+                        .zip(unknown)
+                        .map(|(v, u)| {
+                            if u {
+                                "<<".to_owned()
+                            } else {
+                                format!("{v:02}")
+                            }
+                        })
+                        .collect::<String>()
+                }),
             prop_oneof![Just(Sex::Female), Just(Sex::Male), Just(Sex::Unspecified)],
-            "[0-9]{6}",
+            (0u32..100, 1u32..13, 1u32..29).prop_map(|(y, m, d)| format!("{y:02}{m:02}{d:02}")),
             "[A-Z0-9<]{0,26}",
             prop_oneof![Just(UmlautStyle::Expanded), Just(UmlautStyle::Base)],
         )
