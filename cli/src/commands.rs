@@ -177,7 +177,14 @@ impl Failure {
     /// An invalid configuration is an input error (exit 3); everything else is a failure.
     fn classify(error: anyhow::Error) -> Self {
         let is = |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| error.chain().any(f);
-        let (kind, exit) = if is(&|e| e.is::<marty_config::ConfigError>()) {
+        let isolation = |e: &(dyn std::error::Error + 'static)| {
+            matches!(
+                e.downcast_ref::<marty_db::DbError>(),
+                Some(marty_db::DbError::Isolation(_) | marty_db::DbError::Config(_))
+            )
+        };
+        // A configuration that breaks isolation is an invalid configuration.
+        let (kind, exit) = if is(&|e| e.is::<marty_config::ConfigError>()) || is(&isolation) {
             ("configuration", crate::EXIT_USAGE)
         } else if is(&|e| e.is::<marty_db::DbError>()) {
             ("database", 1)
@@ -226,6 +233,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 fn load() -> Result<Config> {
     Config::load().context("loading configuration")
+}
+
+/// The configuration for `db setup`: the one command that may generate the development
+/// secrets file (and then gives the roles those passwords).
+fn load_for_setup() -> Result<Config> {
+    Config::load_generating(&marty_config::Env::from_process()).context("loading configuration")
 }
 
 fn migrator(service: Service) -> &'static Migrator {
@@ -282,7 +295,11 @@ fn config_show(service: Option<Service>, json: bool) -> Result<ExitCode> {
 }
 
 async fn db(cmd: DbCommand) -> Result<ExitCode> {
-    let config = load()?;
+    let config = if matches!(cmd, DbCommand::Setup { .. }) {
+        load_for_setup()?
+    } else {
+        load()?
+    };
     match cmd {
         DbCommand::Setup { filter, json } => {
             let started = Instant::now();

@@ -336,6 +336,28 @@ impl BenchSpace {
     }
 }
 
+/// Benchmark streams left by a run that was killed outright (SIGKILL, power loss): gone after
+/// an hour, the longest a run may take.
+async fn remove_abandoned_bench_streams(js: &async_nats::jetstream::Context) {
+    use futures::StreamExt;
+    let mut names = js.stream_names();
+    let mut abandoned = Vec::new();
+    while let Some(Ok(name)) = names.next().await {
+        if !name.starts_with("MARTY_BENCH_") {
+            continue;
+        }
+        if let Ok(mut stream) = js.get_stream(&name).await
+            && let Ok(info) = stream.info().await
+            && time::OffsetDateTime::now_utc() - info.created > time::Duration::hours(1)
+        {
+            abandoned.push(name);
+        }
+    }
+    for name in abandoned {
+        js.delete_stream(&name).await.ok();
+    }
+}
+
 async fn bench(
     config: &Config,
     events: usize,
@@ -353,17 +375,24 @@ async fn bench(
         stream: space.stream.name.clone(),
         ..ConsumerConfig::new(Service::Pkd, space.subject("csca.bench.steady"))
     };
-    let outcome = bench_in(
-        &space,
-        &js,
-        &producer,
-        &consumer_pool,
-        consumer_config,
-        events,
-        rate,
-        seconds,
-    )
-    .await;
+    remove_abandoned_bench_streams(&js).await;
+    // Interrupted (Ctrl-C, SIGTERM), the benchmark still removes what it created.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let outcome = tokio::select! {
+        outcome = bench_in(
+            &space,
+            &js,
+            &producer,
+            &consumer_pool,
+            consumer_config,
+            events,
+            rate,
+            seconds,
+        ) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the benchmark's stream and rows were removed")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated; the benchmark's stream and rows were removed")),
+    };
     // Clean up whatever happened; a failure to clean up is reported after the result.
     let cleanup = space.remove(&js, &producer, &consumer_pool).await;
     let report = outcome?;

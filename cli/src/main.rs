@@ -94,11 +94,16 @@ fn usage_error(e: clap::Error, json: bool) -> ExitCode {
         _ => {
             let _ = e.print();
             if json {
+                // The message up to the usage line, in one line: what was wrong and, for a
+                // missing argument, which.
                 let text = e.render().to_string();
                 let first = text
                     .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("usage error")
+                    .take_while(|l| !l.starts_with("Usage:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
                     .trim_start_matches("error: ")
                     .to_owned();
                 println!(

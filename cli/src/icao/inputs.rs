@@ -133,9 +133,10 @@ pub fn read_lds_folder(dir: &Path) -> Result<LdsFolder> {
                 folder.data_groups.push((n, bytes));
             }
             Ok(LdsFile::Com) => {}
-            Err(_) => folder
-                .notes
-                .push(format!("{name}: not an LDS file, ignored")),
+            Err(_) => folder.notes.push(format!(
+                "{}: not an LDS file, ignored",
+                marty_icao::text::printable(&name)
+            )),
         }
     }
     folder.data_groups.sort_by_key(|(n, _)| *n);
@@ -175,6 +176,33 @@ pub fn write_key(path: &Path, key: &KeyPair, passphrase_env: &str, force: bool) 
         marty_config::write_private_new(path, &pem)
     }
     .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Whether two paths name one file: the same path once made absolute and normalised, or the
+/// same file on disk (a link).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let lexical = |p: &Path| -> Option<std::path::PathBuf> {
+        let absolute = std::path::absolute(p).ok()?;
+        let mut out = std::path::PathBuf::new();
+        for c in absolute.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        Some(out)
+    };
+    if lexical(a).is_some_and(|x| Some(x) == lexical(b)) {
+        return true;
+    }
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 /// Creates the directory an output file goes into.

@@ -29,7 +29,7 @@ use super::{EXIT_VALID, print_json};
 pub enum CertCommand {
     /// Show a certificate: profile fields, extensions, key, fingerprint.
     Inspect {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The certificate (DER or PEM).
         file: PathBuf,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
@@ -40,7 +40,7 @@ pub enum CertCommand {
     /// A link certificate: the old CSCA key certifies the new CSCA certificate's key.
     MakeLink(LinkArgs),
     /// A new Document Signer key pair and its certificate, issued by a CSCA.
-    MakeDsc(SignerArgs),
+    MakeDsc(DscArgs),
     /// A new Master List Signer key pair and its certificate (EKU 2.23.136.1.1.3).
     MakeMlSigner(SignerArgs),
 }
@@ -68,12 +68,9 @@ pub struct Common {
     force: bool,
 }
 
-/// Where a signed artefact goes, and the key passphrase's variable.
+/// Where a result goes.
 #[derive(Debug, Args)]
-pub struct Output {
-    /// The environment variable holding the signing key's passphrase.
-    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
-    passphrase_env: String,
+pub struct OutputFile {
     /// Where to write the result (DER).
     #[arg(long, short)]
     out: PathBuf,
@@ -86,8 +83,8 @@ pub struct Output {
     force: bool,
 }
 
-impl Output {
-    fn written(&self, bytes: &[u8]) -> Result<u8> {
+impl OutputFile {
+    pub fn written(&self, bytes: &[u8]) -> Result<u8> {
         write_der(&self.out, bytes, self.force)?;
         report(
             self.json,
@@ -97,6 +94,22 @@ impl Output {
                 certificate: None,
             },
         )
+    }
+}
+
+/// Where a signed artefact goes, and the variable holding the signing key's passphrase.
+#[derive(Debug, Args)]
+pub struct Output {
+    /// The environment variable holding the signing key's passphrase.
+    #[arg(long, default_value = DEFAULT_PASSPHRASE_ENV)]
+    passphrase_env: String,
+    #[command(flatten)]
+    file: OutputFile,
+}
+
+impl Output {
+    fn written(&self, bytes: &[u8]) -> Result<u8> {
+        self.file.written(bytes)
     }
 }
 
@@ -176,6 +189,15 @@ pub struct LinkArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DscArgs {
+    #[command(flatten)]
+    signer: SignerArgs,
+    /// Document types for the DSC's documentTypeList (repeatable).
+    #[arg(long = "doc-type", default_value = "P")]
+    doc_types: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SignerArgs {
     #[command(flatten)]
     common: Common,
@@ -201,15 +223,13 @@ pub struct SignerArgs {
     /// rsa:<bits>, rsa-pss:<bits>.
     #[arg(long, default_value = "ec:brainpoolP256r1")]
     key: KeySpec,
-    /// Private key usage period in days (Part 12 recommends at most 3 months for a DSC).
+    /// Private key usage period in days (90; Part 12 recommends at most 3 months for a
+    /// Document Signer and leaves a Master List Signer's to the issuer).
     #[arg(long, default_value_t = 90)]
     key_usage_days: i64,
-    /// Certificate validity in days (key usage + document validity).
+    /// Certificate validity in days (key usage + the longest validity of what it signs).
     #[arg(long, default_value_t = 90 + 10 * 365 + 3)]
     validity_days: i64,
-    /// Document types for the DSC's documentTypeList (repeatable).
-    #[arg(long = "doc-type", default_value = "P")]
-    doc_types: Vec<String>,
     /// cRLDistributionPoints URI (default: the CSCA's).
     #[arg(long)]
     crl_dp: Option<String>,
@@ -395,11 +415,18 @@ fn period(start: OffsetDateTime, key_usage_days: i64, validity_days: i64) -> Res
     })
 }
 
-/// Fails before any key is generated if an output file exists and --force is not given.
+/// Fails before any key is generated if an output file exists and --force is not given, or
+/// if the certificate and the key would be written to one file (the key would be lost).
 fn check_outputs(common: &Common, key_out: Option<&PathBuf>) -> Result<()> {
     refuse_existing(&common.out, common.force)?;
     if let Some(k) = key_out {
         refuse_existing(k, common.force)?;
+        if super::inputs::same_file(&common.out, k) {
+            bail!(
+                "--out and --key-out name the same file ({}): the certificate would overwrite the key",
+                k.display()
+            );
+        }
     }
     Ok(())
 }
@@ -479,12 +506,13 @@ pub fn cert(command: CertCommand) -> Result<u8> {
             )?;
             issued(&a.common, None, &cert)
         }
-        CertCommand::MakeDsc(a) => signer(a, true),
-        CertCommand::MakeMlSigner(a) => signer(a, false),
+        CertCommand::MakeDsc(a) => signer(a.signer, Some(&a.doc_types)),
+        CertCommand::MakeMlSigner(a) => signer(a, None),
     }
 }
 
-fn signer(a: SignerArgs, dsc: bool) -> Result<u8> {
+/// A Document Signer (with its document types) or a Master List Signer (`None`).
+fn signer(a: SignerArgs, doc_types: Option<&[String]>) -> Result<u8> {
     check_outputs(&a.common, Some(&a.key_out))?;
     let csca = read_certificate(&a.csca)?;
     let csca_key = read_key(&a.csca_key, &a.common.passphrase_env, Some(&csca))?;
@@ -519,11 +547,12 @@ fn signer(a: SignerArgs, dsc: bool) -> Result<u8> {
         crl_distribution_point: crl_dp,
         serial: serial(&a.common)?,
     };
-    let cert = if dsc {
-        let types: Vec<&str> = a.doc_types.iter().map(String::as_str).collect();
-        issue::make_dsc(&csca, &csca_key, &csca_subject, &req, &key.spki, &types)?
-    } else {
-        issue::make_ml_signer(&csca, &csca_key, &csca_subject, &req, &key.spki)?
+    let cert = match doc_types {
+        Some(doc_types) => {
+            let types: Vec<&str> = doc_types.iter().map(String::as_str).collect();
+            issue::make_dsc(&csca, &csca_key, &csca_subject, &req, &key.spki, &types)?
+        }
+        None => issue::make_ml_signer(&csca, &csca_key, &csca_subject, &req, &key.spki)?,
     };
     write_key(&a.key_out, &key, &a.common.passphrase_env, a.common.force)?;
     issued(&a.common, Some(&a.key_out), &cert)
@@ -576,7 +605,7 @@ pub fn mrz(a: MrzMakeArgs) -> Result<u8> {
 }
 
 /// `marty icao lds dg2`: a DG2 (ISO/IEC 19794-5 face record) from a JPEG or JPEG 2000 image.
-pub fn dg2(image: &std::path::Path, output: &Output) -> Result<u8> {
+pub fn dg2(image: &std::path::Path, output: &OutputFile) -> Result<u8> {
     let data = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
     let face = lds::FaceImage::from_image(data).with_context(|| format!("{}", image.display()))?;
     let dg2 = lds::build_dg2(&face)?;
@@ -599,7 +628,7 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
         "ski" => SidChoice::SubjectKeyIdentifier,
         other => bail!("unknown --sid {other:?}: expected issuer-serial or ski"),
     };
-    refuse_existing(&a.output.out, a.output.force)?;
+    refuse_existing(&a.output.file.out, a.output.file.force)?;
     let dsc = read_certificate(&a.dsc)?;
     let key = read_key(&a.key, &a.output.passphrase_env, Some(&dsc))?;
     let mut hashes = Vec::new();
@@ -637,7 +666,7 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
 }
 
 pub fn crl(a: CrlMakeArgs) -> Result<u8> {
-    refuse_existing(&a.output.out, a.output.force)?;
+    refuse_existing(&a.output.file.out, a.output.file.force)?;
     let csca = read_certificate(&a.csca)?;
     let key = read_key(&a.csca_key, &a.output.passphrase_env, Some(&csca))?;
     let this_update = match &a.this_update {
@@ -679,7 +708,7 @@ pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
     if certs.is_empty() {
         bail!("no certificates to list: pass --cert FILE or --certs-dir DIR");
     }
-    refuse_existing(&a.output.out, a.output.force)?;
+    refuse_existing(&a.output.file.out, a.output.file.force)?;
     let signer = read_certificate(&a.signer)?;
     let key = read_key(&a.signer_key, &a.output.passphrase_env, Some(&signer))?;
     let csca = read_certificate(&a.csca)?;

@@ -70,7 +70,7 @@ pub enum LdsCommand {
         #[arg(long)]
         image: PathBuf,
         #[command(flatten)]
-        output: make::Output,
+        output: make::OutputFile,
     },
 }
 
@@ -103,7 +103,7 @@ pub struct MrzInput {
 pub enum SodCommand {
     /// Show the structure of an EF.SOD: algorithms, signer, data group hashes.
     Inspect {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The EF.SOD (DER, PEM, or wrapped in tag 77).
         file: PathBuf,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
@@ -111,7 +111,7 @@ pub enum SodCommand {
     },
     /// Verify an EF.SOD's signature and its DSC's path (no data groups; see `pa` for those).
     Verify {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The EF.SOD (DER, PEM, or wrapped in tag 77).
         file: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
@@ -128,7 +128,7 @@ pub enum SodCommand {
 pub enum CrlCommand {
     /// Show a CRL: issuer, this/next update, CRL number, AKI, revoked serials.
     Inspect {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The CRL (DER or PEM).
         file: PathBuf,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
@@ -137,7 +137,7 @@ pub enum CrlCommand {
     /// Verify the signature with the issuing CSCA; a CRL past nextUpdate is reported stale
     /// (exit 2), not invalid.
     Verify {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The CRL (DER or PEM).
         file: PathBuf,
         /// The CSCA certificate that issued it.
         #[arg(long)]
@@ -158,7 +158,7 @@ pub enum CrlCommand {
 pub enum MasterlistCommand {
     /// Show a master list: version, certificates per country, signer, signing time.
     Inspect {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The master list (CMS SignedData, DER or PEM).
         file: PathBuf,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
@@ -166,7 +166,7 @@ pub enum MasterlistCommand {
     },
     /// Verify signature, signer EKU and the signer's chain to a trusted root.
     Verify {
-        /// The input file (DER or PEM; an EF.SOD may be 0x77-wrapped).
+        /// The master list (CMS SignedData, DER or PEM).
         file: PathBuf,
         /// Trusted root certificate(s) of the signer (repeatable).
         #[arg(long, required_unless_present = "trust")]
@@ -368,7 +368,7 @@ fn sod_verify(file: &Path, trust: &TrustArgs, json: bool) -> Result<u8> {
     if json {
         print_json(&report)?;
     } else {
-        show::print_pa(&report);
+        show::print_pa(&report, "EF.SOD");
     }
     Ok(verdict_code(report.verdict))
 }
@@ -607,7 +607,7 @@ fn passive_authentication(args: PaArgs) -> Result<u8> {
     if args.json {
         print_json(&report)?;
     } else {
-        show::print_pa(&report);
+        show::print_pa(&report, "Passive Authentication");
     }
     Ok(verdict_code(report.verdict))
 }

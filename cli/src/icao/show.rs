@@ -10,6 +10,7 @@ use marty_icao::masterlist::MasterList;
 use marty_icao::mrz;
 use marty_icao::pa::{CheckStatus, DataGroupStatus, PaReport};
 use marty_icao::sod::Sod;
+use marty_icao::text::printable;
 use marty_icao::{hex, lds};
 use serde::Serialize;
 
@@ -220,14 +221,14 @@ pub fn cert(file: &Path, json: bool) -> Result<u8> {
             println!("  key usage period:   {p}");
         }
         if let Some(t) = &s.document_types {
-            println!("  document types:     {}", t.join(", "));
+            println!("  document types:     {}", printable(&t.join(", ")));
         }
         for dp in &s.crl_distribution_points {
-            println!("  CRL distribution:   {dp}");
+            println!("  CRL distribution:   {}", printable(dp));
         }
         println!("  SHA-256 fingerprint: {}", s.fingerprint_sha256);
         for p in &s.problems {
-            println!("  problem: {p}");
+            println!("  problem: {}", printable(p));
         }
     }
     Ok(EXIT_VALID)
@@ -295,7 +296,7 @@ pub fn masterlist(file: &Path, json: bool) -> Result<u8> {
         println!(
             "  countries:     {} ({})",
             out.countries.len(),
-            out.countries.join(" ")
+            printable(&out.countries.join(" "))
         );
         if let Some(s) = &out.signer {
             println!("  signer:        {} (issuer {})", s.subject, s.issuer);
@@ -304,14 +305,15 @@ pub fn masterlist(file: &Path, json: bool) -> Result<u8> {
             println!("  signing time:  {t}");
         }
         for p in &out.problems {
-            println!("  problem: {p}");
+            println!("  problem: {}", printable(p));
         }
     }
     Ok(EXIT_VALID)
 }
 
-/// A Passive Authentication report as a person reads it.
-pub fn print_pa(r: &PaReport) {
+/// A Passive Authentication report as a person reads it, headed by `title` ("Passive
+/// Authentication", or "EF.SOD" for the check of an EF.SOD alone).
+pub fn print_pa(r: &PaReport, title: &str) {
     // The headline, then every warning, then the details: a reader who stops after the first
     // lines must not miss that something was not checked.
     let warned: Vec<String> = r
@@ -326,18 +328,12 @@ pub fn print_pa(r: &PaReport) {
         )
         .collect();
     match (r.verdict, warned.len()) {
-        (marty_icao::pa::Verdict::Valid, 0) => {
-            println!("Passive Authentication: VALID — {}", r.reason)
-        }
+        (marty_icao::pa::Verdict::Valid, 0) => println!("{title}: VALID — {}", r.reason),
         (marty_icao::pa::Verdict::Valid, n) => println!(
-            "Passive Authentication: VALID with {n} warning{}",
+            "{title}: VALID with {n} warning{}",
             if n == 1 { "" } else { "s" }
         ),
-        (verdict, _) => println!(
-            "Passive Authentication: {} — {}",
-            verdict.as_str(),
-            r.reason
-        ),
+        (verdict, _) => println!("{title}: {} — {}", verdict.as_str(), r.reason),
     }
     for w in &warned {
         println!("  warning: {w}");

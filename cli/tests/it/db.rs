@@ -427,9 +427,10 @@ async fn configurations_that_break_isolation_are_refused() {
             &["db", "verify"],
         ] {
             let out = db.marty_with(command, &[(var, url)]);
+            // A configuration that breaks isolation is an invalid configuration: exit 3.
             assert_eq!(
                 out.status.code(),
-                Some(1),
+                Some(3),
                 "{var}={url} {command:?}\n{}",
                 show(&out)
             );
@@ -467,14 +468,14 @@ async fn configurations_that_break_isolation_are_refused() {
         .filter(|(v, ..)| *v == "PKD_SERVICE_DATABASE_URL")
     {
         let out = db.marty_with(&["db", "migrate", "--service", "pkd"], &[(var, url)]);
-        assert_eq!(out.status.code(), Some(1), "{url}\n{}", show(&out));
+        assert_eq!(out.status.code(), Some(3), "{url}\n{}", show(&out));
         assert!(
             stderr(&out).contains("would break database isolation"),
             "{url}: {}",
             show(&out)
         );
         let out = db.marty_with(&["db", "setup", "--service", "pkd"], &[(var, url)]);
-        assert_eq!(out.status.code(), Some(1), "{url}\n{}", show(&out));
+        assert_eq!(out.status.code(), Some(3), "{url}\n{}", show(&out));
     }
     let owner: String = sqlx::query_scalar(
         "select pg_get_userbyid(datdba)::text from pg_database where datname = 'marty_csca'",
@@ -485,16 +486,23 @@ async fn configurations_that_break_isolation_are_refused() {
     assert_eq!(owner, "marty_csca_owner");
     assert!(db.marty(&["db", "verify"]).status.success());
 
-    // A service database that is a template, whatever its name, is refused by setup.
-    db.exec("postgres", "alter database marty_pkd is_template true")
-        .await;
-    let out = db.marty(&["db", "setup"]);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    assert!(
-        stderr(&out).contains("which is a template database"),
-        "{}",
-        show(&out)
-    );
+    // Someone else's template database, whatever its name, is refused as a service's or as
+    // the legacy database.
+    db.exec(
+        "postgres",
+        "create database marty_test_template is_template true",
+    )
+    .await;
+    let template = format!("postgres://{host}:{port}/marty_test_template");
+    for var in ["PKD_SERVICE_DATABASE_URL", "MARTY_DATABASE_URL"] {
+        let out = db.marty_with(&["db", "setup"], &[(var, &template)]);
+        assert_eq!(out.status.code(), Some(3), "{var}\n{}", show(&out));
+        assert!(
+            stderr(&out).contains("is a template database"),
+            "{var}\n{}",
+            show(&out)
+        );
+    }
 }
 
 #[tokio::test]
@@ -620,7 +628,7 @@ async fn config_show_names_origins_and_masks_secrets() {
     assert_eq!(find("services.pkd.database")["origin"]["kind"], "file");
 
     // Production never reads the development secrets file, even when one is there.
-    db.marty_ok(&["config", "show"]);
+    db.marty_ok(&["db", "setup"]);
     assert!(db.state_dir().join("secrets.json").exists());
     let out = db.marty_with(
         &["config", "show"],

@@ -163,6 +163,14 @@ impl TestDb {
         let mut conn = self.admin().await;
         let mut dbs: Vec<String> = Service::ALL.iter().map(|s| s.default_database()).collect();
         dbs.push("marty_dev".into());
+        // Databases tests create for themselves.
+        let extra: Vec<String> = sqlx::query_scalar(
+            "select datname::text from pg_database where datname like 'marty\\_test\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        dbs.extend(extra);
         for db in dbs {
             sqlx::raw_sql(&format!("drop database if exists \"{db}\" with (force)"))
                 .execute(&mut conn)

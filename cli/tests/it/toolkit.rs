@@ -202,15 +202,35 @@ fn masterlist_extract_never_writes_outside_its_folder_and_says_when_unverified()
     let evil_cert =
         marty_icao::cert::Certificate::from_der(&certificate_with_subject(&evil, &p256())).unwrap();
     assert_eq!(evil_cert.subject.country(), Some("../../../X"));
-    let ml = masterlist::build(
-        &[csca.clone(), evil_cert],
-        &mls,
-        &csca,
-        &mls_key.private,
-        mls_key.digest(),
-        mls_key.signature_algorithm(),
-        start,
-    )
+    // Marty would not build such a list (masterlist::build refuses the hostile entry), so
+    // sign one the way another party could.
+    assert!(
+        masterlist::build(
+            &[csca.clone(), evil_cert.clone()],
+            &mls,
+            &csca,
+            &mls_key.private,
+            mls_key.digest(),
+            mls_key.signature_algorithm(),
+            start,
+        )
+        .is_err()
+    );
+    let content = der::sequence(&[
+        &der::integer(0),
+        &der::set_of(vec![csca.raw.clone(), evil_cert.raw.clone()]),
+    ]);
+    let ml = marty_icao::cms::sign(&marty_icao::cms::SignRequest {
+        content_type: oid::CSCA_MASTER_LIST,
+        content: &content,
+        signer: &mls,
+        extra_certificates: &[&csca],
+        key: &mls_key.private,
+        digest: mls_key.digest(),
+        signature_algorithm: mls_key.signature_algorithm(),
+        sid: marty_icao::cms::SidChoice::SubjectKeyIdentifier,
+        signing_time: Some(start),
+    })
     .unwrap();
     let work = d.join("a/b/c");
     std::fs::create_dir_all(&work).unwrap();
@@ -656,5 +676,276 @@ fn the_readme_example_runs_as_written() {
             .contains("Passive Authentication: VALID with 1 warning"),
         "{}",
         show(&out)
+    );
+}
+
+#[test]
+fn issuing_refuses_what_is_not_a_ca_or_names_two_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A CSCA of Utopia that calls itself D (Germany) in its subjectAltName.
+    let out = exit(
+        d,
+        &[
+            "icao",
+            "cert",
+            "make-csca",
+            "--country",
+            "UT",
+            "--mrz-country",
+            "D",
+            "--common-name",
+            "CSCA Utopia",
+            "--key",
+            "ec:P-256:named",
+            "--crl-dp",
+            "https://x.test/c.crl",
+            "--out",
+            "bad.der",
+            "--key-out",
+            "bad.key",
+        ],
+        3,
+    );
+    assert!(
+        text(&out)
+            .1
+            .contains("MRZ country code D is DE's, not UT's"),
+        "{}",
+        show(&out)
+    );
+    // A proper CSCA and DSC; then the DSC's key tries to act as a CA.
+    let csca = [
+        "icao",
+        "cert",
+        "make-csca",
+        "--country",
+        "UT",
+        "--mrz-country",
+        "UTO",
+        "--common-name",
+        "CSCA Utopia",
+        "--key",
+        "ec:P-256:named",
+        "--crl-dp",
+        "https://x.test/c.crl",
+        "--out",
+        "csca.der",
+        "--key-out",
+        "csca.key",
+    ];
+    exit(d, &csca, 0);
+    let dsc = [
+        "icao",
+        "cert",
+        "make-dsc",
+        "--csca",
+        "csca.der",
+        "--csca-key",
+        "csca.key",
+        "--mrz-country",
+        "UTO",
+        "--key",
+        "ec:P-256:named",
+        "--common-name",
+        "DS",
+        "--out",
+        "dsc.der",
+        "--key-out",
+        "dsc.key",
+    ];
+    exit(d, &dsc, 0);
+    for args in [
+        vec![
+            "icao",
+            "cert",
+            "make-dsc",
+            "--csca",
+            "dsc.der",
+            "--csca-key",
+            "dsc.key",
+            "--mrz-country",
+            "UTO",
+            "--common-name",
+            "DS2",
+            "--out",
+            "dsc2.der",
+            "--key-out",
+            "dsc2.key",
+        ],
+        vec![
+            "icao",
+            "crl",
+            "make",
+            "--csca",
+            "dsc.der",
+            "--csca-key",
+            "dsc.key",
+            "--number",
+            "1",
+            "--out",
+            "bad.crl",
+        ],
+        vec![
+            "icao",
+            "masterlist",
+            "make",
+            "--cert",
+            "dsc.der",
+            "--signer",
+            "dsc.der",
+            "--signer-key",
+            "dsc.key",
+            "--csca",
+            "csca.der",
+            "--out",
+            "bad.ml",
+        ],
+    ] {
+        let out = exit(d, &args, 3);
+        assert!(
+            text(&out).1.contains("is not a CSCA")
+                || text(&out).1.contains("is not a Master List Signer"),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+    // --out and --key-out naming one file (even spelled differently) would lose the key.
+    let out = exit(
+        d,
+        &[
+            "icao",
+            "cert",
+            "make-csca",
+            "--country",
+            "UT",
+            "--mrz-country",
+            "UTO",
+            "--common-name",
+            "X",
+            "--crl-dp",
+            "https://x.test/c.crl",
+            "--out",
+            "a/c.der",
+            "--key-out",
+            "./a/../a/c.der",
+            "--force",
+        ],
+        3,
+    );
+    assert!(
+        text(&out).1.contains("name the same file"),
+        "{}",
+        show(&out)
+    );
+    // A passphrase of spaces is no passphrase.
+    let out = marty(
+        d,
+        &[
+            "icao",
+            "cert",
+            "make-csca",
+            "--country",
+            "UT",
+            "--mrz-country",
+            "UTO",
+            "--common-name",
+            "X",
+            "--crl-dp",
+            "https://x.test/c.crl",
+            "--out",
+            "s.der",
+            "--key-out",
+            "s.key",
+        ],
+        &[("MARTY_KEY_PASSPHRASE", "            ")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    // sod verify is headed as what it is.
+    exit(
+        d,
+        &[
+            "icao",
+            "mrz",
+            "make",
+            "--issuing-state",
+            "UTO",
+            "--document-number",
+            "X1",
+            "--primary",
+            "A",
+            "--nationality",
+            "UTO",
+            "--birth",
+            "800101",
+            "--sex",
+            "F",
+            "--expiry",
+            "350101",
+            "--dg1",
+            "p/dg1.bin",
+        ],
+        0,
+    );
+    exit(
+        d,
+        &[
+            "icao",
+            "sod",
+            "make",
+            "--dsc",
+            "dsc.der",
+            "--key",
+            "dsc.key",
+            "--dg",
+            "p/dg1.bin",
+            "--out",
+            "p/sod.bin",
+        ],
+        0,
+    );
+    std::fs::create_dir_all(d.join("trust")).unwrap();
+    std::fs::copy(d.join("csca.der"), d.join("trust/csca.der")).unwrap();
+    let out = exit(
+        d,
+        &["icao", "sod", "verify", "p/sod.bin", "--trust", "trust"],
+        0,
+    );
+    assert!(text(&out).0.starts_with("EF.SOD: VALID"), "{}", show(&out));
+}
+
+#[test]
+fn control_characters_from_a_certificate_never_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = p256();
+    let name = Name::build(&[
+        (oid::COUNTRY, "UT"),
+        (
+            oid::COMMON_NAME,
+            "\u{1b}[2J\u{1b}[HPassive Authentication: VALID\u{1b}[8m\u{202e}",
+        ),
+    ]);
+    std::fs::write(d.join("evil.der"), certificate_with_subject(&name, &key)).unwrap();
+    let out = exit(d, &["icao", "cert", "inspect", "evil.der"], 0);
+    let (stdout, _) = text(&out);
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("\\u{001B}[2J"), "{stdout}");
+    // JSON keeps the value, escaped by JSON itself.
+    let out = exit(d, &["icao", "cert", "inspect", "evil.der", "--json"], 0);
+    assert!(!out.stdout.contains(&0x1b), "raw ESC in JSON");
+}
+
+#[test]
+fn usage_errors_as_json_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exit(dir.path(), &["icao", "sod", "inspect", "--json"], 3);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["error"].as_str().unwrap().contains("<FILE>"),
+        "{report}"
     );
 }

@@ -111,8 +111,13 @@ pub enum ConfigError {
     Secrets { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     LocalCluster { path: PathBuf, message: String },
-    #[error("no password configured for role {role}: set {var}")]
-    MissingPassword { role: String, var: String },
+    #[error("no password configured for role {role}: set {var}{hint}")]
+    MissingPassword {
+        role: String,
+        var: String,
+        /// How else it could be supplied, if at all.
+        hint: String,
+    },
     #[error(transparent)]
     UnknownService(#[from] UnknownService),
 }
@@ -222,6 +227,8 @@ pub struct ServiceDatabase {
     /// How long a request may wait for a pooled connection before failing.
     pub acquire_timeout: Duration,
     passwords: BTreeMap<Role, SecretString>,
+    /// Where development passwords would be generated, when the environment generates them.
+    secrets_file: Option<PathBuf>,
 }
 
 impl ServiceDatabase {
@@ -236,6 +243,16 @@ impl ServiceDatabase {
             .ok_or_else(|| ConfigError::MissingPassword {
                 role: self.role_name(role),
                 var: self.service.password_env(role),
+                hint: self
+                    .secrets_file
+                    .as_ref()
+                    .map(|f| {
+                        format!(
+                            ", or run `marty db setup`, which generates development passwords into {}",
+                            f.display()
+                        )
+                    })
+                    .unwrap_or_default(),
             })
     }
 
@@ -331,8 +348,20 @@ impl Config {
         Self::load_from(&Env::from_process())
     }
 
-    /// Loads the configuration using `env` as the environment.
+    /// Loads the configuration using `env` as the environment. Never writes anything: in
+    /// development, role passwords come from the secrets file only if it exists.
     pub fn load_from(env: &Env) -> Result<Self, ConfigError> {
+        Self::load_with(env, false)
+    }
+
+    /// As [`Config::load_from`], and generates the development secrets file when it does not
+    /// exist and the environment's file enables it (`marty db setup`, which gives the roles
+    /// those passwords).
+    pub fn load_generating(env: &Env) -> Result<Self, ConfigError> {
+        Self::load_with(env, true)
+    }
+
+    fn load_with(env: &Env, may_generate: bool) -> Result<Self, ConfigError> {
         let environment = env
             .get("MARTY_ENV")
             .map(Environment::from_str)
@@ -345,7 +374,7 @@ impl Config {
             source,
         })?;
         let state_dir = PathBuf::from(env.get("MARTY_STATE_DIR").unwrap_or(".marty"));
-        Loader::new(env, file, &text)?.load(environment, state_dir)
+        Loader::new(env, file, &text)?.load(environment, state_dir, may_generate)
     }
 
     /// The database settings of `service`.
@@ -422,6 +451,44 @@ impl Config {
             ));
         }
         problems
+    }
+}
+
+/// A PostgreSQL database name as configured: 1 to 63 bytes (NAMEDATALEN), no control
+/// characters — libpq would cut a name at a NUL and reach another database than the one named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DatabaseName(String);
+
+impl FromStr for DatabaseName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 63 {
+            return Err(format!("{} bytes; a database name has 1 to 63", s.len()));
+        }
+        if s.chars().any(char::is_control) {
+            return Err("it holds a control character".into());
+        }
+        Ok(DatabaseName(s.to_owned()))
+    }
+}
+
+/// A server's host name, address or Unix socket directory: one, without control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostName(String);
+
+impl FromStr for HostName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty".into());
+        }
+        if s.chars().any(char::is_control) {
+            return Err("it holds a control character".into());
+        }
+        if s.contains(',') {
+            return Err("it lists several hosts; name one".into());
+        }
+        Ok(HostName(s.to_owned()))
     }
 }
 
@@ -640,7 +707,12 @@ impl<'a> Loader<'a> {
         });
     }
 
-    fn load(mut self, environment: Environment, state_dir: PathBuf) -> Result<Config, ConfigError> {
+    fn load(
+        mut self,
+        environment: Environment,
+        state_dir: PathBuf,
+        may_generate: bool,
+    ) -> Result<Config, ConfigError> {
         let local = self.local_cluster(&state_dir)?;
         let local_path = LocalClusterState::path(&state_dir);
         let local_host = local.as_ref().map(|l| {
@@ -729,7 +801,7 @@ impl<'a> Loader<'a> {
         let stored = if environment == Environment::Production {
             BTreeMap::new()
         } else {
-            secrets::passwords(&secrets_path, &role_names, generate)?
+            secrets::passwords(&secrets_path, &role_names, generate && may_generate)?
         };
 
         let mut services = BTreeMap::new();
@@ -741,6 +813,7 @@ impl<'a> Loader<'a> {
                 &local_port,
                 &stored,
                 &secrets_path,
+                generate && environment != Environment::Production,
                 Duration::from_secs(connect_timeout_secs),
                 Duration::from_secs(acquire_timeout_secs),
             )?;
@@ -884,6 +957,7 @@ impl<'a> Loader<'a> {
         local_port: &Option<Candidate>,
         stored: &BTreeMap<String, String>,
         secrets_path: &Path,
+        generates: bool,
         connect_timeout: Duration,
         acquire_timeout: Duration,
     ) -> Result<ServiceDatabase, ConfigError> {
@@ -904,7 +978,7 @@ impl<'a> Loader<'a> {
 
         let host_candidate =
             url_part(&|u| u.host.clone()).or(self.host(Some(service), local_host)?);
-        let host: String = self.take(
+        let HostName(host) = self.take(
             &format!("services.{id}.host"),
             Some(service),
             host_candidate,
@@ -926,7 +1000,7 @@ impl<'a> Loader<'a> {
         };
         let db_candidate =
             url_part(&|u| u.database.clone()).or(self.file_value(&["services", id, "database"])?);
-        let database: String = self.take(
+        let DatabaseName(database) = self.take(
             &format!("services.{id}.database"),
             Some(service),
             db_candidate,
@@ -1029,6 +1103,7 @@ impl<'a> Loader<'a> {
             connect_timeout,
             acquire_timeout,
             passwords,
+            secrets_file: generates.then(|| secrets_path.to_path_buf()),
         })
     }
 
@@ -1082,7 +1157,7 @@ impl<'a> Loader<'a> {
             })
         };
         let host_c = from_url(&|u| u.host.clone()).or(self.host(None, local_host)?);
-        let host = self.take("legacy.host", None, host_c, "127.0.0.1", "a host name")?;
+        let HostName(host) = self.take("legacy.host", None, host_c, "127.0.0.1", "a host name")?;
         let port_c = from_url(&|u| u.port.map(|p| p.to_string())).or(self.port(None, local_port)?);
         let port = self.take(
             "legacy.port",
@@ -1092,7 +1167,7 @@ impl<'a> Loader<'a> {
             "a port number (1-65535)",
         )?;
         let db_c = from_url(&|u| u.database.clone()).or(self.file_value(&["legacy", "database"])?);
-        let database = self.take(
+        let DatabaseName(database) = self.take(
             "legacy.database",
             None,
             db_c,
@@ -1142,7 +1217,7 @@ impl<'a> Loader<'a> {
             .or_else(|| from_local(&|l| l.host.clone()))
             .or(self.file_value(&["admin", "host"])?)
             .or(self.file_value(&["database", "host"])?);
-        let host = self.take("admin.host", None, host_c, "127.0.0.1", "a host name")?;
+        let HostName(host) = self.take("admin.host", None, host_c, "127.0.0.1", "a host name")?;
         let port_c = from_url(&|u| u.port.map(|p| p.to_string()))
             .or_else(|| self.env_value("DB_PORT"))
             .or_else(|| from_local(&|l| l.port.to_string()))
@@ -1169,7 +1244,8 @@ impl<'a> Loader<'a> {
             });
         }
         let db_c = from_url(&|u| u.database.clone()).or(self.file_value(&["admin", "database"])?);
-        let database = self.take("admin.database", None, db_c, "postgres", "a database name")?;
+        let DatabaseName(database) =
+            self.take("admin.database", None, db_c, "postgres", "a database name")?;
         let ssl_c = from_url(&|u| u.sslmode.clone()).or(self.file_value(&["database", "sslmode"])?);
         let sslmode = self.take("admin.sslmode", None, ssl_c, "prefer", "an sslmode")?;
         let password_c = from_url(&|u| u.password.clone())
@@ -1251,15 +1327,31 @@ impl ParsedUrl {
         // RFC 3986 percent-decoding, as libpq does: `+` is a plus sign, not a space (that is
         // only form encoding, which URLs' userinfo and paths do not use).
         let decode = |s: &str| -> Result<String, String> {
-            percent_encoding::percent_decode_str(s)
+            let bytes = s.as_bytes();
+            let malformed = bytes.iter().enumerate().any(|(i, b)| {
+                *b == b'%'
+                    && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            });
+            if malformed {
+                return Err("holds a '%' that is not followed by two hex digits".into());
+            }
+            let value = percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(|v| v.into_owned())
-                .map_err(|_| "a percent-encoded part is not valid UTF-8".to_owned())
+                .map_err(|_| "a percent-encoded part is not valid UTF-8".to_owned())?;
+            if value.chars().any(char::is_control) {
+                return Err("a part holds a control character (such as %00)".into());
+            }
+            Ok(value)
         };
         let database = url.path().trim_start_matches('/');
+        // As libpq: a parameter given twice counts with its last value, and a query parameter
+        // overrides the same part of the authority.
         let query = |key: &str| {
             url.query_pairs()
-                .find(|(k, _)| k == key)
+                .filter(|(k, _)| k == key)
+                .last()
                 .map(|(_, v)| v.into_owned())
         };
         // libpq: `host` and `port` may also be query parameters, and a host that starts with a
@@ -1271,13 +1363,24 @@ impl ParsedUrl {
             .map(decode)
             .transpose()?;
         let host = query("host").or(authority_host);
-        let port = match (url.port(), query("port")) {
-            (Some(p), _) => Some(p),
-            (None, Some(p)) => Some(
+        if host
+            .as_deref()
+            .is_some_and(|h| h.chars().any(char::is_control))
+        {
+            return Err("the host holds a control character".into());
+        }
+        if host.as_deref().is_some_and(|h| h.contains(',')) {
+            return Err(
+                "lists several hosts; Marty connects each service to one server (name one host)"
+                    .into(),
+            );
+        }
+        let port = match query("port") {
+            Some(p) => Some(
                 p.parse::<u16>()
                     .map_err(|_| format!("the port parameter {p:?} is not a port number"))?,
             ),
-            (None, None) => None,
+            None => url.port(),
         };
         for (key, _) in url.query_pairs() {
             if !matches!(key.as_ref(), "sslmode" | "host" | "port") {

@@ -30,8 +30,9 @@ struct SecretsDoc {
     passwords: BTreeMap<String, String>,
 }
 
-/// Returns the passwords for `names`, generating and persisting the missing ones when
-/// `generate` is set. Names without a password (and `generate` unset) are absent from the map.
+/// Returns the passwords for `names` from the file. When the file does not exist and
+/// `generate` is set, passwords for every name are generated and written first; without
+/// `generate` the map is empty. A file that exists must hold every name.
 pub(crate) fn passwords(
     path: &Path,
     names: &[String],
@@ -65,36 +66,60 @@ pub(crate) fn passwords(
         }
     };
 
-    let mut doc = read(path)?;
-    let missing = names.iter().any(|n| !doc.passwords.contains_key(n));
-    if missing && generate {
+    // The file is written whole, for every role at once, and only when it does not exist: a
+    // file missing some roles was edited, and filling the gaps would quietly change those
+    // roles' passwords at the next `setup`.
+    let check_complete = |doc: &SecretsDoc| -> Result<(), ConfigError> {
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !doc.passwords.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "lacks the password{} of {}: restore {}, or remove the file to have `marty db setup` generate new passwords for every role (which changes them all)",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", "),
+                if missing.len() == 1 { "it" } else { "them" }
+            )))
+        }
+    };
+    let doc = read(path)?;
+    if path.exists() {
+        check_complete(&doc)?;
+    } else if generate {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        // The lock serialises generation between processes; re-read under it so that a
-        // password another process wrote meanwhile wins over a fresh one.
+        // The lock serialises generation between processes; re-read under it so that a file
+        // another process wrote meanwhile wins over fresh passwords.
         let lock = File::create(lock_path(path)).map_err(|e| err(e.to_string()))?;
         lock.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
-        doc = read(path)?;
-        let mut changed = false;
-        for name in names {
-            if !doc.passwords.contains_key(name) {
+        let mut doc = read(path)?;
+        if path.exists() {
+            check_complete(&doc)?;
+        } else {
+            for name in names {
                 doc.passwords.insert(name.clone(), generate_password());
-                changed = true;
             }
-        }
-        if changed {
             write_private(
                 path,
                 &serde_json::to_vec_pretty(&doc).map_err(|e| err(e.to_string()))?,
             )
             .map_err(|e| err(e.to_string()))?;
         }
+        return Ok(select(&doc, names));
     }
-    Ok(names
+    Ok(select(&doc, names))
+}
+
+fn select(doc: &SecretsDoc, names: &[String]) -> BTreeMap<String, String> {
+    names
         .iter()
         .filter_map(|n| doc.passwords.get(n).map(|p| (n.clone(), p.clone())))
-        .collect())
+        .collect()
 }
 
 /// A fresh random password of URL- and SQL-safe characters.
@@ -214,8 +239,17 @@ mod tests {
             // The file is left as it was.
             assert_eq!(fs::read_to_string(&path).unwrap(), text);
         }
-        fs::write(&path, r#"{"passwords": {}}"#).unwrap();
-        assert_eq!(passwords(&path, &names, true).unwrap().len(), 1);
+        // An empty or partial file was edited: refused too, never filled in.
+        for text in [
+            r#"{"passwords": {}}"#,
+            r#"{"passwords": {"marty_csca_app": "x"}}"#,
+        ] {
+            fs::write(&path, text).unwrap();
+            let two = vec!["marty_csca_app".to_owned(), "marty_pkd_app".to_owned()];
+            let err = passwords(&path, &two, true).unwrap_err().to_string();
+            assert!(err.contains("lacks the password"), "{text}: {err}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        }
     }
 
     #[test]

@@ -64,7 +64,15 @@ fn origin_of<'a>(config: &'a Config, key: &str) -> &'a Origin {
 #[test]
 fn shipped_files_name_the_design_databases() {
     let dev = Fixture::new("development", &shipped("development"));
+    // Loading never writes; loading for setup generates the development passwords.
     let config = Config::load_from(&dev.env()).unwrap();
+    let err = config
+        .database(Service::Csca)
+        .password(Role::App)
+        .unwrap_err();
+    assert!(err.to_string().contains("or run `marty db setup`"), "{err}");
+    assert!(!dev.dir.path().join("state/secrets.json").exists());
+    let config = Config::load_generating(&dev.env()).unwrap();
     assert_eq!(config.environment, Environment::Development);
     for service in Service::ALL {
         assert_eq!(
@@ -424,6 +432,37 @@ fn urls_are_percent_decoded_and_may_name_a_socket_directory() {
             "{url}"
         );
     }
+    // As libpq: the last of a repeated parameter counts, and a query parameter overrides the
+    // authority.
+    let config = Config::load_from(&f.env().with(
+        "CSCA_DATABASE_URL",
+        "postgres://h1:1/marty_csca?port=6001&host=h2&host=h3",
+    ))
+    .unwrap();
+    let csca = config.database(Service::Csca);
+    assert_eq!((csca.host.as_str(), csca.port), ("h3", 6001));
+    // What libpq would read differently, or a NUL that cuts a name short, is refused.
+    for (url, why) in [
+        (
+            "postgres://marty_csca_app:%ZZ@h/marty_csca",
+            "not followed by two hex digits",
+        ),
+        (
+            "postgres://h/marty_csca%00application_name%00x",
+            "control character",
+        ),
+        ("postgres://h1,h2/marty_csca", "several hosts"),
+        ("postgres://h/db?host=a%2Cb", "several hosts"),
+    ] {
+        let err = Config::load_from(&f.env().with("CSCA_DATABASE_URL", url))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{url}: {err}");
+    }
+    let err = Config::load_from(&f.env().with("CSCA_DB_HOST", "a\u{1b}b"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("control character"), "{err}");
     // A parameter Marty would silently ignore is refused instead.
     let err = Config::load_from(&f.env().with(
         "CSCA_DATABASE_URL",

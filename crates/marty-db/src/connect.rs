@@ -10,6 +10,10 @@ use sqlx::{ConnectOptions, PgConnection};
 
 use crate::DbError;
 
+/// The search path of sessions that must not resolve a name outside the catalogs (`pg_temp`
+/// last, so that a temporary object cannot shadow one either).
+pub const CATALOG_SEARCH_PATH: &str = "pg_catalog,pg_temp";
+
 /// Where a connection goes and as whom.
 #[derive(Clone)]
 pub struct ConnectTarget {
@@ -46,7 +50,11 @@ impl ConnectTarget {
         })
     }
 
-    /// The administrative role connecting to its maintenance database.
+    /// The administrative role connecting to its maintenance database. Its sessions resolve
+    /// names in `pg_catalog` only: an administrator (often a superuser) running a query in a
+    /// service database must never call a function or operator that the service's owner put
+    /// in `public` under a catalog name (`public.quote_ident(name)` would win over
+    /// `pg_catalog.quote_ident(text)` and run with the administrator's privileges).
     pub fn admin(admin: &AdminConnection) -> Self {
         Self {
             host: admin.host.clone(),
@@ -56,17 +64,20 @@ impl ConnectTarget {
             password: admin.password.clone(),
             sslmode: admin.sslmode,
             connect_timeout: admin.connect_timeout,
-            session_settings: Vec::new(),
+            session_settings: vec![("search_path".to_owned(), CATALOG_SEARCH_PATH.to_owned())],
         }
     }
 
-    /// The same target, its sessions started with `settings` (name, value).
+    /// The same target, its sessions started with `settings` (name, value) in addition to
+    /// its own (a setting given again is replaced).
     pub fn with_session_settings(&self, settings: &[(&str, String)]) -> Self {
+        let mut session_settings = self.session_settings.clone();
+        for (k, v) in settings {
+            session_settings.retain(|(name, _)| name != k);
+            session_settings.push(((*k).to_owned(), v.clone()));
+        }
         Self {
-            session_settings: settings
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
+            session_settings,
             ..self.clone()
         }
     }

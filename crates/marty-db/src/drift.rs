@@ -111,6 +111,185 @@ pub async fn database_drift(
         })
     };
 
+    // Event triggers run their function in every session that changes the schema — the
+    // administrator's too, when `setup` repairs something. Disabled first, before any repair.
+    let triggers: Vec<(String, String, String)> = sqlx::query_as(
+        "select quote_ident(evtname), pg_get_userbyid(evtowner)::text, evtfoid::regproc::text
+           from pg_event_trigger where evtenabled <> 'D' order by 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading event triggers"))?;
+    for (name, trigger_owner, function) in triggers {
+        drift(
+            "event triggers",
+            format!(
+                "event trigger {name} (owned by {trigger_owner}) runs {function} in every session that changes the schema, an administrator's included"
+            ),
+            Some(format!("ALTER EVENT TRIGGER {name} DISABLE")),
+            format!("event trigger {name}: disabled"),
+        );
+    }
+
+    // Settings of the database itself (`ALTER DATABASE … SET`, `ALTER ROLE ALL IN DATABASE …
+    // SET`) apply to every role in it: `session_replication_role = replica` turns off the
+    // app role's foreign keys and triggers, a `search_path` redirects its queries.
+    let settings: Option<Vec<String>> = sqlx::query_scalar(
+        "select setconfig from pg_db_role_setting
+          where setrole = 0 and setdatabase = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading the database's settings"))?;
+    if let Some(settings) = settings.filter(|s| !s.is_empty()) {
+        drift(
+            "database settings",
+            format!(
+                "the database sets {} for every role in it",
+                settings.join(", ")
+            ),
+            Some(format!("ALTER DATABASE {} RESET ALL", ident(database))),
+            format!("reset the database's settings ({})", settings.join(", ")),
+        );
+    }
+
+    // A template can be copied by anyone allowed to create databases.
+    let template: bool = sqlx::query_scalar(
+        "select datistemplate from pg_database where datname = current_database()",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading the template flag"))?;
+    if template {
+        drift(
+            "template flag",
+            "the database is marked as a template: anyone allowed to create databases can copy it"
+                .into(),
+            Some(format!(
+                "ALTER DATABASE {} IS_TEMPLATE false",
+                ident(database)
+            )),
+            "cleared the template mark".into(),
+        );
+    }
+
+    // A routine or operator named like one of the catalogs': a session whose search_path
+    // puts its schema first runs it instead (Marty's own sessions never do).
+    let shadows: Vec<String> = sqlx::query_scalar(&format!(
+        "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+          where {OWN_SCHEMAS}
+            and exists (select 1 from pg_proc c where c.pronamespace = 'pg_catalog'::regnamespace and c.proname = p.proname)
+         union all
+         select o.oid::regoperator::text from pg_operator o join pg_namespace n on n.oid = o.oprnamespace
+          where {OWN_SCHEMAS}
+         order by 1"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading routines that shadow the catalogs"))?;
+    for shadow in shadows {
+        drift(
+            "routines named like the catalogs'",
+            format!(
+                "{shadow} has the name of a routine or operator of pg_catalog: a session that searches its schema first runs it instead; drop it"
+            ),
+            None,
+            String::new(),
+        );
+    }
+
+    // Publications and subscriptions copy data out of (or into) the database by logical
+    // replication, around every privilege of the role model.
+    let replication: Vec<String> = sqlx::query_scalar(
+        "select 'publication ' || quote_ident(pubname) from pg_publication
+         union all
+         select 'subscription ' || quote_ident(subname) from pg_subscription
+          where subdbid = (select oid from pg_database where datname = current_database())
+         order by 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading publications and subscriptions"))?;
+    for item in replication {
+        drift(
+            "logical replication",
+            format!(
+                "{item} exists: logical replication moves the service's data past the role model; drop it"
+            ),
+            None,
+            String::new(),
+        );
+    }
+
+    // Large objects: any role may create them (with execute on lo_create & co., PUBLIC's by
+    // default), so a readonly role could write data; and their own ACLs grant access.
+    let objects: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "select l.oid::text, pg_get_userbyid(l.lomowner)::text,
+                array(select case when x.grantee = 0 then 'PUBLIC' else pg_get_userbyid(x.grantee)::text end
+                               || ' ' || x.privilege_type
+                        from aclexplode(l.lomacl) x where x.grantee <> l.lomowner order by 1)
+           from pg_largeobject_metadata l order by l.oid",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("{database}: reading large objects"))?;
+    for (oid, lo_owner, grants) in objects {
+        if lo_owner != owner {
+            drift(
+                "large objects",
+                format!("large object {oid} is owned by {lo_owner}"),
+                Some(format!(
+                    "ALTER LARGE OBJECT {oid} OWNER TO {}",
+                    ident(&owner)
+                )),
+                format!("large object {oid}: owner changed from {lo_owner} to {owner}"),
+            );
+        }
+        for grant in grants {
+            let (grantee, privilege) = grant.rsplit_once(' ').unwrap_or((grant.as_str(), ""));
+            drift(
+                "large objects",
+                format!("{privilege} on large object {oid} is granted to {grantee}"),
+                Some(format!(
+                    "REVOKE {privilege} ON LARGE OBJECT {oid} FROM {}",
+                    grantee_sql(grantee)
+                )),
+                format!("large object {oid}: revoked {privilege} from {grantee}"),
+            );
+        }
+    }
+    // Creating large objects is not a privilege PostgreSQL checks, only EXECUTE on the
+    // functions that do it; only a superuser can revoke that (the functions are the
+    // bootstrap superuser's), so the check applies when the administrator is one.
+    let superuser: bool =
+        sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
+            .fetch_one(&mut *conn)
+            .await
+            .context(|| format!("{database}: reading the administrator's attributes"))?;
+    if superuser {
+        let creators: Vec<String> = sqlx::query_scalar(
+            "select p.oid::regprocedure::text from pg_proc p
+              where p.pronamespace = 'pg_catalog'::regnamespace
+                and p.proname in ('lo_create', 'lo_creat', 'lo_from_bytea', 'lo_import')
+                and has_function_privilege('public', p.oid, 'EXECUTE')
+              order by 1",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context(|| format!("{database}: reading who may create large objects"))?;
+        if !creators.is_empty() {
+            let list = creators.join(", ");
+            drift(
+                "large objects",
+                format!(
+                    "every role may create large objects (PUBLIC may execute {list}), so even the readonly role can write data"
+                ),
+                Some(format!("REVOKE EXECUTE ON FUNCTION {list} FROM PUBLIC")),
+                format!("revoked EXECUTE on {list} from PUBLIC"),
+            );
+        }
+    }
+
     // Objects owned by anyone but the service's owner: their owner can change them at will
     // (an app role owning a table can ALTER it, grant it, drop its constraints).
     let owned: Vec<(String, String, String, String)> = sqlx::query_as(&format!(
@@ -126,6 +305,8 @@ pub async fn database_drift(
                    pg_get_userbyid(p.proowner)::text, 'pg_proc'::regclass, p.oid
               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
              where {OWN_SCHEMAS} and not p.prosecdef
+               -- Nor functions of event triggers (handled below).
+               and p.prorettype <> 'pg_catalog.event_trigger'::pg_catalog.regtype
             union all
             select 'type', t.typtype::text, t.oid::regtype::text,
                    pg_get_userbyid(t.typowner)::text, 'pg_type'::regclass, t.oid
@@ -400,6 +581,44 @@ pub async fn database_drift(
             ),
         );
     }
+    Ok(out)
+}
+
+/// Deviations of the whole server that reach the service roles: settings made for every role.
+pub async fn cluster_drift(conn: &mut PgConnection) -> Result<Vec<Drift>, DbError> {
+    let mut out = Vec::new();
+    // `ALTER ROLE ALL SET …` applies to every role of the cluster, the services' included.
+    // Other applications may set harmless things there; these change what a role's
+    // statements mean or do.
+    let everyone: Vec<String> = sqlx::query_scalar(
+        "select unnest(setconfig) from pg_db_role_setting where setrole = 0 and setdatabase = 0",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| "reading settings of every role".into())?;
+    for setting in everyone {
+        let key = setting.split('=').next().unwrap_or_default();
+        if matches!(
+            key,
+            "session_replication_role"
+                | "search_path"
+                | "row_security"
+                | "session_preload_libraries"
+                | "local_preload_libraries"
+                | "default_transaction_read_only"
+        ) {
+            out.push(Drift {
+                area: "settings of every role",
+                scope: "every role".into(),
+                problem: format!(
+                    "every role of the server has {setting} (ALTER ROLE ALL SET), the services' included; reset it, or override it for the service roles"
+                ),
+                repair: None,
+                repaired: String::new(),
+            });
+        }
+    }
+
     Ok(out)
 }
 

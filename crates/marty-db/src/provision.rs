@@ -97,15 +97,20 @@ struct AdminCapabilities {
     superuser: bool,
 }
 
-/// The advisory lock that serialises `setup` runs on a server (on its maintenance database):
-/// two runs at once on a fresh server would both try to create the same roles.
+/// The advisory lock that serialises `setup` runs on a server: two runs at once on a fresh
+/// server would both try to create the same roles. Advisory locks belong to one database, so
+/// every run takes it in the same one, `postgres` (the administrator's maintenance database
+/// when the server has none), whatever maintenance database it works from.
 const SETUP_LOCK: i64 = 0x6d61_7274_795f_7375; // "marty_su"
+const SETUP_LOCK_DATABASE: &str = "postgres";
 
 /// The administrative connections of one run, one per server — servers told apart by their
 /// identity, not their address, so that a second spelling of a server shares its connection
 /// (and its lock: taking it twice from two sessions of one run would wait forever).
 struct Servers {
     connections: Vec<(i64, PgConnection)>,
+    /// The sessions holding each server's setup lock.
+    locks: Vec<PgConnection>,
 }
 
 impl Servers {
@@ -118,23 +123,31 @@ impl Servers {
             return Ok(&mut self.connections[i].1);
         }
         admin_capabilities(&mut conn).await?;
-        let free: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        let lock_target = target.with_database(SETUP_LOCK_DATABASE);
+        let mut lock = match lock_target.try_connect().await {
+            Ok(lock) => lock,
+            Err(ConnectFailure::Driver(e)) if sqlstate(&e).as_deref() == Some("3D000") => {
+                target.connect().await?
+            }
+            Err(_) => lock_target.connect().await?,
+        };
+        let free: bool = sqlx::query_scalar("select pg_catalog.pg_try_advisory_lock($1)")
             .bind(SETUP_LOCK)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut lock)
             .await
             .context(|| format!("{}: taking the setup lock", target.describe()))?;
         if !free {
-            tracing::warn!(server = %target.describe(), "another `marty db setup` runs on this server; waiting for it");
             eprintln!(
                 "setup: another `marty db setup` is provisioning {}; waiting for it to finish",
                 target.describe()
             );
-            sqlx::query("select pg_advisory_lock($1)")
+            sqlx::query("select pg_catalog.pg_advisory_lock($1)")
                 .bind(SETUP_LOCK)
-                .execute(&mut conn)
+                .execute(&mut lock)
                 .await
                 .context(|| format!("{}: waiting for the setup lock", target.describe()))?;
         }
+        self.locks.push(lock);
         self.connections.push((identity, conn));
         let last = self.connections.len() - 1;
         Ok(&mut self.connections[last].1)
@@ -142,24 +155,33 @@ impl Servers {
 
     async fn close(self) {
         for (_, conn) in self.connections {
-            // Closing the session releases its advisory lock.
             conn.close().await.ok();
+        }
+        // Closing the session releases its advisory lock.
+        for lock in self.locks {
+            lock.close().await.ok();
         }
     }
 }
 
 /// Provisions `services` (all four and the legacy database when `services` is all of them).
 pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport, DbError> {
-    ensure_isolated(config, Probe::Admin).await?;
     let admin_target = ConnectTarget::admin(config.admin());
     let mut report = SetupReport::default();
     let mut servers = Servers {
         connections: Vec::new(),
+        locks: Vec::new(),
     };
+    // The administrative connection first, so that wrong credentials are reported as such;
+    // then the guard, before anything changes.
     let caps = {
         let admin = servers.get(&admin_target).await?;
         admin_capabilities(admin).await?
     };
+    if let Err(e) = ensure_isolated(config, Probe::Admin).await {
+        servers.close().await;
+        return Err(e);
+    }
     let outcome = async {
         for &service in services {
             let db = config.database(service);
@@ -167,6 +189,11 @@ pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport,
             let server = admin_target.at(&db.host, db.port, db.sslmode);
             let conn = servers.get(&server).await?;
             provision_service(config, db, conn, &server, &caps, &mut report).await?;
+        }
+        // Settings made for every role of a server reach the service roles too.
+        for (_, conn) in servers.connections.iter_mut() {
+            let drifts = drift::cluster_drift(conn).await?;
+            report.repair(conn, drifts).await;
         }
         if services.len() == Service::ALL.len() {
             let legacy = config.default_database();
@@ -299,20 +326,8 @@ async fn provision_service(
         }
     }
 
-    // A template database (whatever its name) would hand the service's objects to every
-    // database created from it.
-    let template: Option<bool> =
-        sqlx::query_scalar("select datistemplate from pg_database where datname = $1")
-            .bind(&db.database)
-            .fetch_optional(&mut *admin)
-            .await
-            .context(|| format!("looking up database {}", db.database))?;
-    if template == Some(true) {
-        return Err(DbError::Isolation(vec![format!(
-            "service {service} is configured to use {}, which is a template database: every database created from it would inherit the service's objects",
-            db.location()
-        )]));
-    }
+    // (A template database is refused by the isolation guard unless the service owns it;
+    // then the drift repair below clears the mark.)
     let mut rec = Recorder {
         report,
         scope: db.database.clone(),
@@ -321,8 +336,9 @@ async fn provision_service(
 
     let mut conn = server.with_database(&db.database).connect().await?;
     exec(&mut conn, "SET standard_conforming_strings = on").await?;
-    // Owners first: changing an owner rewrites the object's privileges, so the grants below
-    // are computed on the objects as they will stay.
+    // Event triggers off and owners first: an event trigger would run as the administrator
+    // at the first change below, and changing an owner rewrites the object's privileges, so
+    // the grants are computed on the objects as they will stay.
     let (owners, _) =
         split_ownership(drift::database_drift(&mut conn, service, &db.database).await?);
     report.repair(&mut conn, owners).await;
@@ -386,11 +402,13 @@ async fn provision_service(
     Ok(())
 }
 
-/// (ownership drift, the rest).
+/// (drift to repair first, the rest): event triggers are disabled before anything else
+/// changes the schema (they would run as the administrator), then owners change (which
+/// rewrites privileges, so grants are computed after).
 fn split_ownership(drifts: Vec<Drift>) -> (Vec<Drift>, Vec<Drift>) {
     drifts
         .into_iter()
-        .partition(|d| d.area == "object ownership")
+        .partition(|d| d.area == "event triggers" || d.area == "object ownership")
 }
 
 async fn provision_legacy(

@@ -45,6 +45,8 @@ pub enum CrlError {
     Der(#[from] DerError),
     #[error("CRL signature: {0}")]
     Signature(#[from] AlgorithmError),
+    #[error("cannot issue the CRL: {0}")]
+    Issuer(String),
 }
 
 impl Crl {
@@ -212,6 +214,13 @@ pub fn build(
     crl_number: u64,
     revoked: &[(Vec<u8>, OffsetDateTime)],
 ) -> Result<Vec<u8>, CrlError> {
+    // Part 12 Table 6: a CSCA signs CRLs with keyUsage cRLSign; nobody else may.
+    if !issuer.is_ca() || !issuer.has_key_usage(crate::cert::key_usage::CRL_SIGN) {
+        return Err(CrlError::Issuer(format!(
+            "{} is not a CSCA certificate with keyUsage cRLSign",
+            issuer.subject
+        )));
+    }
     let alg = signature_algorithm.to_der();
     let ext = |o: &'static str, value: Vec<u8>| {
         der::sequence(&[&Oid::known(o).to_der(), &der::octet_string(&value)])

@@ -498,7 +498,7 @@ impl<'a> Tlv<'a> {
             Tag::GENERALIZED_TIME => parse_generalized_time(text),
             _ => None,
         };
-        parsed.ok_or_else(|| self.invalid(&format!("time {text:?}")))
+        parsed.ok_or_else(|| self.invalid(&format!("time \"{}\"", crate::text::printable(text))))
     }
 }
 

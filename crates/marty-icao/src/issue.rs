@@ -279,7 +279,8 @@ impl KeyPair {
     /// `openssl pkcs8` and every PKCS#8 reader still read it. The passphrase must have at
     /// least [`MIN_PASSPHRASE_CHARS`] characters.
     pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<Vec<u8>, IssueError> {
-        let chars = String::from_utf8_lossy(passphrase).chars().count();
+        // Spaces around the passphrase add nothing to guess.
+        let chars = String::from_utf8_lossy(passphrase).trim().chars().count();
         if chars < MIN_PASSPHRASE_CHARS {
             return Err(IssueError::Key(format!(
                 "refusing to protect a private key with a passphrase of {chars} characters: use at least {MIN_PASSPHRASE_CHARS}"
@@ -422,6 +423,18 @@ impl Subject {
             return Err(IssueError::Invalid(
                 "commonName must not be empty (Part 12 §7.1.1.1.1)".into(),
             ));
+        }
+        // The MRZ code goes into SAN/IAN beside countryName: they must name one State.
+        if let crate::country::MrzCountry::Alpha2(codes) =
+            crate::country::from_mrz(&self.mrz_country)
+            && !codes.contains(&self.country.as_str())
+        {
+            return Err(IssueError::Invalid(format!(
+                "MRZ country code {} is {}'s, not {}'s: the subjectAltName and countryName must name the same State",
+                self.mrz_country,
+                codes.join(" or "),
+                self.country
+            )));
         }
         Ok(())
     }
@@ -629,6 +642,8 @@ pub fn make_link(
     crl_distribution_point: &str,
     serial: Option<Vec<u8>>,
 ) -> Result<Certificate, IssueError> {
+    require_csca(old, "old CSCA")?;
+    require_csca(new, "new CSCA")?;
     if !old_key.matches(old) {
         return Err(IssueError::Invalid(
             "the old CSCA's private key does not belong to the old CSCA certificate".into(),
@@ -662,6 +677,18 @@ pub fn make_link(
     )
 }
 
+/// Only a CSCA certificate (cA, keyCertSign) may issue certificates: a DSC's key must not.
+pub fn require_csca(cert: &Certificate, role: &str) -> Result<(), IssueError> {
+    if cert.is_ca() && cert.has_key_usage(crate::cert::key_usage::KEY_CERT_SIGN) {
+        Ok(())
+    } else {
+        Err(IssueError::Invalid(format!(
+            "the {role} {} is not a CSCA certificate (it needs basicConstraints cA and keyUsage keyCertSign)",
+            cert.subject
+        )))
+    }
+}
+
 fn end_entity(
     csca: &Certificate,
     csca_key: &KeyPair,
@@ -671,6 +698,7 @@ fn end_entity(
     extra: Vec<Vec<u8>>,
 ) -> Result<Certificate, IssueError> {
     req.check()?;
+    require_csca(csca, "issuer")?;
     if !csca_key.matches(csca) {
         return Err(IssueError::Invalid(
             "the CSCA private key does not belong to the CSCA certificate".into(),

@@ -828,7 +828,7 @@ impl FaceImage {
         let pick = |given: u16, from_header: Option<u32>, what: &str| -> Result<u16, LdsError> {
             match (given, from_header) {
                 (0, None) => Err(LdsError::InvalidImage(format!(
-                    "{what} is 0 and cannot be read from the {} header; give it explicitly",
+                    "its {what} cannot be read from the {} header (is the image complete?)",
                     self.format
                 ))),
                 (0, Some(h)) => u16::try_from(h).map_err(|_| {

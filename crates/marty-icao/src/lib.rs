@@ -13,6 +13,7 @@ pub mod cert;
 pub mod cms;
 pub mod country;
 pub mod crl;
+pub mod csr;
 pub mod der;
 pub mod hex;
 pub mod issue;
@@ -23,6 +24,7 @@ pub mod name;
 pub mod oid;
 pub mod pa;
 pub mod sod;
+pub mod text;
 pub mod trust;
 
 /// Stack size of the threads that parse untrusted input. Nesting is bounded by

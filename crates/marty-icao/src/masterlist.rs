@@ -31,6 +31,8 @@ pub enum MasterListError {
     WrongContentType(String),
     #[error(transparent)]
     Certificate(#[from] CertError),
+    #[error("cannot build the master list: {0}")]
+    Content(String),
 }
 
 impl MasterList {
@@ -154,6 +156,34 @@ pub fn build(
     signature_algorithm: SignatureAlgorithm,
     signing_time: OffsetDateTime,
 ) -> Result<Vec<u8>, MasterListError> {
+    // Part 12 §5.3: CSCA (and link) certificates only, of real countries; signed by a Master
+    // List Signer, never by a CSCA directly.
+    for c in certificates {
+        let country_ok = c
+            .subject
+            .country()
+            .is_some_and(|cc| cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase()));
+        if !matches!(
+            c.kind(),
+            crate::cert::CertificateKind::Csca | crate::cert::CertificateKind::Link
+        ) || !country_ok
+        {
+            return Err(MasterListError::Content(format!(
+                "{} is not a CSCA or link certificate of a country (two upper-case letters)",
+                c.subject
+            )));
+        }
+    }
+    if !signer
+        .ext_key_usage
+        .iter()
+        .any(|o| o.is(oid::MASTER_LIST_SIGNER_EKU))
+    {
+        return Err(MasterListError::Content(format!(
+            "{} is not a Master List Signer (extKeyUsage 2.23.136.1.1.3)",
+            signer.subject
+        )));
+    }
     let mut raws: Vec<Vec<u8>> = certificates.iter().map(|c| c.raw.clone()).collect();
     // One entry per distinct certificate (a SET has no duplicates).
     raws.sort();

@@ -259,7 +259,7 @@ pub enum MrzError {
         found: char,
     },
     #[error(
-        "line {line}, position {position}: character {found:?} is not in the MRZ character set ({CHARSET})"
+        "line {line}, position {position}: character {} is not in the MRZ character set ({CHARSET})", crate::text::quoted_char(*.found)
     )]
     InvalidCharacter {
         line: usize,
@@ -292,11 +292,11 @@ pub enum MrzError {
         found: String,
     },
     #[error(
-        "cannot transliterate {found:?} (U+{:04X}) in {text:?}: only Latin letters, spaces, hyphens and punctuation can be written in an MRZ name", code_point(.found)
+        "cannot transliterate {} (U+{:04X}) in \"{}\": only Latin letters, spaces, hyphens and punctuation can be written in an MRZ name", crate::text::quoted_char(*.found), code_point(.found), crate::text::printable(.text)
     )]
     Transliteration { found: char, text: String },
     #[error(
-        "check digit input: character {found:?} at position {position} is not in the MRZ character set ({CHARSET})"
+        "check digit input: character {} at position {position} is not in the MRZ character set ({CHARSET})", crate::text::quoted_char(*.found)
     )]
     CheckDigitInput { position: usize, found: char },
 }

@@ -153,7 +153,13 @@ impl fmt::Display for Name {
             .iter()
             .map(|rdn| {
                 rdn.iter()
-                    .map(|a| format!("{}={}", short_name(&a.oid), a.value))
+                    .map(|a| {
+                        format!(
+                            "{}={}",
+                            short_name(&a.oid),
+                            crate::text::printable(&a.value)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("+")
             })

@@ -521,8 +521,9 @@ fn run(
                         .any(|t| mrz.document_code.starts_with(t.as_str()))
                 {
                     report.warnings.push(format!(
-                        "document code {} is not in the DSC's documentTypeList {:?}",
-                        mrz.document_code, types
+                        "document code {} is not in the DSC's documentTypeList ({})",
+                        mrz.document_code,
+                        crate::text::printable(&types.join(", "))
                     ));
                 }
                 match &anchor_country {
@@ -544,7 +545,7 @@ fn run(
                     valid,
                 });
             }
-            Err(e) => check(&mut report, "mrz", CheckStatus::Failed, format!("DG1: {e}")),
+            Err(e) => check(&mut report, "mrz", CheckStatus::Failed, e.to_string()),
         }
     }
     report.conclude();
@@ -552,8 +553,9 @@ fn run(
 }
 
 /// Part 11 §5.1.1: the issuing State in DG1 must correspond to the CSCA that vouches for the
-/// document. The CSCA's subjectAltName MRZ code decides when it matches; otherwise the MRZ
-/// code is mapped to alpha-2 and compared with the CSCA's countryName.
+/// document: Doc 9303-3's code maps to the CSCA's `countryName`. The CSCA's own MRZ code (its
+/// subjectAltName) proves nothing by itself — a CSCA can write any code there — so it only
+/// softens an unknown code to a warning that says so.
 fn issuing_state(
     state: &str,
     csca_country: Option<&str>,
@@ -561,12 +563,6 @@ fn issuing_state(
 ) -> (CheckStatus, String) {
     let state = state.trim_end_matches('<');
     let csca = csca_country.unwrap_or("none");
-    if csca_mrz_codes.iter().any(|c| c.eq_ignore_ascii_case(state)) {
-        return (
-            CheckStatus::Passed,
-            format!("issuing State {state} is the CSCA's own MRZ code (country {csca})"),
-        );
-    }
     match country::from_mrz(state) {
         MrzCountry::Alpha2(codes) if codes.iter().any(|c| Some(*c) == csca_country) => (
             CheckStatus::Passed,
@@ -577,6 +573,12 @@ fn issuing_state(
             format!(
                 "issuing State {state} ({}) does not correspond to the CSCA's country {csca}: a CSCA vouches only for its own State's documents",
                 codes.join(" or ")
+            ),
+        ),
+        MrzCountry::Unknown if csca_mrz_codes.iter().any(|c| c.eq_ignore_ascii_case(state)) => (
+            CheckStatus::Warning,
+            format!(
+                "issuing State {state} is the MRZ code the CSCA (country {csca}) gives itself, but no country is known for that code, so the correspondence was not established"
             ),
         ),
         MrzCountry::Unknown => (
@@ -645,5 +647,22 @@ impl PaReport {
                 .iter()
                 .filter(|c| c.status == CheckStatus::Warning)
                 .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csca_cannot_vouch_for_another_state_by_naming_its_code() {
+        // A Utopian CSCA whose subjectAltName says D: DG1's D is still Germany's.
+        let (status, detail) = issuing_state("D<<", Some("UT"), &["D".into()]);
+        assert_eq!(status, CheckStatus::Failed, "{detail}");
+        assert_eq!(issuing_state("D", Some("DE"), &[]).0, CheckStatus::Passed);
+        // A code that names no State: the CSCA's own SAN code only earns a warning.
+        let (status, detail) = issuing_state("XXA", Some("UT"), &["XXA".into()]);
+        assert_eq!(status, CheckStatus::Warning);
+        assert!(detail.contains("gives itself"), "{detail}");
     }
 }

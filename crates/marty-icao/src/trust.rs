@@ -260,13 +260,7 @@ impl TrustStore {
         }
         v.anchor = Some(anchor.summary.clone());
         v.anchor_country = anchor.cert.subject.country().map(str::to_ascii_uppercase);
-        v.anchor_mrz_codes = [
-            anchor.cert.alt_name_mrz_country.clone(),
-            anchor.cert.alt_name_mrz_state.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        v.anchor_mrz_codes = anchor.cert.alt_name_mrz_country.iter().cloned().collect();
         // A renamed CSCA keeps its country (Part 12 App. D.1.2): a certificate claiming another
         // country than the key that signed it is not that country's, and revocation would be
         // looked up on the wrong CRL. Table 5: issuer and subject countries must also match.
@@ -474,8 +468,7 @@ pub struct PathValidation {
     /// The anchor's countryName (upper case), once an anchor verified the certificate.
     #[serde(skip)]
     pub anchor_country: Option<String>,
-    /// The MRZ codes in the anchor's subjectAltName directoryName (localityName, then
-    /// stateOrProvinceName), if any.
+    /// The MRZ code in the anchor's subjectAltName directoryName (localityName), if any.
     #[serde(skip)]
     pub anchor_mrz_codes: Vec<String>,
     pub anchor_source: Option<AnchorSource>,

@@ -424,8 +424,8 @@ fn master_lists_round_trip() {
     let v = ml.verify(&TrustStore::new(vec![p.csca.clone()], vec![]), now());
     assert!(v.valid, "{v:?}");
     assert!(v.signing_time.is_some());
-    // The DSC signer is not a master list signer: EKU check fails.
-    let bad = masterlist::build(
+    // Marty builds no master list signed by a DSC, nor one listing a DSC.
+    let err = masterlist::build(
         &listed,
         &p.dsc,
         &p.csca,
@@ -434,6 +434,42 @@ fn master_lists_round_trip() {
         p.dsc_key.signature_algorithm(),
         now(),
     )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("is not a Master List Signer"),
+        "{err}"
+    );
+    let err = masterlist::build(
+        std::slice::from_ref(&p.dsc),
+        &mls,
+        &p.csca,
+        &mls_key.private,
+        DigestAlgorithm::Sha256,
+        mls_key.signature_algorithm(),
+        now(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not a CSCA or link certificate"),
+        "{err}"
+    );
+    // One signed by a DSC elsewhere fails verification on the signer's EKU.
+    let content = marty_icao::der::sequence(&[
+        &marty_icao::der::integer(0),
+        &marty_icao::der::set_of(vec![p.csca.raw.clone()]),
+    ]);
+    let bad = marty_icao::cms::sign(&marty_icao::cms::SignRequest {
+        content_type: oid::CSCA_MASTER_LIST,
+        content: &content,
+        signer: &p.dsc,
+        extra_certificates: &[&p.csca],
+        key: &p.dsc_key.private,
+        digest: DigestAlgorithm::Sha256,
+        signature_algorithm: p.dsc_key.signature_algorithm(),
+        sid: SidChoice::SubjectKeyIdentifier,
+        signing_time: Some(now()),
+    })
     .unwrap();
     let v = MasterList::parse(&bad)
         .unwrap()
