@@ -48,6 +48,22 @@ enum Command {
     /// Passive Authentication (exit 0 valid, 1 invalid, 2 indeterminate, 3 usage/input error).
     #[command(subcommand)]
     Icao(crate::icao::IcaoCommand),
+    /// Run a service (or `all`): gRPC with health and reflection, HTTP /healthz /readyz
+    /// /metrics, its event relay and consumers; SIGTERM or Ctrl-C stops it gracefully.
+    Serve(crate::serve::ServeArgs),
+    /// Operate the running CSCA: create, roll over, list, revoke, CRLs (gRPC).
+    #[command(subcommand)]
+    Csca(crate::operate::CscaCommand),
+    /// Operate the running Document Signer: activate, rotate, status, sign EF.SOD, audit (gRPC).
+    #[command(subcommand)]
+    Signer(crate::operate::SignerCommand),
+}
+
+impl Cli {
+    /// `marty serve` sets up its own logging (format from the configuration).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +192,21 @@ impl Failure {
 
     /// An invalid configuration is an input error (exit 3); everything else is a failure.
     fn classify(error: anyhow::Error) -> Self {
+        if error.is::<crate::operate::InputError>() {
+            return Self::input(error);
+        }
+        if let Some(e) = error.downcast_ref::<crate::operate::ServiceError>() {
+            let (kind, exit) = (e.kind(), e.exit_code());
+            return Self { error, kind, exit };
+        }
+        if let Some(e) = error.downcast_ref::<marty_runtime::StartError>() {
+            let (kind, exit) = if e.is_configuration() {
+                ("configuration", crate::EXIT_USAGE)
+            } else {
+                ("start", 1)
+            };
+            return Self { error, kind, exit };
+        }
         let is = |f: &dyn Fn(&(dyn std::error::Error + 'static)) -> bool| error.chain().any(f);
         let isolation = |e: &(dyn std::error::Error + 'static)| {
             matches!(
@@ -227,6 +258,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(config) => crate::events::run(&config, command).await,
             Err(e) => Err(e),
         },
+        Command::Serve(args) => match load() {
+            Ok(config) => crate::serve::run(args, &config).await,
+            Err(e) => Err(e),
+        },
+        Command::Csca(command) => crate::operate::csca(command).await,
+        Command::Signer(command) => crate::operate::signer(command).await,
     };
     result.map_err(Failure::classify)
 }
@@ -242,12 +279,7 @@ fn load_for_setup() -> Result<Config> {
 }
 
 fn migrator(service: Service) -> &'static Migrator {
-    match service {
-        Service::Csca => &marty_csca::MIGRATOR,
-        Service::DocumentSigner => &marty_document_signer::MIGRATOR,
-        Service::PassportEngine => &marty_passport_engine::MIGRATOR,
-        Service::Pkd => &marty_pkd::MIGRATOR,
-    }
+    crate::serve::descriptor(service).migrator
 }
 
 fn print_json(value: &impl Serialize) -> Result<()> {

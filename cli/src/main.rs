@@ -15,6 +15,8 @@
 mod commands;
 mod events;
 mod icao;
+mod operate;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -30,7 +32,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, json),
     };
-    init_tracing();
+    if !cli.is_serve() {
+        init_tracing();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use marty_icao::cert::Certificate;
-use marty_icao::crl::Crl;
+use marty_icao::inputs::{self, LdsFiles, TrustItem};
 use marty_icao::issue::KeyPair;
-use marty_icao::lds::{self, LdsFile};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -18,29 +17,7 @@ pub const DEFAULT_PASSPHRASE_ENV: &str = "MARTY_KEY_PASSPHRASE";
 /// A file's bytes, PEM decoded when it is PEM (the first block), as is otherwise.
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    decode_pem(&bytes).with_context(|| format!("{}", path.display()))
-}
-
-fn decode_pem(bytes: &[u8]) -> Result<Vec<u8>> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Ok(bytes.to_vec());
-    };
-    let Some(start) = text.find("-----BEGIN ") else {
-        return Ok(bytes.to_vec());
-    };
-    let body_start = text[start..]
-        .find('\n')
-        .map(|i| start + i + 1)
-        .ok_or_else(|| anyhow!("truncated PEM header"))?;
-    let end = text[body_start..]
-        .find("-----END ")
-        .map(|i| body_start + i)
-        .ok_or_else(|| anyhow!("PEM block without an END line"))?;
-    let b64: String = text[body_start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    openssl::base64::decode_block(&b64).map_err(|_| anyhow!("PEM body is not valid base64"))
+    inputs::decode_pem(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 pub fn read_certificate(path: &Path) -> Result<Certificate> {
@@ -77,41 +54,33 @@ fn files_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 /// Every certificate and CRL in a directory (other files are an error: a trust directory
 /// should hold nothing else).
-pub fn read_trust_dir(dir: &Path) -> Result<(Vec<Certificate>, Vec<Crl>)> {
-    let mut certs = Vec::new();
-    let mut crls = Vec::new();
+pub fn read_trust_dir(dir: &Path) -> Result<Vec<TrustItem>> {
+    let mut items = Vec::new();
     for path in files_in(dir)? {
-        let bytes = read_input(&path)?;
-        match Certificate::from_der(&bytes) {
-            Ok(c) => certs.push(c),
-            Err(cert_err) => match Crl::from_der(&bytes) {
-                Ok(c) => crls.push(c),
-                Err(_) => bail!(
-                    "{}: neither a certificate nor a CRL ({cert_err})",
-                    path.display()
-                ),
-            },
-        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        items.push(inputs::trust_item(&bytes).with_context(|| format!("{}", path.display()))?);
     }
-    if certs.is_empty() {
+    if !items.iter().any(|i| matches!(i, TrustItem::Certificate(_))) {
         bail!("trust directory {} holds no certificate", dir.display());
     }
-    Ok((certs, crls))
+    Ok(items)
+}
+
+/// The certificates of a trust directory (its CRLs left out).
+pub fn read_certificates_in(dir: &Path) -> Result<Vec<Certificate>> {
+    Ok(read_trust_dir(dir)?
+        .into_iter()
+        .filter_map(|i| match i {
+            TrustItem::Certificate(c) => Some(*c),
+            TrustItem::Crl(_) => None,
+        })
+        .collect())
 }
 
 /// The LDS files of a folder, recognised by their tags.
-pub struct LdsFolder {
-    pub sod: Option<Vec<u8>>,
-    pub data_groups: Vec<(u8, Vec<u8>)>,
-    pub notes: Vec<String>,
-}
-
-pub fn read_lds_folder(dir: &Path) -> Result<LdsFolder> {
-    let mut folder = LdsFolder {
-        sod: None,
-        data_groups: Vec::new(),
-        notes: Vec::new(),
-    };
+pub fn read_lds_folder(dir: &Path) -> Result<LdsFiles> {
+    let mut files = Vec::new();
     for path in files_in(dir)? {
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -119,28 +88,9 @@ pub fn read_lds_folder(dir: &Path) -> Result<LdsFolder> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match lds::identify(&bytes) {
-            Ok(LdsFile::Sod) => {
-                if folder.sod.is_some() {
-                    bail!("{} holds two EF.SOD files", dir.display());
-                }
-                folder.sod = Some(bytes);
-            }
-            Ok(LdsFile::Dg(n)) => {
-                if folder.data_groups.iter().any(|(m, _)| *m == n) {
-                    bail!("{} holds two files for DG{n}", dir.display());
-                }
-                folder.data_groups.push((n, bytes));
-            }
-            Ok(LdsFile::Com) => {}
-            Err(_) => folder.notes.push(format!(
-                "{}: not an LDS file, ignored",
-                marty_icao::text::printable(&name)
-            )),
-        }
+        files.push((name, bytes));
     }
-    folder.data_groups.sort_by_key(|(n, _)| *n);
-    Ok(folder)
+    LdsFiles::collect(files).with_context(|| format!("{}", dir.display()))
 }
 
 /// Reads an encrypted private key, with its passphrase from the environment.

@@ -11,9 +11,9 @@ use marty_icao::algo::DigestAlgorithm;
 use marty_icao::cert::Certificate;
 use marty_icao::cms::SidChoice;
 use marty_icao::issue::{self, CertificateRequest, KeyPair, KeySpec, Period, Subject};
-use marty_icao::lds::{self, LdsFile};
+use marty_icao::lds;
 use marty_icao::mrz::{MrzBuilder, MrzFormat, Sex, UmlautStyle};
-use marty_icao::sod::{DataGroupHash, LdsSecurityObject, LdsVersionInfo};
+use marty_icao::sod::LdsSecurityObject;
 use marty_icao::{crl as crl_mod, hex, masterlist as ml_mod};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -613,16 +613,10 @@ pub fn dg2(image: &std::path::Path, output: &OutputFile) -> Result<u8> {
 }
 
 pub fn sod(a: SodMakeArgs) -> Result<u8> {
-    let hash = match a.hash.to_ascii_lowercase().replace('-', "").as_str() {
-        "sha256" => DigestAlgorithm::Sha256,
-        "sha384" => DigestAlgorithm::Sha384,
-        "sha512" => DigestAlgorithm::Sha512,
-        "sha224" => DigestAlgorithm::Sha224,
-        "sha1" => bail!(
-            "Marty never issues SHA-1 (Doc 9303 Part 12 §4.1.6); use sha256, sha384 or sha512"
-        ),
-        other => bail!("unknown hash {other:?}: expected sha256, sha384 or sha512"),
-    };
+    let hash: DigestAlgorithm = a.hash.parse().map_err(anyhow::Error::msg)?;
+    if hash.is_weak() {
+        bail!("Marty never issues SHA-1 (Doc 9303 Part 12 §4.1.6); use sha256, sha384 or sha512");
+    }
     let sid = match a.sid.as_str() {
         "issuer-serial" => SidChoice::IssuerAndSerial,
         "ski" => SidChoice::SubjectKeyIdentifier,
@@ -631,31 +625,11 @@ pub fn sod(a: SodMakeArgs) -> Result<u8> {
     refuse_existing(&a.output.file.out, a.output.file.force)?;
     let dsc = read_certificate(&a.dsc)?;
     let key = read_key(&a.key, &a.output.passphrase_env, Some(&dsc))?;
-    let mut hashes = Vec::new();
+    let mut files = Vec::new();
     for path in &a.data_groups {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let number = match lds::identify(&bytes).with_context(|| format!("{}", path.display()))? {
-            LdsFile::Dg(n) => n,
-            other => bail!("{} is {}, not a data group", path.display(), other.name()),
-        };
-        if hashes.iter().any(|h: &DataGroupHash| h.number == number) {
-            bail!("DG{number} given twice");
-        }
-        hashes.push(DataGroupHash {
-            number,
-            hash: hash.digest(&bytes),
-        });
+        files.push(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
     }
-    let lds = LdsSecurityObject {
-        version: if a.lds_version.is_some() { 1 } else { 0 },
-        hash_algorithm: hash,
-        data_group_hashes: hashes,
-        lds_version_info: a.lds_version.map(|v| LdsVersionInfo {
-            lds_version: v,
-            unicode_version: "040000".into(),
-        }),
-    };
+    let lds = LdsSecurityObject::for_data_groups(hash, &files, a.lds_version.clone())?;
     let signing_time = a.signing_time.then(|| {
         OffsetDateTime::now_utc()
             .replace_nanosecond(0)
@@ -703,7 +677,7 @@ pub fn masterlist(a: MasterlistMakeArgs) -> Result<u8> {
         .map(|p| read_certificate(p))
         .collect::<Result<_>>()?;
     if let Some(dir) = &a.certs_dir {
-        certs.extend(super::inputs::read_trust_dir(dir)?.0);
+        certs.extend(super::inputs::read_certificates_in(dir)?);
     }
     if certs.is_empty() {
         bail!("no certificates to list: pass --cert FILE or --certs-dir DIR");

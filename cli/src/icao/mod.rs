@@ -3,7 +3,7 @@
 //! Every command takes DER, PEM or (for EF.SOD) 0x77-wrapped input, auto-detected, and has
 //! `--json`. Exit codes: 0 valid, 1 invalid, 2 indeterminate, 3 usage or input error.
 
-mod inputs;
+pub(crate) mod inputs;
 mod make;
 mod show;
 
@@ -314,36 +314,31 @@ fn load_trust(args: &TrustArgs) -> Result<(TrustStore, OffsetDateTime, Vec<Strin
         Some(text) => parse_time(text)?,
         None => now(),
     };
-    let mut notes = Vec::new();
-    let mut certificates = Vec::new();
-    let mut crls = Vec::new();
-    if let Some(dir) = &args.trust {
-        let (c, r) = inputs::read_trust_dir(dir)?;
-        certificates.extend(c);
-        crls.extend(r);
-    }
-    if let Some(ml_path) = &args.masterlist {
-        let ml = MasterList::parse(&read_input(ml_path)?)
-            .with_context(|| format!("{}", ml_path.display()))?;
-        match &args.ml_root {
-            Some(root_path) => {
-                let root = inputs::read_certificate(root_path)?;
-                let v = ml.verify(&TrustStore::new(vec![root], vec![]), at);
-                if !v.valid {
-                    bail!("the master list {} does not verify against {}: {}", ml_path.display(), root_path.display(), v.errors.join("; "));
-                }
-                notes.push(format!("master list verified against {}", root_path.display()));
-            }
-            None => notes.insert(0, format!("UNVERIFIED TRUST: the master list {} was trusted as given — its signature and its signer's chain were not checked, so anyone could have written it; pass --ml-root with the root its signer must chain to", ml_path.display())),
-        }
-        certificates.extend(ml.certificates);
-    }
     if args.trust.is_none() && args.masterlist.is_none() {
         bail!(
             "no trust given: pass --trust DIR (CSCA certificates, link certificates, CRLs) or --masterlist FILE"
         );
     }
-    Ok((TrustStore::new(certificates, crls), at, notes))
+    let items = match &args.trust {
+        Some(dir) => inputs::read_trust_dir(dir)?,
+        None => Vec::new(),
+    };
+    let mut master_lists = Vec::new();
+    if let Some(ml_path) = &args.masterlist {
+        let master_list = MasterList::parse(&read_input(ml_path)?)
+            .with_context(|| format!("{}", ml_path.display()))?;
+        let roots = match &args.ml_root {
+            Some(root) => Some(vec![inputs::read_certificate(root)?]),
+            None => None,
+        };
+        master_lists.push(marty_icao::inputs::MasterListSource {
+            label: ml_path.display().to_string(),
+            master_list,
+            roots,
+        });
+    }
+    let (store, notes) = marty_icao::inputs::assemble_trust(items, master_lists, at)?;
+    Ok((store, at, notes))
 }
 
 /// Input that exceeds a parser bound (nesting deeper than `der::MAX_DEPTH`) is refused as an
@@ -437,7 +432,7 @@ fn masterlist_verify(
         .map(|r| inputs::read_certificate(r))
         .collect::<Result<_>>()?;
     if let Some(dir) = trust {
-        certs.extend(inputs::read_trust_dir(dir)?.0);
+        certs.extend(inputs::read_certificates_in(dir)?);
     }
     let at = at.map(parse_time).transpose()?.unwrap_or_else(now);
     let v = ml.verify(&TrustStore::new(certs, vec![]), at);

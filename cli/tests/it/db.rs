@@ -7,7 +7,7 @@ use marty_db::connect::{ConnectFailure, sqlstate};
 use sqlx::Connection;
 use sqlx::migrate::Migrator;
 
-use crate::harness::{TestDb, show, stderr, stdout};
+use crate::harness::{MartyCli, TestDb, show, stderr, stdout};
 
 /// The verify report with the administrator's name (which differs between a private cluster
 /// and a shared server) replaced, so the golden file is the same everywhere.

@@ -13,7 +13,7 @@ use marty_events::{
 };
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::harness::{TestDb, TestNats, show};
+use crate::harness::{MartyCli, TestDb, TestNats, show};
 
 /// The PKD's effect of an event: one row per handled event, in handling order.
 const EFFECTS: &str =

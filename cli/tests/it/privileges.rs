@@ -9,7 +9,7 @@ use marty_config::{Role, Service};
 use marty_db::ConnectTarget;
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::{TestDb, show, stdout};
+use crate::harness::{MartyCli, TestDb, show, stdout};
 
 async fn provisioned() -> TestDb {
     let db = TestDb::start().await;

@@ -230,6 +230,7 @@ fn masterlist_extract_never_writes_outside_its_folder_and_says_when_unverified()
         signature_algorithm: mls_key.signature_algorithm(),
         sid: marty_icao::cms::SidChoice::SubjectKeyIdentifier,
         signing_time: Some(start),
+        detached: false,
     })
     .unwrap();
     let work = d.join("a/b/c");

@@ -25,6 +25,8 @@
 
 mod env;
 mod expand;
+mod kek;
+mod runtime;
 mod secrets;
 mod service;
 
@@ -39,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
 pub use env::Env;
+pub use kek::{KekConfig, KekSecret};
+pub use runtime::{CscaPolicy, LogFormat, RuntimeSettings, ServiceApi, SignerPolicy};
 pub use secrets::{generate_password, write_private, write_private_new};
 pub use service::{Role, Service, UnknownService};
 
@@ -118,6 +122,8 @@ pub enum ConfigError {
         /// How else it could be supplied, if at all.
         hint: String,
     },
+    #[error("key-encryption key of {service}: {message}")]
+    Kek { service: Service, message: String },
     #[error(transparent)]
     UnknownService(#[from] UnknownService),
 }
@@ -339,6 +345,11 @@ pub struct Config {
     admin: AdminConnection,
     role_policy: RolePolicy,
     nats_url: String,
+    runtime: RuntimeSettings,
+    apis: BTreeMap<Service, ServiceApi>,
+    csca_policy: CscaPolicy,
+    signer_policy: SignerPolicy,
+    keks: BTreeMap<Service, kek::KekSources>,
     settings: Vec<Setting>,
 }
 
@@ -403,6 +414,30 @@ impl Config {
     /// The NATS server of the event bus.
     pub fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    /// Settings every service process shares (log format, shutdown grace).
+    pub fn runtime(&self) -> &RuntimeSettings {
+        &self.runtime
+    }
+
+    /// Where `service` listens and how peers reach it.
+    pub fn api(&self, service: Service) -> &ServiceApi {
+        &self.apis[&service]
+    }
+
+    pub fn csca_policy(&self) -> &CscaPolicy {
+        &self.csca_policy
+    }
+
+    pub fn signer_policy(&self) -> &SignerPolicy {
+        &self.signer_policy
+    }
+
+    /// The key-encryption keys of `service`, read now (a KEK file is read at this call, not
+    /// when the configuration loads). An error names the variables that would supply them.
+    pub fn kek(&self, service: Service) -> Result<KekConfig, ConfigError> {
+        self.keks[&service].resolve(service)
     }
 
     /// Every effective setting with its origin, secrets masked.
@@ -503,7 +538,9 @@ struct Loader<'a> {
     settings: Vec<Setting>,
 }
 
-const TOP_KEYS: &[&str] = &["database", "services", "legacy", "admin", "events"];
+const TOP_KEYS: &[&str] = &[
+    "database", "services", "legacy", "admin", "events", "runtime",
+];
 const EVENTS_KEYS: &[&str] = &["nats_url", "local_nats"];
 const DATABASE_KEYS: &[&str] = &[
     "host",
@@ -517,7 +554,25 @@ const DATABASE_KEYS: &[&str] = &[
     "generate_passwords",
     "local_postgres",
 ];
-const SERVICE_KEYS: &[&str] = &["database", "host", "port", "sslmode", "pool", "passwords"];
+const SERVICE_KEYS: &[&str] = &[
+    "database",
+    "host",
+    "port",
+    "sslmode",
+    "pool",
+    "passwords",
+    "api",
+];
+const SERVICE_KEYS_WITH_POLICY: &[&str] = &[
+    "database",
+    "host",
+    "port",
+    "sslmode",
+    "pool",
+    "passwords",
+    "api",
+    "policy",
+];
 const POOL_KEYS: &[&str] = &["min_connections", "max_connections"];
 const APP_ROLE_KEYS: &[&str] = &[
     "statement_timeout_ms",
@@ -562,10 +617,23 @@ impl<'a> Loader<'a> {
         loader.check_keys(&["events"], EVENTS_KEYS)?;
         let service_ids: Vec<&str> = Service::ALL.iter().map(|s| s.id()).collect();
         loader.check_keys(&["services"], &service_ids)?;
+        loader.check_keys(&["runtime"], runtime::RUNTIME_KEYS)?;
         for s in Service::ALL {
-            loader.check_keys(&["services", s.id()], SERVICE_KEYS)?;
+            let policy = runtime::policy_keys(s);
+            loader.check_keys(
+                &["services", s.id()],
+                if policy.is_some() {
+                    SERVICE_KEYS_WITH_POLICY
+                } else {
+                    SERVICE_KEYS
+                },
+            )?;
             loader.check_keys(&["services", s.id(), "pool"], POOL_KEYS)?;
             loader.check_keys(&["services", s.id(), "passwords"], ROLE_KEYS)?;
+            loader.check_keys(&["services", s.id(), "api"], runtime::API_KEYS)?;
+            if let Some(keys) = policy {
+                loader.check_keys(&["services", s.id(), "policy"], keys)?;
+            }
         }
         Ok(loader)
     }
@@ -798,11 +866,18 @@ impl<'a> Loader<'a> {
                 "must be false in production: passwords come from MARTY_<SERVICE>_<ROLE>_PASSWORD, never from a generated file",
             ));
         }
-        let stored = if environment == Environment::Production {
-            BTreeMap::new()
+        let service_ids: Vec<&str> = Service::ALL.iter().map(|s| s.id()).collect();
+        let stored_secrets = if environment == Environment::Production {
+            secrets::StoredSecrets::default()
         } else {
-            secrets::passwords(&secrets_path, &role_names, generate && may_generate)?
+            secrets::load(
+                &secrets_path,
+                &role_names,
+                &service_ids,
+                generate && may_generate,
+            )?
         };
+        let stored = &stored_secrets.passwords;
 
         let mut services = BTreeMap::new();
         for service in Service::ALL {
@@ -811,7 +886,7 @@ impl<'a> Loader<'a> {
                 service,
                 &local_host,
                 &local_port,
-                &stored,
+                stored,
                 &secrets_path,
                 generate && environment != Environment::Production,
                 Duration::from_secs(connect_timeout_secs),
@@ -827,6 +902,24 @@ impl<'a> Loader<'a> {
             &local_path,
             Duration::from_secs(connect_timeout_secs),
         )?;
+        let runtime = self.runtime()?;
+        let mut apis = BTreeMap::new();
+        let mut keks = BTreeMap::new();
+        for service in Service::ALL {
+            apis.insert(service, self.api(service)?);
+            let generates_here = generate && environment != Environment::Production;
+            keks.insert(
+                service,
+                self.kek_sources(
+                    service,
+                    stored_secrets.keks.get(service.id()),
+                    &secrets_path,
+                    generates_here,
+                ),
+            );
+        }
+        let csca_policy = self.csca_policy()?;
+        let signer_policy = self.signer_policy()?;
 
         Ok(Config {
             environment,
@@ -841,8 +934,70 @@ impl<'a> Loader<'a> {
                 connection_limits,
             },
             nats_url,
+            runtime,
+            apis,
+            csca_policy,
+            signer_policy,
+            keks,
             settings: self.settings,
         })
+    }
+
+    /// `MARTY_<SERVICE>_KEK` > `MARTY_<SERVICE>_KEK_FILE` > the secrets file (not in
+    /// production); the previous KEK of a rotation from `…_PREVIOUS_KEK[_FILE]`.
+    fn kek_sources(
+        &mut self,
+        service: Service,
+        stored: Option<&String>,
+        secrets_path: &Path,
+        generates: bool,
+    ) -> kek::KekSources {
+        let prefix = service.env_prefix();
+        let from_env = |this: &Self, name: &str| -> Option<kek::KekSource> {
+            let var = format!("MARTY_{prefix}_{name}");
+            if let Some(value) = this.env.get(&var) {
+                return Some(kek::KekSource::Value {
+                    value: zeroize::Zeroizing::new(value.to_owned()),
+                    origin: Origin::Env { var },
+                });
+            }
+            let file_var = format!("{var}_FILE");
+            this.env.get(&file_var).map(|path| kek::KekSource::File {
+                path: PathBuf::from(path),
+                var: file_var,
+            })
+        };
+        let current = from_env(self, "KEK").or_else(|| {
+            stored.map(|value| kek::KekSource::Value {
+                value: zeroize::Zeroizing::new(value.clone()),
+                origin: Origin::SecretsFile {
+                    path: secrets_path.to_path_buf(),
+                },
+            })
+        });
+        let previous = from_env(self, "PREVIOUS_KEK");
+        let key = format!("services.{}.kek", service.id());
+        match &current {
+            Some(source) => {
+                let origin = match source {
+                    kek::KekSource::Value { origin, .. } => origin.clone(),
+                    kek::KekSource::File { var, .. } => Origin::Env { var: var.clone() },
+                };
+                self.record(&key, Some(service), String::new(), true, origin);
+            }
+            None => self.record(
+                &key,
+                Some(service),
+                "(not set)".into(),
+                false,
+                Origin::Default,
+            ),
+        }
+        kek::KekSources {
+            current,
+            previous,
+            secrets_file: generates.then(|| secrets_path.to_path_buf()),
+        }
     }
 
     /// `MARTY_NATS_URL` > the local server of `marty dev nats start` (when the file enables

@@ -1,9 +1,11 @@
-//! The development secrets file: role passwords generated once and reused.
+//! The development secrets file: role passwords and key-encryption keys generated once and
+//! reused.
 //!
-//! In development nobody should have to invent twelve passwords, yet every role must still have
-//! a real one (scram-sha-256, never `trust`). Missing passwords are generated into
-//! `<state dir>/secrets.json`, created with mode 0600 and replaced atomically under a lock so
-//! that concurrent `marty` processes agree on one value. A file that others can read is refused.
+//! In development nobody should have to invent twelve passwords and four KEKs, yet every role
+//! must still have a real password (scram-sha-256, never `trust`) and every service's private
+//! keys a real KEK. They are generated into `<state dir>/secrets.json`, created with mode 0600
+//! and replaced atomically under a lock so that concurrent `marty` processes agree on one value.
+//! A file that others can read is refused.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -28,16 +30,30 @@ const GENERATED_PASSWORD_LEN: usize = 32;
 struct SecretsDoc {
     /// Role name → password.
     passwords: BTreeMap<String, String>,
+    /// Service id → key-encryption key, hex. Files written before services had keys lack it;
+    /// missing KEKs are added (never replaced: a replaced KEK would lock the service out of
+    /// every key it sealed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    keks: BTreeMap<String, String>,
 }
 
-/// Returns the passwords for `names` from the file. When the file does not exist and
-/// `generate` is set, passwords for every name are generated and written first; without
-/// `generate` the map is empty. A file that exists must hold every name.
-pub(crate) fn passwords(
+/// What the secrets file supplies.
+#[derive(Debug, Default)]
+pub(crate) struct StoredSecrets {
+    pub passwords: BTreeMap<String, String>,
+    pub keks: BTreeMap<String, String>,
+}
+
+/// Returns the passwords for `names` and the KEKs for `services` from the file. When the file
+/// does not exist and `generate` is set, passwords for every name and KEKs for every service
+/// are generated and written first; without `generate` nothing is written. A file that exists
+/// must hold every name; KEKs it lacks are added when `generate` is set.
+pub(crate) fn load(
     path: &Path,
     names: &[String],
+    services: &[&str],
     generate: bool,
-) -> Result<BTreeMap<String, String>, ConfigError> {
+) -> Result<StoredSecrets, ConfigError> {
     let err = |message: String| ConfigError::Secrets {
         path: path.to_path_buf(),
         message,
@@ -48,7 +64,7 @@ pub(crate) fn passwords(
                 check_private(path).map_err(err)?;
                 let doc: SecretsDoc = serde_json::from_slice(&bytes).map_err(|e| {
                     err(format!(
-                        "not a Marty secrets file ({e}); expected {{\"passwords\": {{\"<role>\": \"<password>\", …}}}} — fix or remove it (removing it gives every role a new password at the next `marty db setup`)"
+                        "not a Marty secrets file ({e}); expected {{\"passwords\": {{\"<role>\": \"<password>\", …}}, \"keks\": {{\"<service>\": \"<64 hex digits>\", …}}}} — fix or remove it (removing it gives every role a new password at the next `marty db setup`, and makes the services' stored private keys unreadable)"
                     ))
                 })?;
                 if let Some(unknown) = doc.passwords.keys().find(|k| !names.contains(k)) {
@@ -59,6 +75,20 @@ pub(crate) fn passwords(
                 if let Some((role, _)) = doc.passwords.iter().find(|(_, p)| p.is_empty()) {
                     return Err(err(format!("holds an empty password for {role}")));
                 }
+                if let Some(unknown) = doc.keks.keys().find(|k| !services.contains(&k.as_str())) {
+                    return Err(err(format!(
+                        "holds a key-encryption key for {unknown:?}, which is not one of Marty's services"
+                    )));
+                }
+                if let Some((service, _)) = doc
+                    .keks
+                    .iter()
+                    .find(|(_, k)| crate::kek::KekSecret::parse(k).is_err())
+                {
+                    return Err(err(format!(
+                        "holds a malformed key-encryption key for {service} (expected 64 hex digits)"
+                    )));
+                }
                 Ok(doc)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretsDoc::default()),
@@ -66,9 +96,9 @@ pub(crate) fn passwords(
         }
     };
 
-    // The file is written whole, for every role at once, and only when it does not exist: a
-    // file missing some roles was edited, and filling the gaps would quietly change those
-    // roles' passwords at the next `setup`.
+    // Passwords are written whole, for every role at once, and only when the file does not
+    // exist: a file missing some roles was edited, and filling the gaps would quietly change
+    // those roles' passwords at the next `setup`.
     let check_complete = |doc: &SecretsDoc| -> Result<(), ConfigError> {
         let missing: Vec<&str> = names
             .iter()
@@ -86,40 +116,55 @@ pub(crate) fn passwords(
             )))
         }
     };
+    let lacks_keks = |doc: &SecretsDoc| services.iter().any(|s| !doc.keks.contains_key(*s));
     let doc = read(path)?;
     if path.exists() {
         check_complete(&doc)?;
-    } else if generate {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        // The lock serialises generation between processes; re-read under it so that a file
-        // another process wrote meanwhile wins over fresh passwords.
-        let lock = File::create(lock_path(path)).map_err(|e| err(e.to_string()))?;
-        lock.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
-        let mut doc = read(path)?;
-        if path.exists() {
-            check_complete(&doc)?;
-        } else {
-            for name in names {
-                doc.passwords.insert(name.clone(), generate_password());
-            }
-            write_private(
-                path,
-                &serde_json::to_vec_pretty(&doc).map_err(|e| err(e.to_string()))?,
-            )
-            .map_err(|e| err(e.to_string()))?;
-        }
-        return Ok(select(&doc, names));
     }
-    Ok(select(&doc, names))
+    if !generate || (path.exists() && !lacks_keks(&doc)) {
+        return Ok(select(&doc, names, services));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    // The lock serialises generation between processes; re-read under it so that a file
+    // another process wrote meanwhile wins over fresh secrets.
+    let lock = File::create(lock_path(path)).map_err(|e| err(e.to_string()))?;
+    lock.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
+    let mut doc = read(path)?;
+    let existed = path.exists();
+    if existed {
+        check_complete(&doc)?;
+    } else {
+        for name in names {
+            doc.passwords.insert(name.clone(), generate_password());
+        }
+    }
+    if !existed || lacks_keks(&doc) {
+        for service in services {
+            doc.keks
+                .entry((*service).to_owned())
+                .or_insert_with(crate::kek::KekSecret::generate_hex);
+        }
+        write_private(
+            path,
+            &serde_json::to_vec_pretty(&doc).map_err(|e| err(e.to_string()))?,
+        )
+        .map_err(|e| err(e.to_string()))?;
+    }
+    Ok(select(&doc, names, services))
 }
 
-fn select(doc: &SecretsDoc, names: &[String]) -> BTreeMap<String, String> {
-    names
-        .iter()
-        .filter_map(|n| doc.passwords.get(n).map(|p| (n.clone(), p.clone())))
-        .collect()
+fn select(doc: &SecretsDoc, names: &[String], services: &[&str]) -> StoredSecrets {
+    StoredSecrets {
+        passwords: names
+            .iter()
+            .filter_map(|n| doc.passwords.get(n).map(|p| (n.clone(), p.clone())))
+            .collect(),
+        keks: services
+            .iter()
+            .filter_map(|s| doc.keks.get(*s).map(|k| ((*s).to_owned(), k.clone())))
+            .collect(),
+    }
 }
 
 /// A fresh random password of URL- and SQL-safe characters.
@@ -193,12 +238,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.json");
         let names = vec!["marty_csca_app".to_owned(), "marty_pkd_owner".to_owned()];
-        let first = passwords(&path, &names, true).unwrap();
+        let first = load(&path, &names, &[], true).unwrap().passwords;
         assert_eq!(first.len(), 2);
         assert_eq!(first["marty_csca_app"].len(), GENERATED_PASSWORD_LEN);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let second = passwords(&path, &names, true).unwrap();
+        let second = load(&path, &names, &[], true).unwrap().passwords;
         assert_eq!(first, second);
         assert_ne!(first["marty_csca_app"], first["marty_pkd_owner"]);
     }
@@ -207,7 +252,9 @@ mod tests {
     fn without_generation_missing_stay_missing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.json");
-        let got = passwords(&path, &["marty_csca_app".to_owned()], false).unwrap();
+        let got = load(&path, &["marty_csca_app".to_owned()], &["csca"], false)
+            .unwrap()
+            .passwords;
         assert!(got.is_empty());
         assert!(!path.exists());
     }
@@ -234,7 +281,7 @@ mod tests {
         ] {
             fs::write(&path, text).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-            let err = passwords(&path, &names, true).unwrap_err().to_string();
+            let err = load(&path, &names, &[], true).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
             // The file is left as it was.
             assert_eq!(fs::read_to_string(&path).unwrap(), text);
@@ -246,7 +293,7 @@ mod tests {
         ] {
             fs::write(&path, text).unwrap();
             let two = vec!["marty_csca_app".to_owned(), "marty_pkd_app".to_owned()];
-            let err = passwords(&path, &two, true).unwrap_err().to_string();
+            let err = load(&path, &two, &[], true).unwrap_err().to_string();
             assert!(err.contains("lacks the password"), "{text}: {err}");
             assert_eq!(fs::read_to_string(&path).unwrap(), text);
         }
@@ -258,7 +305,7 @@ mod tests {
         let path = dir.path().join("secrets.json");
         fs::write(&path, r#"{"passwords": {}}"#).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = passwords(&path, &["x".to_owned()], true).unwrap_err();
+        let err = load(&path, &["x".to_owned()], &[], true).unwrap_err();
         assert!(
             err.to_string()
                 .contains("readable by other users (mode 644)"),

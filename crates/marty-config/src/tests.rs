@@ -309,7 +309,7 @@ fn unknown_keys_are_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords",
+            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords, api, policy",
             f.file("development")
         )
     );
@@ -585,5 +585,267 @@ mod never_panics {
             let env = Env::from_pairs([("A", "x"), ("B_", "")]);
             let _ = crate::expand::expand(&text, &env);
         }
+    }
+}
+
+const KEK_HEX: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+#[test]
+fn keks_come_from_variables_files_or_the_development_secrets_file() {
+    // Development: `db setup` (load_generating) writes one KEK per service, once.
+    let dev = Fixture::new("development", &shipped("development"));
+    let env = dev.env().with("DB_HOST", "h");
+    let before = Config::load_from(&env).unwrap();
+    let err = before.kek(Service::Csca).unwrap_err().to_string();
+    assert!(
+        err.contains("set MARTY_CSCA_KEK") && err.contains("run `marty db setup`"),
+        "{err}"
+    );
+    let generated = Config::load_generating(&env).unwrap();
+    let first = generated.kek(Service::Csca).unwrap();
+    assert!(matches!(first.origin, Origin::SecretsFile { .. }));
+    let again = Config::load_generating(&env).unwrap();
+    assert_eq!(
+        again.kek(Service::Csca).unwrap().current.bytes(),
+        first.current.bytes()
+    );
+    assert_ne!(
+        again.kek(Service::Pkd).unwrap().current.bytes(),
+        first.current.bytes(),
+        "every service has its own KEK"
+    );
+
+    // A variable wins, and `previous` is read for a rotation.
+    let env2 = env
+        .clone()
+        .with("MARTY_CSCA_KEK", KEK_HEX)
+        .with("MARTY_CSCA_PREVIOUS_KEK", hex_of(first.current.bytes()));
+    let rotated = Config::load_from(&env2)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap();
+    assert_eq!(hex_of(rotated.current.bytes()), KEK_HEX);
+    assert_eq!(
+        rotated.previous.as_ref().unwrap().bytes(),
+        first.current.bytes()
+    );
+    // The same KEK twice is no rotation.
+    let same = env
+        .clone()
+        .with("MARTY_CSCA_KEK", KEK_HEX)
+        .with("MARTY_CSCA_PREVIOUS_KEK", KEK_HEX);
+    let err = Config::load_from(&same)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("previous key-encryption key is the current one")
+    );
+
+    // A KEK file must be the owner's alone, and hold a well-formed key.
+    let file = dev.dir.path().join("csca.kek");
+    fs::write(&file, format!("{KEK_HEX}\n")).unwrap();
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let env3 = env
+        .clone()
+        .with("MARTY_CSCA_KEK_FILE", file.display().to_string());
+    let err = Config::load_from(&env3)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("readable by other users (mode 644)") && err.contains("MARTY_CSCA_KEK_FILE"),
+        "{err}"
+    );
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let from_file = Config::load_from(&env3)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap();
+    assert_eq!(hex_of(from_file.current.bytes()), KEK_HEX);
+    fs::write(&file, "too short").unwrap();
+    let err = Config::load_from(&env3)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected 64 hex digits"), "{err}");
+    // A malformed variable names itself and never echoes the value.
+    let bad = env.clone().with("MARTY_CSCA_KEK", "secret-but-wrong");
+    let err = Config::load_from(&bad)
+        .unwrap()
+        .kek(Service::Csca)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("MARTY_CSCA_KEK") && !err.contains("secret-but-wrong"),
+        "{err}"
+    );
+    // Never shown by settings or Debug.
+    let shown = format!(
+        "{:?} {:?}",
+        Config::load_from(&env2).unwrap(),
+        Config::load_from(&env2).unwrap().settings()
+    );
+    assert!(
+        !shown.contains(KEK_HEX) && !shown.contains(&KEK_HEX[..16]),
+        "{shown}"
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn secrets_files_written_before_keks_existed_gain_them_and_keep_their_passwords() {
+    let dev = Fixture::new("development", &shipped("development"));
+    let env = dev.env().with("DB_HOST", "h");
+    let config = Config::load_generating(&env).unwrap();
+    let password = expose(config.database(Service::Csca).password(Role::App).unwrap()).to_owned();
+    let path = dev.dir.path().join("state").join("secrets.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let kek = doc["keks"]["csca"].as_str().unwrap().to_owned();
+    doc.as_object_mut().unwrap().remove("keks");
+    secrets::write_private(&path, &serde_json::to_vec(&doc).unwrap()).unwrap();
+    let again = Config::load_generating(&env).unwrap();
+    assert_eq!(
+        expose(again.database(Service::Csca).password(Role::App).unwrap()),
+        password
+    );
+    assert_ne!(
+        hex_of(again.kek(Service::Csca).unwrap().current.bytes()),
+        kek,
+        "a new KEK for a file that had none"
+    );
+    // Existing KEKs are never replaced.
+    let kept = hex_of(again.kek(Service::Csca).unwrap().current.bytes());
+    let third = Config::load_generating(&env).unwrap();
+    assert_eq!(
+        hex_of(third.kek(Service::Csca).unwrap().current.bytes()),
+        kept
+    );
+    // A malformed or foreign KEK entry is refused, and the file left as it was.
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    doc["keks"]["csca"] = "zz".into();
+    secrets::write_private(&path, &serde_json::to_vec(&doc).unwrap()).unwrap();
+    let err = Config::load_generating(&env).unwrap_err().to_string();
+    assert!(
+        err.contains("malformed key-encryption key for csca"),
+        "{err}"
+    );
+    doc["keks"]["csca"] = kept.clone().into();
+    doc["keks"]["billing"] = kept.into();
+    secrets::write_private(&path, &serde_json::to_vec(&doc).unwrap()).unwrap();
+    let err = Config::load_generating(&env).unwrap_err().to_string();
+    assert!(
+        err.contains("\"billing\", which is not one of Marty's services"),
+        "{err}"
+    );
+}
+
+#[test]
+fn production_needs_a_kek_from_the_environment() {
+    let prod = Fixture::new("production", &shipped("production"));
+    let env = prod
+        .env()
+        .with("MARTY_ENV", "production")
+        .with("DB_HOST", "pg");
+    let err = Config::load_from(&env)
+        .unwrap()
+        .kek(Service::DocumentSigner)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "key-encryption key of document_signer: no key-encryption key configured: set MARTY_DOCUMENT_SIGNER_KEK (64 hex digits, e.g. from `openssl rand -hex 32`) or MARTY_DOCUMENT_SIGNER_KEK_FILE (a 0600 file holding one)"
+    );
+}
+
+#[test]
+fn service_endpoints_and_policies() {
+    let dev = Fixture::new("development", &shipped("development"));
+    let config = Config::load_from(&dev.env()).unwrap();
+    for s in Service::ALL {
+        let api = config.api(s);
+        assert_eq!(api.grpc_port, s.grpc_port());
+        assert_eq!(api.http_port, s.http_port());
+        assert_eq!(api.url, format!("http://127.0.0.1:{}", s.grpc_port()));
+    }
+    assert_eq!(config.runtime().log_format, LogFormat::Human);
+    assert_eq!(config.csca_policy().crl_validity_days, 30);
+    assert_eq!(config.signer_policy().document_type, "P");
+
+    let env = dev
+        .env()
+        .with("MARTY_CSCA_GRPC_PORT", "0")
+        .with("MARTY_CSCA_LISTEN_HOST", "0.0.0.0")
+        .with("MARTY_LOG_FORMAT", "json")
+        .with("MARTY_DOCUMENT_SIGNER_COUNTRY", "UT");
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(config.api(Service::Csca).grpc_port, 0);
+    assert_eq!(config.api(Service::Csca).url, "http://127.0.0.1:0");
+    assert_eq!(config.runtime().log_format, LogFormat::Json);
+    assert_eq!(config.signer_policy().country.as_deref(), Some("UT"));
+    assert_eq!(
+        origin_of(&config, "services.csca.api.grpc_port"),
+        &Origin::Env {
+            var: "MARTY_CSCA_GRPC_PORT".into()
+        }
+    );
+
+    for (var, value, why) in [
+        ("MARTY_CSCA_GRPC_PORT", "70000", "MARTY_CSCA_GRPC_PORT"),
+        ("MARTY_LOG_FORMAT", "xml", "expected human or json"),
+        ("MARTY_CSCA_URL", "ftp://x", "an http:// or https:// URL"),
+        (
+            "MARTY_CSCA_URL",
+            "http://u:p@x:1",
+            "must not carry credentials",
+        ),
+        (
+            "MARTY_DOCUMENT_SIGNER_COUNTRY",
+            "utopia",
+            "two upper-case letters",
+        ),
+        (
+            "MARTY_CSCA_CRL_DISTRIBUTION_POINT",
+            "file:///etc",
+            "ldap, http or https",
+        ),
+    ] {
+        let err = Config::load_from(&dev.env().with(var, value))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{var}={value}: {err}");
+    }
+    // Policies that contradict themselves are refused with the key at fault.
+    for (yaml, why) in [
+        (
+            "services:\n  csca:\n    policy:\n      crl_validity_days: 120\n",
+            "services.csca.policy.crl_validity_days: must be 2 to 90 days",
+        ),
+        (
+            "services:\n  csca:\n    policy:\n      dsc_validity_days: 30\n      dsc_key_usage_days: 60\n",
+            "services.csca.policy.dsc_validity_days: must be longer than dsc_key_usage_days",
+        ),
+        (
+            "services:\n  document_signer:\n    policy:\n      rotate_before_days: 90\n",
+            "rotate_before_days: must be shorter than key_usage_days",
+        ),
+        (
+            "services:\n  pkd:\n    policy:\n      x: 1\n",
+            "services.pkd.policy: unknown key",
+        ),
+        (
+            "services:\n  csca:\n    api:\n      grpc: 1\n",
+            "services.csca.api.grpc: unknown key",
+        ),
+    ] {
+        let f = Fixture::new("development", &format!("{MINIMAL}{yaml}"));
+        let err = Config::load_from(&f.env()).unwrap_err().to_string();
+        assert!(err.contains(why), "{yaml}: {err}");
     }
 }

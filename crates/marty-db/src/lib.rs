@@ -6,6 +6,7 @@
 //! - [`verify`]: the isolation proof: every role tries every database, plus a catalog audit.
 //! - [`isolation`]: the guard that refuses a configuration in which a service would use a
 //!   database that is not its own, deciding "same database" by the servers' own identity.
+//! - [`startup`]: what a service proves about its own database before it serves.
 //! - [`local`]: a private PostgreSQL cluster for development and the tests.
 //!
 //! Every operation connects with the identity it is about: provisioning as the administrative
@@ -20,6 +21,7 @@ pub mod migrate;
 pub mod provision;
 pub mod scram;
 mod sql;
+pub mod startup;
 pub mod status;
 pub mod verify;
 
@@ -42,6 +44,8 @@ pub enum DbError {
     AdminPrivilege { user: String, missing: String },
     #[error("{service}: {message}")]
     Migration { service: Service, message: String },
+    #[error("refusing to start {service}: {message}")]
+    Startup { service: Service, message: String },
     #[error("{context}: {source}")]
     Sql {
         context: String,

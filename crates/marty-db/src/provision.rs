@@ -333,6 +333,7 @@ async fn provision_service(
         scope: db.database.clone(),
     };
     ensure_database(admin, &db.database, &owner, &[&app, &readonly], &mut rec).await?;
+    ensure_marker(admin, service, &db.database, &mut rec).await?;
 
     let mut conn = server.with_database(&db.database).connect().await?;
     exec(&mut conn, "SET standard_conforming_strings = on").await?;
@@ -623,6 +624,39 @@ async fn ensure_database(
             .await?;
             rec.change(format!("granted CONNECT to {role}"));
         }
+    }
+    Ok(())
+}
+
+/// Marks the database as `service`'s on this server (see [`crate::startup`]): a service starts
+/// only on a database whose mark names it and the server it is on, which only `setup` — after
+/// the isolation guard accepted the placement — writes.
+async fn ensure_marker(
+    conn: &mut PgConnection,
+    service: Service,
+    database: &str,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let system_identifier = crate::isolation::server_identity(conn).await?;
+    let wanted = crate::startup::marker(service, system_identifier);
+    let current: Option<String> = sqlx::query_scalar(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+    )
+    .bind(database)
+    .fetch_one(&mut *conn)
+    .await
+    .context(|| format!("reading the comment of database {database}"))?;
+    if current.as_deref() != Some(wanted.as_str()) {
+        exec(
+            conn,
+            &format!(
+                "COMMENT ON DATABASE {} IS {}",
+                ident(database),
+                literal(&wanted)
+            ),
+        )
+        .await?;
+        rec.change(format!("marked as {service}'s database on this server"));
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ pub struct RelayMetrics {
     pub dead_lettered: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RelayMetricsSnapshot {
     pub published: u64,
     /// PubAcks that said "duplicate": a republished row the server de-duplicated.

@@ -119,6 +119,30 @@ impl fmt::Display for DigestAlgorithm {
     }
 }
 
+/// Hash names as users type them: `sha256`, `SHA-256`, `sha-384`… SHA-1 parses (it is read
+/// in legacy documents); issuing refuses it.
+impl std::str::FromStr for DigestAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "")
+            .as_str()
+        {
+            "sha1" => Ok(DigestAlgorithm::Sha1),
+            "sha224" => Ok(DigestAlgorithm::Sha224),
+            "sha256" => Ok(DigestAlgorithm::Sha256),
+            "sha384" => Ok(DigestAlgorithm::Sha384),
+            "sha512" => Ok(DigestAlgorithm::Sha512),
+            _ => Err(format!(
+                "unknown hash {:?}: expected sha256, sha384, sha512 or sha224",
+                crate::text::printable(s)
+            )),
+        }
+    }
+}
+
 /// A signature algorithm as an AlgorithmIdentifier names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "scheme", rename_all = "kebab-case")]

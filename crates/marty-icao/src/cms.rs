@@ -354,6 +354,9 @@ pub struct SignRequest<'a> {
     pub signature_algorithm: SignatureAlgorithm,
     pub sid: SidChoice,
     pub signing_time: Option<OffsetDateTime>,
+    /// Leave the content out of the structure (a detached signature, RFC 5652 §5.2: the
+    /// verifier supplies the content).
+    pub detached: bool,
 }
 
 /// Builds a DER ContentInfo/SignedData with one SignerInfo: signed attributes contentType,
@@ -411,10 +414,14 @@ pub fn sign(req: &SignRequest<'_>) -> Result<Vec<u8>, CmsError> {
     certs.extend(req.extra_certificates.iter().map(|c| c.raw.clone()));
     certs.sort();
     let certs = certs.concat();
-    let encap = der::sequence(&[
-        &Oid::known(req.content_type).to_der(),
-        &der::explicit(0, &der::octet_string(req.content)),
-    ]);
+    let encap = if req.detached {
+        der::sequence(&[&Oid::known(req.content_type).to_der()])
+    } else {
+        der::sequence(&[
+            &Oid::known(req.content_type).to_der(),
+            &der::explicit(0, &der::octet_string(req.content)),
+        ])
+    };
     // Version 3 (RFC 5652 §5.1): eContentType is not id-data.
     let signed_data = der::sequence(&[
         &der::integer(3),

@@ -310,6 +310,25 @@ pub fn from_mrz(code: &str) -> MrzCountry {
     }
 }
 
+/// The code an issuer of `alpha2` writes in the MRZ (and in certificates' SAN, Part 12
+/// §7.1.1.2): `D` for Germany, the ISO 3166 alpha-3 code otherwise (`UTO` for the specimen
+/// State Utopia, `RKS` for Kosovo).
+pub fn mrz_code_for(alpha2: &str) -> Option<&'static str> {
+    if alpha2 == "DE" {
+        return Some("D");
+    }
+    ISO_3166
+        .iter()
+        .find(|(_, a2)| *a2 == alpha2)
+        .map(|(a3, _)| *a3)
+        .or_else(|| {
+            ICAO_SPECIAL
+                .iter()
+                .find(|(code, a2)| code.len() == 3 && a2.first() == Some(&alpha2))
+                .map(|(code, _)| *code)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +337,22 @@ mod tests {
     fn table_is_sorted_for_binary_search() {
         assert!(ISO_3166.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(ISO_3166.len(), 249);
+    }
+
+    #[test]
+    fn alpha2_maps_back_to_the_mrz_code() {
+        assert_eq!(mrz_code_for("DE"), Some("D"));
+        assert_eq!(mrz_code_for("GB"), Some("GBR"));
+        assert_eq!(mrz_code_for("NL"), Some("NLD"));
+        assert_eq!(mrz_code_for("UT"), Some("UTO"));
+        assert_eq!(mrz_code_for("XK"), Some("RKS"));
+        assert_eq!(mrz_code_for("QQ"), None);
+        for (a3, a2) in ISO_3166 {
+            match from_mrz(mrz_code_for(a2).unwrap()) {
+                MrzCountry::Alpha2(codes) => assert_eq!(codes, [*a2], "{a3}"),
+                MrzCountry::Unknown => panic!("{a3}"),
+            }
+        }
     }
 
     #[test]

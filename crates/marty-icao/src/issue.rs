@@ -857,6 +857,7 @@ impl<'a> SodSigner<'a> {
             ),
             sid,
             signing_time,
+            detached: false,
         })?;
         Ok(sod::wrap(&content_info))
     }

@@ -16,6 +16,7 @@ pub mod crl;
 pub mod csr;
 pub mod der;
 pub mod hex;
+pub mod inputs;
 pub mod issue;
 pub mod lds;
 pub mod masterlist;

@@ -199,5 +199,6 @@ pub fn build(
         signature_algorithm,
         sid: SidChoice::SubjectKeyIdentifier,
         signing_time: Some(signing_time),
+        detached: false,
     })?)
 }

@@ -469,6 +469,7 @@ fn master_lists_round_trip() {
         signature_algorithm: p.dsc_key.signature_algorithm(),
         sid: SidChoice::SubjectKeyIdentifier,
         signing_time: Some(now()),
+        detached: false,
     })
     .unwrap();
     let v = MasterList::parse(&bad)

@@ -132,6 +132,7 @@ fn sod_signed_by(dgs: &[(u8, Vec<u8>)], signer: &Certificate, key: &KeyPair) -> 
         signature_algorithm: key.signature_algorithm(),
         sid: SidChoice::IssuerAndSerial,
         signing_time: None,
+        detached: false,
     })
     .unwrap();
     sod::wrap(&ci)

@@ -1,0 +1,159 @@
+//! `marty serve`: run one service, or all four as child processes stopped together.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use marty_config::{Config, LogFormat, Service};
+use marty_runtime::{Application, ServiceDescriptor};
+
+/// Every service, once: `marty serve`, `marty db migrate|status` and the tests iterate these.
+pub const DESCRIPTORS: [&ServiceDescriptor; 4] = [
+    &marty_csca::DESCRIPTOR,
+    &marty_document_signer::DESCRIPTOR,
+    &marty_passport_engine::DESCRIPTOR,
+    &marty_pkd::DESCRIPTOR,
+];
+
+pub fn descriptor(service: Service) -> &'static ServiceDescriptor {
+    DESCRIPTORS
+        .into_iter()
+        .find(|d| d.service == service)
+        .expect("DESCRIPTORS lists every service")
+}
+
+/// What to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    One(Service),
+    All,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "all" {
+            return Ok(Target::All);
+        }
+        s.parse::<Service>()
+            .map(Target::One)
+            .map_err(|e| format!("{e}, or all"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run (csca, document_signer, passport_engine, pkd; aliases accepted), or
+    /// `all`: each service in a child process of its own, stopped together.
+    pub target: Target,
+    /// Log format: human lines or one JSON object per line (default: runtime.log_format,
+    /// MARTY_LOG_FORMAT).
+    #[arg(long, value_parser = ["human", "json"])]
+    pub log_format: Option<String>,
+}
+
+pub async fn run(args: ServeArgs, config: &Config) -> Result<ExitCode> {
+    let format = match args.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Human,
+        None => config.runtime().log_format,
+    };
+    marty_runtime::telemetry::init(format);
+    match args.target {
+        Target::One(service) => serve_one(service, config).await,
+        Target::All => serve_all(config, args.log_format.as_deref()).await,
+    }
+}
+
+async fn serve_one(service: Service, config: &Config) -> Result<ExitCode> {
+    // The runtime logs where it listens once it is ready.
+    let app = Application::build(descriptor(service), config).await?;
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends SIGTERM to a child (the `kill` utility: no unsafe signal code in this crate).
+fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the marty binary")?;
+    let mut children = Vec::new();
+    for d in DESCRIPTORS {
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("serve").arg(d.service.id());
+        if let Some(f) = log_format {
+            cmd.arg("--log-format").arg(f);
+        }
+        // A child must not outlive `serve all` if this process is killed outright.
+        cmd.kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", d.service))?;
+        children.push((d.service, child));
+    }
+    let grace = config.runtime().shutdown_grace + Duration::from_secs(10);
+    // Wait for a signal, or for a child to end on its own (then the others stop too).
+    let first_exit = {
+        let waits = children.iter_mut().map(|(service, child)| {
+            let service = *service;
+            Box::pin(async move { (service, child.wait().await) })
+        });
+        let any_exit = futures::future::select_all(waits);
+        tokio::select! {
+            _ = marty_runtime::terminate_signal() => None,
+            ((service, status), _, _) = any_exit => Some((service, status)),
+        }
+    };
+    if let Some((service, status)) = &first_exit {
+        eprintln!(
+            "{service} exited ({}); stopping the other services",
+            status
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string())
+        );
+    }
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            terminate(pid);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    let mut clean = first_exit.is_none();
+    for (service, child) in &mut children {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => {
+                // The child that ended first was reported already.
+                if first_exit.as_ref().map(|(s, _)| s) != Some(service) {
+                    eprintln!("{service} exited with {status}");
+                }
+                clean = false;
+            }
+            Ok(Err(e)) => {
+                eprintln!("{service}: {e}");
+                clean = false;
+            }
+            Err(_) => {
+                eprintln!(
+                    "{service} did not stop within {} s: killed",
+                    grace.as_secs()
+                );
+                let _ = child.kill().await;
+                clean = false;
+            }
+        }
+    }
+    if clean {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!("not every service ran and stopped cleanly (see above)")
+    }
+}
