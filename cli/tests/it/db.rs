@@ -253,13 +253,20 @@ async fn concurrent_migrations_apply_exactly_once() {
     }
 }
 
+/// The services as the binary knows them: their descriptors.
+const DESCRIPTORS: [&marty_runtime::ServiceDescriptor; 4] = [
+    &marty_csca::DESCRIPTOR,
+    &marty_document_signer::DESCRIPTOR,
+    &marty_passport_engine::DESCRIPTOR,
+    &marty_pkd::DESCRIPTOR,
+];
+
 fn migrator(service: Service) -> &'static Migrator {
-    match service {
-        Service::Csca => &marty_csca::MIGRATOR,
-        Service::DocumentSigner => &marty_document_signer::MIGRATOR,
-        Service::PassportEngine => &marty_passport_engine::MIGRATOR,
-        Service::Pkd => &marty_pkd::MIGRATOR,
-    }
+    DESCRIPTORS
+        .iter()
+        .find(|d| d.service == service)
+        .map(|d| d.migrator)
+        .unwrap()
 }
 
 #[tokio::test]

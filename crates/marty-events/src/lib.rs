@@ -31,6 +31,7 @@ pub mod envelope;
 pub mod local;
 pub mod outbox;
 pub mod relay;
+pub mod schema;
 
 pub use consumer::{Consumer, ConsumerConfig, Handler};
 pub use envelope::{Envelope, NewEvent};

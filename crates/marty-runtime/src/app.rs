@@ -187,6 +187,7 @@ impl Application {
         );
         let ctx = ServiceContext {
             service,
+            environment: config.environment,
             db: ServiceDb::new(pool),
             keys,
             policy,
@@ -272,18 +273,28 @@ impl Application {
 
         // gRPC: the service's own services, health, reflection, all counted and timed.
         let (health, health_service) = tonic_health::server::health_reporter();
+        // Reflection advertises what this process serves, not every contract of the platform.
+        let advertised = [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ];
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(marty_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in advertised {
+            reflection = reflection.with_service_name(name);
+        }
         for name in &parts.names {
             reflection = reflection.with_service_name(*name);
         }
         let reflection_v1alpha = {
             let mut b = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(marty_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("grpc.health.v1.Health");
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+            for name in advertised {
+                b = b.with_service_name(name);
+            }
             for name in &parts.names {
                 b = b.with_service_name(*name);
             }

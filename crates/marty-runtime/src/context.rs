@@ -100,6 +100,7 @@ impl Peers {
 #[derive(Clone)]
 pub struct ServiceContext {
     pub(crate) service: Service,
+    pub(crate) environment: marty_config::Environment,
     pub(crate) db: ServiceDb,
     pub(crate) keys: Option<Arc<dyn KeyStore>>,
     pub(crate) policy: ServicePolicy,
@@ -120,6 +121,11 @@ impl std::fmt::Debug for ServiceContext {
 impl ServiceContext {
     pub fn service(&self) -> Service {
         self.service
+    }
+
+    /// development, testing or production.
+    pub fn environment(&self) -> marty_config::Environment {
+        self.environment
     }
 
     pub fn db(&self) -> &ServiceDb {

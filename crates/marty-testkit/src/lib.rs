@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod app;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -173,6 +174,29 @@ impl TestDb {
             .await
             .ok();
         }
+    }
+
+    /// Stops the private server (a database outage); [`Self::start_server`] brings it back on
+    /// the same port with the same data.
+    pub fn stop_server(&self) {
+        self.cluster
+            .as_ref()
+            .expect("only a private cluster can be stopped")
+            .stop()
+            .unwrap();
+    }
+
+    pub fn start_server(&self) {
+        self.cluster
+            .as_ref()
+            .expect("only a private cluster can be started")
+            .start()
+            .unwrap();
+    }
+
+    /// Whether this test has a server of its own (it may stop it).
+    pub fn is_private(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// [`Self::env`] for a service process: the test NATS, every service on port 0 (HTTP and

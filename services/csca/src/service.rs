@@ -135,6 +135,23 @@ impl Csca {
             .default_key
             .parse::<KeySpec>()
             .map_err(|e| anyhow::anyhow!("services.csca.policy.default_key: {e}"))?;
+        if ctx.environment() == marty_config::Environment::Production {
+            let host = url::Url::parse(&policy.crl_distribution_point.replace("{country}", "XX"))
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            if host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+                || host.starts_with("127.")
+            {
+                anyhow::bail!(
+                    "services.csca.policy.crl_distribution_point is {}, a loopback address: relying parties abroad could never fetch the CRLs it names. Set MARTY_CSCA_CRL_DISTRIBUTION_POINT to the public URL",
+                    policy.crl_distribution_point
+                );
+            }
+        }
         let keys = ctx.keys();
         Ok(Self {
             ctx,

@@ -71,6 +71,12 @@ async fn rotation(
 ) -> anyhow::Result<()> {
     let mut follow_up = false;
     loop {
+        // A pass at start too: a signer may have neared its end while the service was down.
+        match signer.rotate_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(signers = n, "signers replaced"),
+            Err(e) => tracing::warn!(error = %e, "the rotation pass failed; it runs again"),
+        }
         let wait = if follow_up {
             Duration::from_millis(500)
         } else {
@@ -80,11 +86,6 @@ async fn rotation(
             _ = stop.wait() => return Ok(()),
             _ = ctx.woken() => { follow_up = true; }
             _ = tokio::time::sleep(wait) => { follow_up = false; }
-        }
-        match signer.rotate_due().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(signers = n, "signers replaced"),
-            Err(e) => tracing::warn!(error = %e, "the rotation pass failed; it runs again"),
         }
     }
 }

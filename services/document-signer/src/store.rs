@@ -208,6 +208,15 @@ pub async fn activate(
     .bind(&document_type)
     .execute(&mut *conn)
     .await?;
+    // Lock first, as in [`retire_revoked`]: the retirement is dated after the signatures in
+    // progress with the old key.
+    sqlx::query(
+        "select 1 from signer_keys where country_code = $1 and document_type = $2 and status = 'active' for update",
+    )
+    .bind(&country)
+    .bind(&document_type)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "update signer_keys set status = 'retired', retired_at = clock_timestamp(), retirement_reason = $3
           where country_code = $1 and document_type = $2 and status = 'active'",
@@ -270,8 +279,13 @@ pub async fn retire_revoked(
     let Some(key) = key else {
         return Ok(None);
     };
-    // clock_timestamp(): the moment the row is updated, after every signature holding the
-    // key's share lock has committed.
+    // The row lock first: it waits for every signature holding the key's share lock to
+    // commit. (An UPDATE alone would compute clock_timestamp() before waiting, dating the
+    // retirement before signatures that committed while it waited.)
+    sqlx::query("select 1 from signer_keys where id = $1 for update")
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query_as(
         "update signer_keys set status = 'retired', retired_at = clock_timestamp(), retirement_reason = 'revoked'
           where id = $1 and status <> 'retired'

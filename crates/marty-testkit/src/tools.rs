@@ -1,0 +1,89 @@
+//! The independent verifiers and clients tests call: the `openssl` CLI, the Python oracle
+//! (asn1crypto + cryptography), the Python gRPC client with reflection, `curl`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the openssl CLI is installed")
+}
+
+/// `openssl args…`, asserting success; returns stdout and stderr.
+pub fn openssl_ok(dir: &Path, args: &[&str]) -> String {
+    let out = openssl(dir, args);
+    assert!(out.status.success(), "openssl {args:?}:\n{}", show(&out));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The Python interpreter of the oracles: `$MARTY_PYTHON`, else the virtualenv `make test`
+/// creates.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MARTY_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the independent Python verifiers are not installed: run `make test` (it creates .venv from scripts/oracle-requirements.txt), or set MARTY_PYTHON"
+    );
+    venv
+}
+
+fn python_script(
+    script: &str,
+    dir: &Path,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    let out = Command::new(python())
+        .current_dir(dir)
+        .arg(repo().join("scripts").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), report, show(&out))
+}
+
+/// Runs the Python artefact oracle (`scripts/oracle.py`): exit code, JSON report, transcript.
+pub fn oracle(dir: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    python_script("oracle.py", dir, args)
+}
+
+/// Runs the Python gRPC client (`scripts/grpc_probe.py`), which learns every message type
+/// from the server's reflection service.
+pub fn grpc_probe(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    python_script("grpc_probe.py", &repo(), args)
+}
+
+/// `curl -s` a URL: (HTTP status, body).
+pub fn curl(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
