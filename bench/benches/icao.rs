@@ -90,7 +90,7 @@ fn sod_signing(c: &mut Criterion) {
                 .collect(),
             lds_version_info: None,
         };
-        let signer = issue::SodSigner::new(&dsc, &key).unwrap();
+        let signer = issue::SodSigner::new(dsc.clone(), key.clone()).unwrap();
         group.bench_function(name, |b| {
             b.iter(|| signer.sign(&lds, SidChoice::IssuerAndSerial, None).unwrap())
         });

@@ -15,6 +15,7 @@
 mod commands;
 mod events;
 mod icao;
+mod load;
 mod operate;
 mod serve;
 

@@ -220,17 +220,17 @@ pub struct SignerUrl {
     /// The Document Signer's gRPC address (default: services.document_signer.api.url,
     /// MARTY_DOCUMENT_SIGNER_URL).
     #[arg(long)]
-    signer_url: Option<String>,
+    pub signer_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct SignerSelect {
     /// ISO 3166 alpha-2 country of the signer (default: the Document Signer's policy).
     #[arg(long)]
-    country: Option<String>,
+    pub country: Option<String>,
     /// MRZ document code the signer signs for (default P).
     #[arg(long)]
-    document_type: Option<String>,
+    pub document_type: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +307,27 @@ pub enum SignerCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Load test: SignLdsSecurityObject over gRPC (audited, as in production) against
+    /// in-process signing with the same kind of key, in alternating rounds; prints both rates,
+    /// their ratio per round (median and range) and the gRPC latency percentiles. Every gRPC
+    /// signature is real and audited (document reference `bench`).
+    Bench {
+        #[command(flatten)]
+        select: SignerSelect,
+        /// Seconds per side per round.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// Rounds (each: in-process, then gRPC).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        /// gRPC calls in flight at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: u32,
+        #[command(flatten)]
+        url: SignerUrl,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// The signature audit, newest first.
     Audit {
         /// Only signatures of this document reference.
@@ -360,7 +381,7 @@ fn reason(name: &str) -> Result<csca::RevocationReason> {
     })
 }
 
-fn url_of(given: &Option<String>, service: Service) -> Result<String> {
+pub fn url_of(given: &Option<String>, service: Service) -> Result<String> {
     match given {
         Some(u) => Ok(u.clone()),
         None => {
@@ -371,7 +392,7 @@ fn url_of(given: &Option<String>, service: Service) -> Result<String> {
     }
 }
 
-async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
+pub async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| anyhow!("{service} URL {url:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -389,7 +410,7 @@ async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
     })
 }
 
-fn status_error(service: Service, url: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+pub fn status_error(service: Service, url: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| {
         anyhow::Error::new(ServiceError {
             service,
@@ -406,7 +427,7 @@ fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
         .map(marty_icao::cert::rfc3339)
 }
 
-fn print_json(value: &impl Serialize) -> Result<()> {
+pub fn print_json(value: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -1160,6 +1181,26 @@ pub async fn signer(command: SignerCommand) -> Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        SignerCommand::Bench {
+            select,
+            seconds,
+            rounds,
+            concurrency,
+            url,
+            connection,
+        } => {
+            crate::load::sign(
+                select.country,
+                select.document_type,
+                seconds,
+                rounds,
+                concurrency,
+                url.signer_url,
+                connection.timeout,
+                connection.json,
+            )
+            .await
         }
         SignerCommand::Audit {
             document_reference,

@@ -3,7 +3,7 @@
 //! parameters Doc 9303 mandates) and a Python verifier built on asn1crypto + cryptography
 //! (`scripts/oracle.py`, every case).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use marty_icao::lds::{self, FaceImage, ImageFormat};
@@ -42,49 +42,7 @@ fn marty_ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("the openssl CLI is installed")
-}
-
-fn openssl_ok(dir: &Path, args: &[&str]) -> String {
-    let out = openssl(dir, args);
-    assert!(out.status.success(), "openssl {args:?}:\n{}", show(&out));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The Python oracle's interpreter: `$MARTY_PYTHON`, else the virtualenv `make test` creates.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MARTY_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the independent Python verifier is not installed: run `make test` (it creates .venv with asn1crypto and cryptography), or set MARTY_PYTHON"
-    );
-    venv
-}
-
-/// Runs the Python oracle; returns its exit code and JSON report.
-fn run_oracle(dir: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oracle.py");
-    let out = Command::new(python())
-        .current_dir(dir)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.code(), report, show(&out))
-}
+use marty_testkit::tools::{openssl, openssl_ok, oracle as run_oracle};
 
 /// The oracle accepts the artefact.
 fn oracle(dir: &Path, args: &[&str]) -> serde_json::Value {

@@ -9,4 +9,5 @@ mod events;
 mod harness;
 mod icao;
 mod privileges;
+mod services;
 mod toolkit;

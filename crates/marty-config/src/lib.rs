@@ -19,6 +19,13 @@
 //! | `DB_USER`, `DB_PASSWORD` | administrative credentials used by `marty db setup` only |
 //! | `MARTY_ADMIN_DATABASE_URL` | the administrative connection as one URL |
 //! | `MARTY_NATS_URL` | the NATS server of the event bus |
+//! | `MARTY_<SERVICE>_KEK`, `MARTY_<SERVICE>_KEK_FILE` | a key-holding service's key-encryption key (hex or base64; a file must be 0600) |
+//! | `MARTY_<SERVICE>_PREVIOUS_KEK[_FILE]` | the previous KEK during a rotation |
+//! | `MARTY_<SERVICE>_LISTEN_HOST`, `_GRPC_PORT`, `_HTTP_PORT` | where a service listens (port 0: a free one) |
+//! | `MARTY_<SERVICE>_URL` | where clients reach a service's gRPC API |
+//! | `MARTY_CSCA_CRL_DISTRIBUTION_POINT` | cRLDistributionPoints URI of issued certificates |
+//! | `MARTY_DOCUMENT_SIGNER_COUNTRY`, `MARTY_DOCUMENT_SIGNER_KEY` | the signer's default country and key |
+//! | `MARTY_LOG_FORMAT` | `human` or `json` |
 //!
 //! Secrets are [`SecretString`]s: no `Debug`, `Display` or log line shows them, and
 //! [`Config::settings`] masks them.

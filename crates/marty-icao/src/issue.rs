@@ -206,7 +206,9 @@ impl fmt::Display for KeySpec {
     }
 }
 
-/// A private key with the SubjectPublicKeyInfo Marty publishes for it.
+/// A private key with the SubjectPublicKeyInfo Marty publishes for it. Cloning shares the
+/// key (OpenSSL reference counting), it does not copy it.
+#[derive(Clone)]
 pub struct KeyPair {
     pub private: PKey<Private>,
     pub spki: Vec<u8>,
@@ -806,27 +808,37 @@ pub fn make_ml_signer(
     )
 }
 
-/// A Document Signer ready to sign many SODs: the key is checked against its certificate once.
-#[derive(Debug)]
-pub struct SodSigner<'a> {
-    dsc: &'a Certificate,
-    key: &'a KeyPair,
+/// A Document Signer ready to sign many SODs: the certificate's profile and the key's match
+/// are checked once, here, not at every signature (checking a key with explicit EC parameters
+/// costs far more than the signature).
+#[derive(Debug, Clone)]
+pub struct SodSigner {
+    dsc: Certificate,
+    key: KeyPair,
 }
 
-impl<'a> SodSigner<'a> {
-    pub fn new(dsc: &'a Certificate, key: &'a KeyPair) -> Result<SodSigner<'a>, IssueError> {
+impl SodSigner {
+    pub fn new(dsc: Certificate, key: KeyPair) -> Result<SodSigner, IssueError> {
         if let Some(problem) = dsc.document_signer_problem() {
             return Err(IssueError::Invalid(format!(
                 "refusing to sign an EF.SOD with {}: {problem}",
                 dsc.subject
             )));
         }
-        if !key.matches(dsc) {
+        if !key.matches(&dsc) {
             return Err(IssueError::Invalid(
                 "the Document Signer's private key does not belong to the DSC".into(),
             ));
         }
         Ok(SodSigner { dsc, key })
+    }
+
+    pub fn certificate(&self) -> &Certificate {
+        &self.dsc
+    }
+
+    pub fn key(&self) -> &KeyPair {
+        &self.key
     }
 
     /// Signs an LDS security object into EF.SOD (0x77-wrapped CMS SignedData, eContentType
@@ -846,7 +858,7 @@ impl<'a> SodSigner<'a> {
         let content_info = cms::sign(&cms::SignRequest {
             content_type: oid::LDS_SECURITY_OBJECT,
             content: &content,
-            signer: self.dsc,
+            signer: &self.dsc,
             extra_certificates: &[],
             key: &self.key.private,
             digest: lds.hash_algorithm,
@@ -876,5 +888,5 @@ pub fn make_sod(
             "Marty never issues SHA-1 (Doc 9303 Part 12 §4.1.6)".into(),
         ));
     }
-    SodSigner::new(dsc, key)?.sign(lds, sid, signing_time)
+    SodSigner::new(dsc.clone(), key.clone())?.sign(lds, sid, signing_time)
 }

@@ -272,11 +272,11 @@ fn only_a_document_signer_may_sign_a_sod() {
     );
 
     // Marty refuses to make such a SOD in the first place.
-    let err = SodSigner::new(&ut.csca, &ut.csca_key).unwrap_err();
+    let err = SodSigner::new(ut.csca.clone(), ut.csca_key.clone()).unwrap_err();
     assert!(err.to_string().contains("not a Document Signer"), "{err}");
-    let err = SodSigner::new(&mls, &mls_key).unwrap_err();
+    let err = SodSigner::new(mls.clone(), mls_key.clone()).unwrap_err();
     assert!(err.to_string().contains("Master List Signer"), "{err}");
-    assert!(SodSigner::new(&ut.dsc, &ut.dsc_key).is_ok());
+    assert!(SodSigner::new(ut.dsc.clone(), ut.dsc_key.clone()).is_ok());
 }
 
 #[test]

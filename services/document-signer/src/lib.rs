@@ -39,6 +39,10 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     build,
 };
 
+/// Signing workers (each runs one transaction at a time). Four keep both cores of a small
+/// machine busy while one worker's transaction waits for its commit.
+const SIGNING_WORKERS: usize = 4;
+
 /// The subject of the CSCA's revocations.
 pub const REVOCATIONS: &str = "marty.csca.certificate.revoked";
 
@@ -52,12 +56,18 @@ fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>
         .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
         let interval = signer.policy().rotation_check_interval;
         let task_ctx = ctx.clone();
-        Ok(ServiceParts::new()
+        let mut parts = ServiceParts::new()
             .grpc(server)
-            .consume(REVOCATIONS, service::RevocationHandler { ctx })
-            .task("signer-rotation", move |stop: Shutdown| {
-                rotation(signer, task_ctx, interval, stop)
-            }))
+            .consume(REVOCATIONS, service::RevocationHandler { ctx });
+        // Workers drain the signing queue; each holds one pooled connection while it signs a
+        // batch, so they stay below the pool size.
+        for _ in 0..SIGNING_WORKERS {
+            let signer = signer.clone();
+            parts = parts.task("signing-worker", move |stop: Shutdown| signer.work(stop));
+        }
+        Ok(parts.task("signer-rotation", move |stop: Shutdown| {
+            rotation(signer, task_ctx, interval, stop)
+        }))
     })
 }
 

@@ -7,10 +7,13 @@
 //! `document_signer.signer.activated`; the previous signer of the country and document type
 //! retires in that transaction.
 //!
-//! **Signing.** Each signature runs in a transaction that locks the active signer's row
-//! `for share`, checks the private key usage period and validity, signs, and writes the audit
-//! row; the response leaves only after the commit. A revocation (which updates the row) waits
-//! for signatures in progress and no signature starts with the key after it.
+//! **Signing.** Each signature runs in a transaction that takes the (country, document type)
+//! signing lock shared, reads the active signer, checks the private key usage period and
+//! validity, signs, and writes the audit row; the response leaves only after the commit. A
+//! revocation or rotation takes that lock exclusively before it retires the key: it waits for
+//! the signatures in progress, and no signature starts with the key after it. (A transaction
+//! advisory lock rather than `select … for share`: sixteen concurrent share locks on one row
+//! make PostgreSQL build a multixact per signature, which costs more than the signature.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,11 +40,8 @@ fn internal(e: impl std::fmt::Display) -> SignerError {
     SignerError::Internal(anyhow::anyhow!("{e}"))
 }
 
-/// A signer's key and certificate, opened.
-struct Opened {
-    dsc: Certificate,
-    key: KeyPair,
-}
+/// A signer's key and certificate, opened and checked against each other once.
+type Opened = SodSigner;
 
 /// Why a new signer is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,47 @@ struct Audited<'a> {
     content_sha256: Vec<u8>,
 }
 
+/// Signing work handed to a worker: what to sign, with the opened signer.
+type SignFn = Box<dyn FnOnce(&Opened) -> Result<(Vec<u8>, String, String)> + Send>;
+
+/// The most signatures one transaction makes.
+const MAX_BATCH: usize = 64;
+
+/// A signature waiting for a worker.
+struct Job {
+    country: String,
+    document_type: String,
+    kind: &'static str,
+    document_reference: Option<String>,
+    requested_by: String,
+    content_sha256: Vec<u8>,
+    sign: SignFn,
+    reply: tokio::sync::oneshot::Sender<Result<Signed>>,
+}
+
+/// Where a job's answer goes, and what its audit row records.
+type Reply = (
+    tokio::sync::oneshot::Sender<Result<Signed>>,
+    &'static str,
+    Option<String>,
+    String,
+    Vec<u8>,
+);
+
+impl SignerError {
+    /// The same error for another caller of a failed batch.
+    fn duplicate(&self) -> SignerError {
+        match self {
+            SignerError::InvalidArgument(m) => SignerError::InvalidArgument(m.clone()),
+            SignerError::NotFound(m) => SignerError::NotFound(m.clone()),
+            SignerError::AlreadyExists(m) => SignerError::AlreadyExists(m.clone()),
+            SignerError::FailedPrecondition(m) => SignerError::FailedPrecondition(m.clone()),
+            SignerError::Unavailable(m) => SignerError::Unavailable(m.clone()),
+            SignerError::Internal(e) => SignerError::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+}
+
 /// A signature and its audit record.
 #[derive(Debug, Clone)]
 pub struct Signed {
@@ -94,6 +135,9 @@ pub struct DocumentSigner {
     opened: Mutex<HashMap<(Uuid, Uuid), Arc<Opened>>>,
     /// Signer creation in this process, one at a time (a CSR round trip each).
     creating: tokio::sync::Mutex<()>,
+    /// Signatures waiting for a worker.
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    queue: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>,
 }
 
 impl std::fmt::Debug for DocumentSigner {
@@ -140,6 +184,8 @@ impl DocumentSigner {
             .unwrap_or_default()
             .to_owned();
         let keys = ctx.keys();
+        // Bounded: under overload callers wait for room rather than the process for memory.
+        let (jobs, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         Ok(Self {
             ctx,
             policy,
@@ -149,6 +195,8 @@ impl DocumentSigner {
             csca_url,
             opened: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            jobs,
+            queue: tokio::sync::Mutex::new(queue),
         })
     }
 
@@ -343,13 +391,11 @@ impl DocumentSigner {
         )
         .await?;
         tx.commit().await?;
+        let opened = SodSigner::new(dsc, pair).map_err(internal)?;
         self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                (row.key_id, row.certificate_id),
-                Arc::new(Opened { dsc, key: pair }),
-            );
+            .insert((row.key_id, row.certificate_id), Arc::new(opened));
         tracing::info!(serial = %hex(&row.serial), "signer activated");
         Ok(row)
     }
@@ -520,7 +566,7 @@ impl DocumentSigner {
             let mut key = keys.open(&sealed)?;
             // The published key of the DSC keeps explicit EC parameters.
             key.spki = dsc.spki.clone();
-            Ok(Opened { dsc, key })
+            SodSigner::new(dsc, key).map_err(internal)
         })
         .await
         .map_err(internal)??;
@@ -532,20 +578,113 @@ impl DocumentSigner {
         Ok(opened)
     }
 
-    /// Signs with the active signer inside a transaction that also writes the audit.
-    async fn sign_audited(
+    /// Signs with the active signer: the job joins the queue the signing workers drain in
+    /// batches (see [`DocumentSigner::work`]); the answer comes once its audit row committed.
+    async fn sign_audited(&self, what: Audited<'_>, sign: SignFn) -> Result<Signed> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            country: what.country.to_owned(),
+            document_type: what.document_type.to_owned(),
+            kind: what.kind,
+            document_reference: what.document_reference.map(str::to_owned),
+            requested_by: what.requested_by.to_owned(),
+            content_sha256: what.content_sha256,
+            sign,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| SignerError::Unavailable("the Document Signer is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| SignerError::Unavailable("the Document Signer is shutting down".into()))?
+    }
+
+    /// A signing worker: takes what is queued (up to [`MAX_BATCH`] jobs), and signs each
+    /// (country, document type) group in one transaction — signing lock shared, the active
+    /// signer read and checked once, every signature made, every audit row inserted, one
+    /// commit — before answering. Under load the queue fills while a batch is in flight, so
+    /// the database work of a signature shrinks with the load; alone, a job is a batch of one.
+    pub async fn work(self: Arc<Self>, stop: marty_runtime::Shutdown) -> anyhow::Result<()> {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().await;
+                let first = tokio::select! {
+                    _ = stop.wait() => return Ok(()),
+                    job = queue.recv() => match job {
+                        Some(job) => job,
+                        None => return Ok(()),
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            let mut groups: Vec<((String, String), Vec<Job>)> = Vec::new();
+            for job in batch {
+                let key = (job.country.clone(), job.document_type.clone());
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, jobs)) => jobs.push(job),
+                    None => groups.push((key, vec![job])),
+                }
+            }
+            for ((country, document_type), jobs) in groups {
+                self.sign_group(&country, &document_type, jobs).await;
+            }
+        }
+    }
+
+    async fn sign_group(&self, country: &str, document_type: &str, jobs: Vec<Job>) {
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut work = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            replies.push((
+                job.reply,
+                job.kind,
+                job.document_reference,
+                job.requested_by,
+                job.content_sha256,
+            ));
+            work.push(job.sign);
+        }
+        match self
+            .sign_batch(country, document_type, work, &replies)
+            .await
+        {
+            Ok(results) => {
+                for ((reply, ..), result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch committed: every caller learns it failed.
+                if let SignerError::Internal(ref cause) = e {
+                    tracing::error!(
+                        error = format!("{cause:#}"),
+                        jobs = replies.len(),
+                        "a signing batch failed"
+                    );
+                }
+                for (reply, ..) in replies {
+                    let _ = reply.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    async fn sign_batch(
         &self,
-        what: Audited<'_>,
-        sign: impl FnOnce(&Opened) -> Result<(Vec<u8>, String, String)> + Send + 'static,
-    ) -> Result<Signed> {
-        let Audited {
-            country,
-            document_type,
-            kind,
-            document_reference,
-            requested_by,
-            content_sha256,
-        } = what;
+        country: &str,
+        document_type: &str,
+        work: Vec<SignFn>,
+        meta: &[Reply],
+    ) -> Result<Vec<Result<Signed>>> {
         let mut tx = self.ctx.db().begin().await?;
         let signer = store::active_for_signing(&mut tx, country, document_type)
             .await?
@@ -563,30 +702,47 @@ impl DocumentSigner {
             )));
         }
         let opened = self.open(&mut tx, &signer).await?;
-        let (bytes, digest, signature_algorithm) = marty_runtime::cpu(move || sign(&opened))
-            .await
-            .map_err(internal)??;
-        let output_sha256 = DigestAlgorithm::Sha256.digest(&bytes);
-        let (audit_id, _) = store::insert_audit(
-            &mut tx,
-            AuditEntry {
-                signer: &signer,
-                document_reference,
-                digest_algorithm: &digest,
-                signature_algorithm: &signature_algorithm,
-                content_sha256: &content_sha256,
-                output_sha256: &output_sha256,
-                requested_by,
-                kind,
-            },
-        )
-        .await?;
+        // Each signature on a blocking thread of its own: a batch of RSA signatures uses every
+        // core rather than one.
+        let tasks: Vec<_> = work
+            .into_iter()
+            .map(|sign| {
+                let opened = opened.clone();
+                marty_runtime::cpu(move || sign(&opened))
+            })
+            .collect();
+        let mut signed: Vec<Result<(Vec<u8>, String, String)>> = Vec::with_capacity(tasks.len());
+        for t in futures::future::join_all(tasks).await {
+            signed.push(t.map_err(internal)?);
+        }
+        let mut entries = Vec::new();
+        for (result, (_, kind, reference, requested_by, content)) in signed.iter().zip(meta) {
+            if let Ok((bytes, digest, algorithm)) = result {
+                entries.push(AuditEntry {
+                    signer: &signer,
+                    document_reference: reference.as_deref(),
+                    digest_algorithm: digest,
+                    signature_algorithm: algorithm,
+                    content_sha256: content,
+                    output_sha256: DigestAlgorithm::Sha256.digest(bytes),
+                    requested_by,
+                    kind,
+                });
+            }
+        }
+        let ids = store::insert_audits(&mut tx, &entries).await?;
         tx.commit().await?;
-        Ok(Signed {
-            bytes,
-            signer_serial: signer.serial,
-            audit_id,
-        })
+        let mut ids = ids.into_iter();
+        Ok(signed
+            .into_iter()
+            .map(|r| {
+                r.map(|(bytes, _, _)| Signed {
+                    bytes,
+                    signer_serial: signer.serial.clone(),
+                    audit_id: ids.next().unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     /// EF.SOD over the given hashes.
@@ -617,17 +773,16 @@ impl DocumentSigner {
                     requested_by: &req.requested_by,
                     content_sha256,
                 },
-                move |o| {
-                    let signer = SodSigner::new(&o.dsc, &o.key).map_err(internal)?;
-                    let sod = signer
+                Box::new(move |o: &Opened| {
+                    let sod = o
                         .sign(&lds, SidChoice::IssuerAndSerial, signing_time)
                         .map_err(|e| SignerError::InvalidArgument(e.to_string()))?;
                     Ok((
                         sod,
                         lds.hash_algorithm.name().to_owned(),
-                        o.key.signature_algorithm().name(),
+                        o.key().signature_algorithm().name(),
                     ))
-                },
+                }),
             )
             .await?;
         tracing::info!(audit_id = signed.audit_id, "EF.SOD signed");
@@ -661,15 +816,15 @@ impl DocumentSigner {
                 requested_by,
                 content_sha256,
             },
-            move |o| {
-                let digest = o.key.digest();
-                let signature_algorithm = o.key.signature_algorithm();
+            Box::new(move |o: &Opened| {
+                let digest = o.key().digest();
+                let signature_algorithm = o.key().signature_algorithm();
                 let cms = marty_icao::cms::sign(&marty_icao::cms::SignRequest {
                     content_type: marty_icao::oid::DATA,
                     content: &data,
-                    signer: &o.dsc,
+                    signer: o.certificate(),
                     extra_certificates: &[],
-                    key: &o.key.private,
+                    key: &o.key().private,
                     digest,
                     signature_algorithm,
                     sid: SidChoice::IssuerAndSerial,
@@ -678,7 +833,7 @@ impl DocumentSigner {
                 })
                 .map_err(internal)?;
                 Ok((cms, digest.name().to_owned(), signature_algorithm.name()))
-            },
+            }),
         )
         .await
     }

@@ -71,26 +71,39 @@ pub async fn active(
         .transpose()
 }
 
-/// As [`active`], locking the key row `for share` until the caller's transaction ends: a
-/// revocation (which updates the row) waits for every signature in progress with the key, and
-/// no signature starts with it after the revocation committed.
+/// The signing lock of (country, document type), until the caller's transaction ends:
+/// shared by signatures, exclusive for retiring a signer.
+async fn signing_lock(
+    conn: &mut PgConnection,
+    country: &str,
+    document_type: &str,
+    exclusive: bool,
+) -> Result<(), sqlx::Error> {
+    let sql = if exclusive {
+        "select pg_advisory_xact_lock(hashtext('marty_ds_signing'), hashtext($1 || '/' || $2))"
+    } else {
+        "select pg_advisory_xact_lock_shared(hashtext('marty_ds_signing'), hashtext($1 || '/' || $2))"
+    };
+    sqlx::query(sql)
+        .bind(country)
+        .bind(document_type)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// As [`active`], under the signing lock taken shared until the caller's transaction ends: a
+/// retirement waits for every signature in progress with the key, and no signature starts
+/// with it after the retirement committed. The lock is taken in a statement of its own, before
+/// the one that reads the signer, so that the read sees what committed before the lock was
+/// granted.
 pub async fn active_for_signing(
     conn: &mut PgConnection,
     country: &str,
     document_type: &str,
 ) -> Result<Option<SignerRow>, sqlx::Error> {
-    let sql = format!(
-        "{SIGNER_SELECT} where k.country_code = $1 and k.document_type = $2 and k.status = 'active'
-          order by c.received_at desc limit 1
-          for share of k"
-    );
-    sqlx::query(&sql)
-        .bind(country)
-        .bind(document_type)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| signer_row(&r))
-        .transpose()
+    signing_lock(conn, country, document_type, false).await?;
+    active(conn, country, document_type).await
 }
 
 /// Every active signer.
@@ -208,15 +221,9 @@ pub async fn activate(
     .bind(&document_type)
     .execute(&mut *conn)
     .await?;
-    // Lock first, as in [`retire_revoked`]: the retirement is dated after the signatures in
-    // progress with the old key.
-    sqlx::query(
-        "select 1 from signer_keys where country_code = $1 and document_type = $2 and status = 'active' for update",
-    )
-    .bind(&country)
-    .bind(&document_type)
-    .execute(&mut *conn)
-    .await?;
+    // The signing lock first: the retirement is dated after the signatures in progress with
+    // the old key.
+    signing_lock(conn, &country, &document_type, true).await?;
     sqlx::query(
         "update signer_keys set status = 'retired', retired_at = clock_timestamp(), retirement_reason = $3
           where country_code = $1 and document_type = $2 and status = 'active'",
@@ -279,13 +286,14 @@ pub async fn retire_revoked(
     let Some(key) = key else {
         return Ok(None);
     };
-    // The row lock first: it waits for every signature holding the key's share lock to
-    // commit. (An UPDATE alone would compute clock_timestamp() before waiting, dating the
-    // retirement before signatures that committed while it waited.)
-    sqlx::query("select 1 from signer_keys where id = $1 for update")
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
+    let (country, document_type): (String, String) =
+        sqlx::query_as("select country_code::text, document_type from signer_keys where id = $1")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+    // The signing lock first: it waits for every signature in progress with the key (and the
+    // retirement is dated in the statement after it, so after those signatures).
+    signing_lock(conn, &country, &document_type, true).await?;
     sqlx::query_as(
         "update signer_keys set status = 'retired', retired_at = clock_timestamp(), retirement_reason = 'revoked'
           where id = $1 and status <> 'retired'
@@ -322,32 +330,52 @@ pub struct AuditEntry<'a> {
     pub digest_algorithm: &'a str,
     pub signature_algorithm: &'a str,
     pub content_sha256: &'a [u8],
-    pub output_sha256: &'a [u8],
+    pub output_sha256: Vec<u8>,
     pub requested_by: &'a str,
     pub kind: &'static str,
 }
 
-pub async fn insert_audit(
+/// Inserts the audit rows of a batch in one statement; returns their ids in `entries` order.
+/// (The ids come from one identity sequence, drawn row by row in the statement's order.)
+pub async fn insert_audits(
     conn: &mut PgConnection,
-    e: AuditEntry<'_>,
-) -> Result<(i64, OffsetDateTime), sqlx::Error> {
-    sqlx::query_as(
+    entries: &[AuditEntry<'_>],
+) -> Result<Vec<i64>, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col =
+        |f: &dyn Fn(&AuditEntry<'_>) -> String| entries.iter().map(f).collect::<Vec<String>>();
+    let keys: Vec<Uuid> = entries.iter().map(|e| e.signer.key_id).collect();
+    let certs: Vec<Uuid> = entries.iter().map(|e| e.signer.certificate_id).collect();
+    let refs: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.document_reference.map(str::to_owned))
+        .collect();
+    let contents: Vec<Vec<u8>> = entries.iter().map(|e| e.content_sha256.to_vec()).collect();
+    let outputs: Vec<Vec<u8>> = entries.iter().map(|e| e.output_sha256.clone()).collect();
+    let mut ids: Vec<i64> = sqlx::query_scalar(
         "insert into signature_audit (signer_key_id, certificate_id, document_number, digest_algorithm,
                 signature_algorithm, lds_security_object_sha256, sod_sha256, requested_by, kind, signed_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())
-         returning id, signed_at",
+         select k, c, d, h, s, l, o, r, t, clock_timestamp()
+           from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::bytea[], $8::text[], $9::text[])
+                with ordinality as input(k, c, d, h, s, l, o, r, t, n)
+          order by n
+         returning id",
     )
-    .bind(e.signer.key_id)
-    .bind(e.signer.certificate_id)
-    .bind(e.document_reference)
-    .bind(e.digest_algorithm)
-    .bind(e.signature_algorithm)
-    .bind(e.content_sha256)
-    .bind(e.output_sha256)
-    .bind(e.requested_by)
-    .bind(e.kind)
-    .fetch_one(conn)
-    .await
+    .bind(keys)
+    .bind(certs)
+    .bind(refs)
+    .bind(col(&|e| e.digest_algorithm.to_owned()))
+    .bind(col(&|e| e.signature_algorithm.to_owned()))
+    .bind(contents)
+    .bind(outputs)
+    .bind(col(&|e| e.requested_by.to_owned()))
+    .bind(col(&|e| e.kind.to_owned()))
+    .fetch_all(conn)
+    .await?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// One audit record with the signer's serial.
