@@ -19,7 +19,7 @@ deps:
 build: deps
 	$(CARGO) build -p marty-cli
 
-## demo: local PostgreSQL, setup, migrate, status and the isolation proof.
+## demo: local PostgreSQL and NATS, the four services, a passport issued and verified.
 demo: build
 	@scripts/demo.sh
 
@@ -70,6 +70,9 @@ db-stop-test: build
 
 ## stop: stop everything `make demo` started (PostgreSQL and NATS; their data stays in .marty/).
 stop: build
+	@if [ -f .marty/serve.pid ] && kill -0 $$(cat .marty/serve.pid) 2>/dev/null; then \
+	  echo "stopping the services"; kill -TERM $$(cat .marty/serve.pid); \
+	  while kill -0 $$(cat .marty/serve.pid) 2>/dev/null; do sleep 0.2; done; fi; rm -f .marty/serve.pid
 	$(MARTY) dev nats stop
 	$(MARTY) dev postgres stop
 

@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# `make demo`: the database part of Marty on this machine, from nothing to a proven isolation.
+# `make demo`: Marty on this machine, from nothing to an issued and verified passport.
+# Every step checks its result; the script stops with a non-zero exit at the first surprise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 marty=target/debug/marty
+state=${MARTY_STATE_DIR:-.marty}
+out=$state/demo
+vectors=../shared/vectors
 step() { printf '\n==> %s\n' "$*"; }
+fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; exit 1; }
+# expect CODE CMD…: runs CMD, prints its output, fails unless it exits with CODE.
+expect() {
+  local want=$1; shift
+  local code=0
+  "$@" || code=$?
+  [ "$code" = "$want" ] || fail "$* exited with $code, expected $want"
+}
 
-step "Starting a private PostgreSQL under .marty/postgres (scram-sha-256, loopback only)"
+step "Starting a private PostgreSQL under $state/postgres (scram-sha-256, loopback only)"
 $marty dev postgres start
 
 step "marty db setup: roles, databases and hardening for csca, document_signer, passport_engine, pkd and marty_dev"
@@ -14,36 +26,91 @@ $marty db setup
 step "marty db migrate: each service's migrations, run as its owner role"
 $marty db migrate
 
-step "marty db status"
-$marty db status
+step "Starting a private nats-server with JetStream under $state/nats (the event bus)"
+$marty dev nats start
+
+step "Starting the four services (marty serve all; log in $state/serve.log)"
+if [ -f "$state/serve.pid" ] && kill -0 "$(cat "$state/serve.pid")" 2>/dev/null; then
+  echo "stopping the services of an earlier run first"
+  kill -TERM "$(cat "$state/serve.pid")"
+  while kill -0 "$(cat "$state/serve.pid")" 2>/dev/null; do sleep 0.2; done
+fi
+$marty serve all >"$state/serve.log" 2>&1 &
+echo $! >"$state/serve.pid"
+for port in 9081 9082 9084 9089; do
+  printf '  waiting for http://127.0.0.1:%s/readyz ' "$port"
+  for i in $(seq 150); do
+    if curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; then echo ok; break; fi
+    kill -0 "$(cat "$state/serve.pid")" 2>/dev/null || { cat "$state/serve.log" >&2; fail "the services exited (log above)"; }
+    [ "$i" = 150 ] && fail "port $port not ready after 30 s (see $state/serve.log)"
+    printf '.'; sleep 0.2
+  done
+done
+
+step "marty csca create: the CSCA of Utopia (UT), key generated and sealed inside the CSCA service"
+if [ "$($marty csca list --country UT --type csca --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ]; then
+  $marty csca create --country UT --key ec:P-256:named
+else
+  echo "UT has a CSCA already:"; $marty csca list --country UT --type csca
+fi
+
+step "marty signer activate: a Document Signer key, its CSR certified by the CSCA"
+$marty signer activate --country UT
+
+step "The PKD learns UT's CSCA and CRL from the CSCA's events"
+for i in $(seq 100); do
+  if $marty pkd list --country UT >/dev/null 2>&1; then $marty pkd list --country UT; break; fi
+  [ "$i" = 100 ] && fail "the PKD did not learn UT's CSCA within 20 s"
+  sleep 0.2
+done
+
+step "marty passport issue: holder samples/holder.json, photo samples/face.jpg"
+rm -rf "$out"
+$marty passport issue --holder samples/holder.json --photo samples/face.jpg --out "$out/passport"
+
+step "marty passport verify: Passive Authentication in the engine (expected: VALID)"
+expect 0 $marty passport verify "$out/passport"
+
+step "The same passport with one byte of DG1 changed (expected: INVALID, naming DG1)"
+cp -r "$out/passport" "$out/tampered"
+python3 - "$out/tampered/DG1.bin" <<'PY'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[-1] ^= 0x01; open(p, "wb").write(b)
+PY
+report=$($marty passport verify "$out/tampered" --json) && fail "the tampered passport verified"
+echo "$report" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+dg1 = [d for d in r["data_groups"] if d["number"] == 1]
+assert r["verdict"] == "INVALID" and dg1 and dg1[0]["status"] != "match", r
+print("INVALID:", r["reason"]); print("  DG1:", dg1[0]["status"])'
+
+if [ -d "$vectors" ]; then
+  step "marty pkd import-ml: the real German master list, verified against Germany's root"
+  $marty pkd import-ml "$vectors/masterlist/DE_ML_2026-05-28-08-28-45.ml" \
+    --root "$vectors/masterlist/DE_ROOT_CA_CSCA07.cer" | head -3
+
+  step "A real German passport (its EF.SOD and DG14) verified through the engine (expected: VALID)"
+  mkdir -p "$out/de"
+  cp "$vectors/sod/EF_SOD_DE.bin" "$vectors/dg/EF_DG14_DE.bin" "$out/de/"
+  expect 0 $marty passport verify "$out/de"
+else
+  echo "($vectors not found: the German master list and passport are skipped)"
+fi
 
 step "marty db verify: every role tries every database with its real password"
 $marty db verify
 
-step "Starting a private nats-server with JetStream under .marty/nats (the event bus)"
-$marty dev nats start
-
-step "marty events status: outbox backlog and dead letters per service, stream and consumer lag"
-$marty events status
-
-step "marty icao: Passive Authentication of a real passport (France) against its CSCA"
-if [ -d ../shared/vectors ]; then
-  pa=$(mktemp -d)
-  cp ../shared/vectors/sod/EF_SOD_FR.bin ../shared/vectors/dg/EF_DG12_FR.bin ../shared/vectors/dg/EF_DG14_FR.bin "$pa"/
-  $marty icao pa "$pa" --trust ../shared/vectors/csca --at 2026-01-15 || true
-  rm -rf "$pa"
-else
-  echo "(../shared/vectors not found: skipped)"
-fi
-
 cat <<MSG
 
 Done. Where things are:
-  .marty/postgres/         the local PostgreSQL (data, socket, log; cluster.json holds its port)
-  .marty/nats/             the local nats-server (JetStream store, log; state.json holds its URL)
-  .marty/secrets.json      generated role passwords (mode 0600)
-  config/development.yaml  the configuration in use; see it with: $marty config show
+  $out/passport/      the issued passport: EF_COM.bin, DG1.bin, DG2.bin, EF_SOD.bin
+  $out/tampered/      the same with one byte of DG1 changed
+  $state/serve.log     the services' log (pid in $state/serve.pid)
+  $state/postgres/     the local PostgreSQL;  $state/nats/  the local nats-server
+  $state/secrets.json  generated role passwords and key-encryption keys (mode 0600)
 
-Try: $marty db verify --json | less,  $marty config show --service pkd
-Stop everything with: make stop   (the database alone: make db-stop-test; start it again: make db-setup-test)
+Try: $marty csca list,  $marty signer audit,  $marty passport list,  $marty pkd list --country DE
+     curl -s http://127.0.0.1:9084/metrics | head,  curl -sI http://127.0.0.1:9089/v1/pkd/crl/UT
+Stop everything with: make stop   (services, NATS and PostgreSQL)
 MSG

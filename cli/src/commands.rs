@@ -57,6 +57,12 @@ enum Command {
     /// Operate the running Document Signer: activate, rotate, status, sign EF.SOD, audit (gRPC).
     #[command(subcommand)]
     Signer(crate::operate::SignerCommand),
+    /// Issue and verify passports through the running Passport Engine (gRPC).
+    #[command(subcommand)]
+    Passport(crate::platform::PassportCommand),
+    /// Operate the running PKD: import master lists and CRLs, list trust material (gRPC).
+    #[command(subcommand)]
+    Pkd(crate::platform::PkdCommand),
 }
 
 impl Cli {
@@ -264,6 +270,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         },
         Command::Csca(command) => crate::operate::csca(command).await,
         Command::Signer(command) => crate::operate::signer(command).await,
+        Command::Passport(command) => crate::platform::passport(command).await,
+        Command::Pkd(command) => crate::platform::pkd(command).await,
     };
     result.map_err(Failure::classify)
 }

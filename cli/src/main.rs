@@ -17,6 +17,7 @@ mod events;
 mod icao;
 mod load;
 mod operate;
+mod platform;
 mod serve;
 
 use std::process::ExitCode;

@@ -57,7 +57,7 @@ impl ServiceError {
 #[error(transparent)]
 pub struct InputError(#[from] anyhow::Error);
 
-fn input<T>(r: Result<T>) -> Result<T> {
+pub(crate) fn input<T>(r: Result<T>) -> Result<T> {
     r.map_err(|e| InputError(e).into())
 }
 
@@ -65,10 +65,10 @@ fn input<T>(r: Result<T>) -> Result<T> {
 pub struct Connection {
     /// How long one call may take, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Print machine-readable JSON on standard output instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,7 +421,7 @@ pub fn status_error(service: Service, url: &str) -> impl Fn(tonic::Status) -> an
     }
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
+pub(crate) fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
         .map(marty_icao::cert::rfc3339)

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     println!("cargo:rerun-if-changed={}", root.display());
-    let protos = ["marty/csca/v1/csca.proto", "marty/signer/v1/signer.proto"];
+    let protos = [
+        "marty/csca/v1/csca.proto",
+        "marty/signer/v1/signer.proto",
+        "marty/pkd/v1/pkd.proto",
+        "marty/passport/v1/passport.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }

@@ -256,6 +256,13 @@ impl LdsSecurityObject {
                 hash: value,
             });
         }
+        for mandatory in [1, 2] {
+            if !out.iter().any(|h| h.number == mandatory) {
+                return Err(err(format!(
+                    "DG{mandatory} is missing: DG1 (the MRZ) and DG2 (the face) are mandatory in every eMRTD (Doc 9303 Part 10)"
+                )));
+            }
+        }
         if let Some(v) = &lds_version
             && (v.len() != 4 || !v.bytes().all(|b| b.is_ascii_digit()))
         {
@@ -319,6 +326,8 @@ mod tests {
             ),
             (vec![h(1, 32), h(2, 20)], None, "the DG2 hash has 20 bytes"),
             (vec![h(1, 32), h(2, 32)], Some("1.8"), "four digits"),
+            (vec![h(2, 32), h(3, 32)], None, "DG1 is missing"),
+            (vec![h(1, 32), h(14, 32)], None, "DG2 is missing"),
         ] {
             let e = LdsSecurityObject::from_hashes(
                 DigestAlgorithm::Sha256,

@@ -17,5 +17,17 @@ pub mod signer {
     }
 }
 
+pub mod pkd {
+    pub mod v1 {
+        tonic::include_proto!("marty.pkd.v1");
+    }
+}
+
+pub mod passport {
+    pub mod v1 {
+        tonic::include_proto!("marty.passport.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("marty_descriptor");

@@ -340,7 +340,8 @@ impl Application {
             relay: relay_status.clone(),
         };
         let http_signal = http_stop.clone();
-        let http_server = axum::serve(http, http_api::router(http_state.clone()))
+        let http_router = http_api::router(http_state.clone()).merge(parts.http);
+        let http_server = axum::serve(http, http_router)
             .with_graceful_shutdown(async move { http_signal.wait().await });
         let mut http_task = tokio::spawn(async move { http_server.await });
 

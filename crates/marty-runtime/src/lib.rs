@@ -81,6 +81,7 @@ pub struct ServiceParts {
     pub(crate) names: Vec<&'static str>,
     pub(crate) tasks: Vec<(&'static str, TaskFn)>,
     pub(crate) consumers: Vec<(String, ConsumerFn)>,
+    pub(crate) http: axum::Router,
 }
 
 impl std::fmt::Debug for ServiceParts {
@@ -120,6 +121,13 @@ impl ServiceParts {
     {
         self.names.push(S::NAME);
         self.routes.add_service(service);
+        self
+    }
+
+    /// Serves `router`'s routes on the service's HTTP listener, beside `/healthz`, `/readyz`
+    /// and `/metrics` (which it must not redefine).
+    pub fn http(mut self, router: axum::Router) -> Self {
+        self.http = self.http.merge(router);
         self
     }
 

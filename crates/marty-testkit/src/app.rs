@@ -64,6 +64,20 @@ impl TestApp {
         DocumentSignerClient::new(self.channel().await)
     }
 
+    pub async fn pkd(&self) -> marty_proto::pkd::v1::pkd_service_client::PkdServiceClient<Channel> {
+        marty_proto::pkd::v1::pkd_service_client::PkdServiceClient::new(self.channel().await)
+            .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+    }
+
+    pub async fn passport(
+        &self,
+    ) -> marty_proto::passport::v1::passport_engine_client::PassportEngineClient<Channel> {
+        marty_proto::passport::v1::passport_engine_client::PassportEngineClient::new(
+            self.channel().await,
+        )
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+    }
+
     /// Triggers the graceful shutdown and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.trigger();

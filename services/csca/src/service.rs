@@ -118,6 +118,27 @@ async fn enqueue(conn: &mut PgConnection, event: &NewEvent) -> Result<()> {
     Ok(())
 }
 
+/// The keys the CSCA certifies (ICAO-FACTS §3; the same bounds as the keys Marty generates):
+/// RSA of 2048 to 8192 bits, EC on a curve of at least 256 bits. Anything weaker would let
+/// whoever reaches the CSCA obtain a Document Signer whose key can be broken.
+fn key_strong_enough(key: &openssl::pkey::PKey<openssl::pkey::Public>) -> Result<()> {
+    use openssl::pkey::Id;
+    let bits = key.bits();
+    match key.id() {
+        Id::RSA | Id::RSA_PSS if (2048..=8192).contains(&bits) => Ok(()),
+        Id::RSA | Id::RSA_PSS => Err(CscaError::InvalidArgument(format!(
+            "the request's RSA key has {bits} bits: the CSCA certifies RSA keys of 2048 to 8192 bits"
+        ))),
+        Id::EC if bits >= 256 => Ok(()),
+        Id::EC => Err(CscaError::InvalidArgument(format!(
+            "the request's EC key is on a {bits}-bit curve: the CSCA certifies curves of at least 256 bits"
+        ))),
+        _ => Err(CscaError::InvalidArgument(
+            "the request's key is neither RSA nor EC: Doc 9303 signers use RSA, RSASSA-PSS or ECDSA".into(),
+        )),
+    }
+}
+
 /// Parses a certificate Marty just built or stored (it is Marty's own DER, but it goes through
 /// the bounded parser anyway).
 fn parse_own(der: &[u8]) -> Result<Certificate> {
@@ -520,9 +541,10 @@ impl Csca {
                 .map_err(|e| CscaError::InvalidArgument(e.to_string()))?;
             csr
         };
-        marty_icao::algo::public_key(&csr.spki).map_err(|e| {
+        let key = marty_icao::algo::public_key(&csr.spki).map_err(|e| {
             CscaError::InvalidArgument(format!("the request's public key cannot be used: {e}"))
         })?;
+        key_strong_enough(&key)?;
         let now = OffsetDateTime::now_utc();
         let mut tx = self.begin().await?;
         store::lock_country(&mut tx, country, false).await?;

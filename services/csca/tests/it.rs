@@ -306,6 +306,29 @@ async fn certificates_from_requests() {
         Code::InvalidArgument,
         "countryName of issuer and subject must match",
     );
+    // A key too weak to certify (RSA-1024, which KeyPair::generate would refuse to make).
+    let weak = {
+        let private =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
+        let spki = private.public_key_to_der().unwrap();
+        KeyPair {
+            private,
+            spki,
+            pss: false,
+        }
+    };
+    let name = Name::build(&[(oid::COUNTRY, "UT"), (oid::COMMON_NAME, "Weak signer")]);
+    assert_code(
+        issue(
+            &mut c,
+            marty_icao::csr::build(&name, &weak).unwrap(),
+            pb::Profile::DocumentSigner,
+            "UT",
+        )
+        .await,
+        Code::InvalidArgument,
+        "has 1024 bits",
+    );
     let (_, mut forged) = csr_for("UT", NAMED);
     let n = forged.len();
     forged[n - 5] ^= 0x55;
@@ -367,7 +390,7 @@ async fn certificates_from_requests() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!((issued, rejected), (2, 4));
+    assert_eq!((issued, rejected), (2, 5));
 
     // A retired CSCA (after a rollover) and a revoked one issue nothing.
     let old_serial = created.certificate.as_ref().unwrap().serial_hex.clone();

@@ -862,27 +862,54 @@ impl marty_events::Handler for RevocationHandler {
         tx: &mut sqlx::PgConnection,
         event: &marty_events::Envelope,
     ) -> std::result::Result<(), String> {
-        if event.payload["type"] != "document_signer" {
-            return Ok(());
-        }
-        let fingerprint = event.payload["fingerprint_sha256"]
-            .as_str()
-            .and_then(|f| marty_icao::hex::decode(f).ok())
-            .filter(|f| f.len() == 32)
-            .ok_or("the revocation event lacks a SHA-256 fingerprint")?;
         let revoked_at = event.payload["revoked_at"].as_str().and_then(|t| {
             OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
         });
         let reason = event.payload["reason_code"]
             .as_i64()
             .and_then(|r| i16::try_from(r).ok());
-        if let Some((key, country, document_type)) =
-            store::retire_revoked(tx, &fingerprint, revoked_at, reason)
-                .await
-                .map_err(|e| format!("retiring the revoked signer: {e}"))?
-        {
-            tracing::warn!(%key, %country, %document_type, serial = event.payload["serial_hex"].as_str().unwrap_or("?"), "the CSCA revoked the active DSC: its key no longer signs");
-            self.ctx.wake();
+        // The DSCs to stop: the revoked DSC itself, or — when a CSCA (or link) certificate is
+        // revoked — every active DSC its key issued (their authority key identifier is its
+        // subject key identifier): a DSC under a revoked CSCA must not sign another document.
+        let fingerprints: Vec<Vec<u8>> = match event.payload["type"].as_str() {
+            Some("document_signer") => vec![
+                event.payload["fingerprint_sha256"]
+                    .as_str()
+                    .and_then(|f| marty_icao::hex::decode(f).ok())
+                    .filter(|f| f.len() == 32)
+                    .ok_or("the revocation event lacks a SHA-256 fingerprint")?,
+            ],
+            Some("csca") | Some("link") => {
+                let der = event.payload["der"]
+                    .as_str()
+                    .and_then(|b| openssl::base64::decode_block(b).ok())
+                    .ok_or("the revocation event lacks the certificate")?;
+                let ski = Certificate::from_der(&der)
+                    .map_err(|e| format!("the revoked CSCA certificate: {e}"))?
+                    .subject_key_id
+                    .ok_or("the revoked CSCA certificate has no subject key identifier")?;
+                store::active_certificates(tx)
+                    .await
+                    .map_err(|e| format!("reading the active signers: {e}"))?
+                    .into_iter()
+                    .filter(|(_, der)| {
+                        Certificate::from_der(der)
+                            .is_ok_and(|c| c.authority_key_id.as_deref() == Some(ski.as_slice()))
+                    })
+                    .map(|(fingerprint, _)| fingerprint)
+                    .collect()
+            }
+            _ => return Ok(()),
+        };
+        for fingerprint in fingerprints {
+            if let Some((key, country, document_type)) =
+                store::retire_revoked(tx, &fingerprint, revoked_at, reason)
+                    .await
+                    .map_err(|e| format!("retiring the revoked signer: {e}"))?
+            {
+                tracing::warn!(%key, %country, %document_type, revoked = event.payload["type"].as_str().unwrap_or("?"), serial = event.payload["serial_hex"].as_str().unwrap_or("?"), "the CSCA revoked the active DSC or its CSCA: its key no longer signs");
+                self.ctx.wake();
+            }
         }
         Ok(())
     }

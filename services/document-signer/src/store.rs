@@ -304,6 +304,18 @@ pub async fn retire_revoked(
     .await
 }
 
+/// (fingerprint, DER) of the certificates of active signers.
+pub async fn active_certificates(
+    conn: &mut PgConnection,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.fingerprint_sha256, c.der from signer_certificates c
+           join signer_keys k on k.id = c.signer_key_id where k.status = 'active'",
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// (country, document type, key spec) of signers retired for a revocation that have no
 /// signer since: the replacement gets the same kind of key.
 pub async fn revoked_without_successor(

@@ -754,6 +754,49 @@ async fn a_revoked_dsc_never_signs_again() {
     w.signer.stop().await.unwrap();
 }
 
+/// Revoking the CSCA stops every DSC its key issued: a DSC under a revoked CSCA signs nothing
+/// more (the rotation then fails until a new CSCA exists, and says so).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_csca_stops_its_signers() {
+    let w = world().await;
+    let mut c = w.client().await;
+    let signer = activate(&mut c, "ec:P-256:named").await;
+    let csca = w.csca_cert().await;
+    w.csca
+        .csca()
+        .await
+        .revoke_certificate(csca_pb::RevokeCertificateRequest {
+            serial_hex: csca.serial_hex(),
+            reason: csca_pb::RevocationReason::CaCompromise as i32,
+            country: "UT".into(),
+        })
+        .await
+        .unwrap();
+    let dgs = data_groups();
+    wait_for("the signer under the revoked CSCA to stop", async || {
+        c.sign_lds_security_object(request("sha256", &dgs))
+            .await
+            .is_err()
+    })
+    .await;
+    let err = c
+        .sign_lds_security_object(request("sha256", &dgs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let mut conn = w.db().await;
+    let reason: Option<String> = sqlx::query_scalar(
+        "select k.retirement_reason from signer_keys k join signer_certificates c on c.signer_key_id = k.id
+          where encode(c.serial_number, 'hex') = $1",
+    )
+    .bind(&signer.serial_hex)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(reason.as_deref(), Some("revoked"));
+    w.signer.stop().await.unwrap();
+}
+
 /// No signature outside the private key usage period; a signer nearing its end is replaced
 /// before it gets there.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,8 +1,20 @@
-//! Marty: the Passport Engine.
+//! Marty's Passport Engine: issues ePassports and verifies them.
+//!
+//! - [`store`]: the engine's rows (`passports`, `validation_requests`, `trust_cache`);
+//! - [`service`]: issuing (the Document Signer signs) and Passive Authentication (the PKD's
+//!   trust material, cached);
+//! - [`api`]: the gRPC service `marty.passport.v1.PassportEngine`.
 //!
 //! This crate owns its database schema: `migrations/` holds every change, applied in order by
 //! `marty db migrate` as the service's owner role. An applied migration is never edited; a
 //! change is a new file.
+
+pub mod api;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
 
 use marty_config::Service;
 use marty_runtime::{BoxFuture, ServiceContext, ServiceDescriptor, ServiceParts};
@@ -14,9 +26,7 @@ pub const SERVICE: Service = Service::PassportEngine;
 /// The embedded migrations of this service's database.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// How `marty serve`, `marty db migrate` and the tests know this service. Its gRPC API is not
-/// built yet: the process serves health, reflection, readiness and metrics, runs its outbox
-/// relay, and proves at start that it reached its own database.
+/// How `marty serve`, `marty db migrate` and the tests know the Passport Engine.
 pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
@@ -24,6 +34,16 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     build,
 };
 
-fn build(_ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
-    Box::pin(async { Ok(ServiceParts::new()) })
+fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
+    Box::pin(async move {
+        let engine = Arc::new(service::Engine::new(ctx));
+        let server = marty_proto::passport::v1::passport_engine_server::PassportEngineServer::new(
+            api::Api::new(engine),
+        )
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        Ok(ServiceParts::new()
+            .grpc(server)
+            .consume("marty.csca.crl.issued", service::TrustInvalidation)
+            .consume("marty.csca.certificate.revoked", service::TrustInvalidation))
+    })
 }

@@ -1,8 +1,24 @@
-//! Marty: the public key directory (PKD).
+//! Marty's public key directory (PKD): trust material per country for verifiers.
+//!
+//! - [`store`]: the PKD's rows (`certificates`, `crls`, `master_lists`, `sync_jobs`);
+//! - [`service`]: imports, what the PKD learns from events, the trust material it serves;
+//! - [`api`]: `marty.pkd.v1.PkdService`; [`http`]: the downloads.
+//!
+//! It consumes `marty.csca.>` (certificates, revocations, CRLs) and
+//! `marty.document_signer.signer.activated` through its inbox, so this country's trust
+//! material appears without a call back.
 //!
 //! This crate owns its database schema: `migrations/` holds every change, applied in order by
 //! `marty db migrate` as the service's owner role. An applied migration is never edited; a
 //! change is a new file.
+
+pub mod api;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
 
 use marty_config::Service;
 use marty_runtime::{BoxFuture, ServiceContext, ServiceDescriptor, ServiceParts};
@@ -14,9 +30,7 @@ pub const SERVICE: Service = Service::Pkd;
 /// The embedded migrations of this service's database.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// How `marty serve`, `marty db migrate` and the tests know this service. Its gRPC API is not
-/// built yet: the process serves health, reflection, readiness and metrics, runs its outbox
-/// relay, and proves at start that it reached its own database.
+/// How `marty serve`, `marty db migrate` and the tests know the PKD.
 pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
@@ -24,6 +38,20 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     build,
 };
 
-fn build(_ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
-    Box::pin(async { Ok(ServiceParts::new()) })
+fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
+    Box::pin(async move {
+        let pkd = Arc::new(service::Pkd::new(ctx));
+        let server = marty_proto::pkd::v1::pkd_service_server::PkdServiceServer::new(
+            api::Api::new(pkd.clone()),
+        )
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        Ok(ServiceParts::new()
+            .grpc(server)
+            .http(http::router(pkd))
+            .consume("marty.csca.>", service::EventHandler)
+            .consume(
+                "marty.document_signer.signer.activated",
+                service::EventHandler,
+            ))
+    })
 }

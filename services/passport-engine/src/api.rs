@@ -1,0 +1,251 @@
+//! `marty.passport.v1.PassportEngine`: the proto contract mapped to the engine's operations.
+
+use std::sync::Arc;
+
+use marty_proto::passport::v1 as pb;
+use marty_proto::passport::v1::passport_engine_server::PassportEngine;
+use prost_types::Timestamp;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::error::EngineError;
+use crate::service::{Engine, Holder};
+use crate::store::PassportRow;
+
+const MAX_PAGE: u32 = 500;
+const DEFAULT_PAGE: u32 = 50;
+/// Most data groups one verification may carry (DG1–DG16).
+const MAX_DATA_GROUPS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    engine: Arc<Engine>,
+}
+
+impl Api {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
+    }
+}
+
+fn passport_to_pb(p: PassportRow, with_files: bool) -> pb::Passport {
+    let mut files = Vec::new();
+    if with_files {
+        files.push(pb::LdsFile {
+            name: "EF.COM".into(),
+            content: p.ef_com,
+        });
+        files.push(pb::LdsFile {
+            name: "DG1".into(),
+            content: p.dg1,
+        });
+        if let Some(dg2) = p.dg2 {
+            files.push(pb::LdsFile {
+                name: "DG2".into(),
+                content: dg2,
+            });
+        }
+        files.push(pb::LdsFile {
+            name: "EF.SOD".into(),
+            content: p.ef_sod,
+        });
+    }
+    pb::Passport {
+        id: p.id.to_string(),
+        document_number: p.document_number,
+        document_type: p.document_type,
+        issuing_state: p.issuing_state,
+        mrz: p.mrz,
+        issued_at: Some(timestamp(p.issued_at)),
+        status: p.status,
+        files,
+        signer_fingerprint_sha256: p
+            .signer_fingerprint
+            .as_deref()
+            .map(marty_icao::hex::encode)
+            .unwrap_or_default(),
+        date_of_expiry: p.date_of_expiry.map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+/// The reference's specimen holder, for ProcessPassport.
+fn specimen(document_number: &str) -> Holder {
+    let today = OffsetDateTime::now_utc().date();
+    Holder {
+        primary_identifier: "Eriksson".into(),
+        secondary_identifier: "Anna Maria".into(),
+        nationality: "UTO".into(),
+        date_of_birth: "1974-08-12".into(),
+        sex: "F".into(),
+        date_of_expiry: today
+            .replace_year(today.year() + 10)
+            .unwrap_or(today)
+            .previous_day()
+            .unwrap_or(today)
+            .to_string(),
+        document_type: "P".into(),
+        document_number: document_number.into(),
+        face_image: include_bytes!("../../../samples/face.jpg").to_vec(),
+    }
+}
+
+#[tonic::async_trait]
+impl PassportEngine for Api {
+    #[tracing::instrument(skip_all)]
+    async fn issue_passport(
+        &self,
+        request: Request<pb::IssuePassportRequest>,
+    ) -> Result<Response<pb::Passport>, Status> {
+        let r = request.into_inner();
+        let h = r
+            .holder
+            .ok_or_else(|| Status::invalid_argument("holder: is required"))?;
+        let row = self
+            .engine
+            .issue(Holder {
+                primary_identifier: h.primary_identifier,
+                secondary_identifier: h.secondary_identifier,
+                nationality: h.nationality,
+                date_of_birth: h.date_of_birth,
+                sex: h.sex,
+                date_of_expiry: r.date_of_expiry,
+                document_type: r.document_type,
+                document_number: r.document_number,
+                face_image: r.face_image,
+            })
+            .await?;
+        Ok(Response::new(passport_to_pb(row, true)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn process_passport(
+        &self,
+        request: Request<pb::ProcessPassportRequest>,
+    ) -> Result<Response<pb::Passport>, Status> {
+        let number = request
+            .into_inner()
+            .document_number
+            .trim()
+            .to_ascii_uppercase();
+        if number.is_empty() {
+            return Err(Status::invalid_argument("document_number: is required"));
+        }
+        match self.engine.get(None, Some(&number)).await {
+            Ok(row) => return Ok(Response::new(passport_to_pb(row, true))),
+            Err(EngineError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let row = self.engine.issue(specimen(&number)).await?;
+        Ok(Response::new(passport_to_pb(row, true)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_passport(
+        &self,
+        request: Request<pb::VerifyPassportRequest>,
+    ) -> Result<Response<pb::VerificationReport>, Status> {
+        let r = request.into_inner();
+        if r.ef_sod.is_empty() {
+            return Err(Status::invalid_argument("ef_sod: is required"));
+        }
+        if r.data_groups.len() > MAX_DATA_GROUPS {
+            return Err(Status::invalid_argument(format!(
+                "data_groups: at most {MAX_DATA_GROUPS}"
+            )));
+        }
+        let at = match r.at {
+            Some(t) => Some(
+                OffsetDateTime::from_unix_timestamp(t.seconds)
+                    .map_err(|_| Status::invalid_argument("at: out of range"))?,
+            ),
+            None => None,
+        };
+        let v = self
+            .engine
+            .verify(r.ef_sod, r.data_groups, at, "grpc")
+            .await?;
+        let report_json = serde_json::to_string(&v.report).unwrap_or_default();
+        Ok(Response::new(pb::VerificationReport {
+            verdict: v.report.verdict.as_str().to_owned(),
+            summary: v.report.reason.clone(),
+            checks: v
+                .report
+                .checks
+                .iter()
+                .map(|c| pb::Check {
+                    name: c.name.to_owned(),
+                    status: serde_json::to_value(c.status)
+                        .ok()
+                        .and_then(|s| s.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            report_json,
+            chain_from_cache: false,
+            trust_from_cache: v.trust_from_cache,
+            trust_version: v.trust_version,
+            request_id: v.request_id.to_string(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_passport(
+        &self,
+        request: Request<pb::GetPassportRequest>,
+    ) -> Result<Response<pb::Passport>, Status> {
+        let r = request.into_inner();
+        let id = match r.id.trim() {
+            "" => None,
+            s => Some(Uuid::parse_str(s).map_err(|_| Status::invalid_argument("id: not a UUID"))?),
+        };
+        let number = Some(r.document_number.trim().to_ascii_uppercase()).filter(|n| !n.is_empty());
+        let row = self.engine.get(id, number.as_deref()).await?;
+        Ok(Response::new(passport_to_pb(row, true)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_passports(
+        &self,
+        request: Request<pb::ListPassportsRequest>,
+    ) -> Result<Response<pb::ListPassportsResponse>, Status> {
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = match r.page_token.trim() {
+            "" => None,
+            t => {
+                let bad =
+                    || Status::invalid_argument("page_token: not a token this service returned");
+                let (secs, id) = t.split_once('.').ok_or_else(bad)?;
+                let nanos: i128 = secs.parse().map_err(|_| bad())?;
+                let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
+                Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
+            }
+        };
+        let rows = self.engine.page(after, i64::from(size) + 1).await?;
+        let more = rows.len() > size as usize;
+        let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
+        let next = if more {
+            rows.last()
+                .map(|r| format!("{}.{}", r.issued_at.unix_timestamp_nanos(), r.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListPassportsResponse {
+            passports: rows.into_iter().map(|r| passport_to_pb(r, false)).collect(),
+            next_page_token: next,
+        }))
+    }
+}

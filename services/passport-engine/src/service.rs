@@ -1,0 +1,588 @@
+//! The Passport Engine's operations.
+//!
+//! **Issuing.** Holder data is validated field by field (an error names the field), the MRZ
+//! is built with its check digits, then DG1, DG2 (ISO/IEC 19794-5 around the face image) and
+//! EF.COM (LDS 1.8: `0108`, Unicode 4.0.0 — the current version of Part 10, and the one whose
+//! EF.SOD is v1 with ldsVersionInfo). The data group hashes go to the Document Signer, which
+//! returns EF.SOD; the passport row and its `passport_engine.passport.issued` event then commit
+//! in one transaction. A crash before the commit leaves a signature in the Document Signer's
+//! audit and nothing here — never a stored passport without a SOD, nor an event without a
+//! passport.
+//!
+//! **The issuing State** is the Document Signer's: the engine asks for the active signer and
+//! writes the MRZ code of its country (`D` for DE, else ISO alpha-3), so that Passive
+//! Authentication finds DG1's issuing State and the CSCA's country in agreement.
+//!
+//! **Verifying.** The DSC's country selects the trust material, fetched from the PKD and cached
+//! in the engine's database for [`TRUST_TTL`]; a `csca.crl.issued` or
+//! `csca.certificate.revoked` event deletes the country's entry. When the PKD cannot be reached
+//! a cached entry up to [`TRUST_STALE_LIMIT`] old is used and the report says so; with nothing
+//! cached the verdict is INDETERMINATE — never VALID on missing evidence.
+
+use std::time::Duration as StdDuration;
+
+use marty_icao::algo::DigestAlgorithm;
+use marty_icao::cert::Certificate;
+use marty_icao::crl::Crl;
+use marty_icao::lds::{self, EfCom, FaceImage, LdsFile};
+use marty_icao::mrz::{MrzBuilder, MrzFormat, Sex};
+use marty_icao::pa::{self, PaReport, Verdict};
+use marty_icao::sod::Sod;
+use marty_icao::trust::TrustStore;
+use marty_proto::pkd::v1 as pkd;
+use marty_proto::signer::v1 as signer;
+use marty_runtime::ServiceContext;
+use time::{Date, Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::error::{EngineError, Result, internal, peer};
+use crate::store::{self, CachedTrust, NewPassport, PassportRow};
+
+/// How long trust material from the PKD is used without asking again.
+pub const TRUST_TTL: Duration = Duration::minutes(5);
+/// The oldest cached trust material used when the PKD cannot be reached.
+pub const TRUST_STALE_LIMIT: Duration = Duration::hours(24);
+/// LDS version of issued documents (EF.COM and the SOD's ldsVersionInfo).
+pub const LDS_VERSION: &str = "0108";
+const UNICODE_VERSION: &str = "040000";
+/// Largest face image accepted.
+const MAX_FACE_BYTES: usize = 2 * 1024 * 1024;
+
+/// What IssuePassport asks for.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub primary_identifier: String,
+    pub secondary_identifier: String,
+    pub nationality: String,
+    pub date_of_birth: String,
+    pub sex: String,
+    pub date_of_expiry: String,
+    pub document_type: String,
+    pub document_number: String,
+    pub face_image: Vec<u8>,
+}
+
+/// A verification and how it was reached.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub report: PaReport,
+    pub trust_from_cache: bool,
+    pub trust_version: String,
+    pub request_id: Uuid,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    ctx: ServiceContext,
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> EngineError {
+    EngineError::InvalidArgument(format!("{field}: {why}"))
+}
+
+fn iso_date(field: &str, s: &str) -> Result<Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s.trim(), &format).map_err(|_| invalid(field, "a date as YYYY-MM-DD"))
+}
+
+fn yymmdd(d: Date) -> String {
+    format!(
+        "{:02}{:02}{:02}",
+        d.year().rem_euclid(100),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+/// A fresh document number: 9 characters of letters and digits, starting with a letter.
+fn allocate_number() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
+    let bytes = *Uuid::new_v4().as_bytes();
+    let mut s = String::with_capacity(9);
+    s.push(char::from(ALPHABET[usize::from(bytes[0]) % 23]));
+    for b in &bytes[1..9] {
+        s.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+    }
+    s
+}
+
+impl Engine {
+    pub fn new(ctx: ServiceContext) -> Self {
+        Self { ctx }
+    }
+
+    fn signer_client(
+        &self,
+    ) -> Result<signer::document_signer_client::DocumentSignerClient<tonic::transport::Channel>>
+    {
+        let channel = self
+            .ctx
+            .peers()
+            .channel(marty_config::Service::DocumentSigner)
+            .map_err(EngineError::Unavailable)?;
+        Ok(
+            signer::document_signer_client::DocumentSignerClient::new(channel)
+                .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES),
+        )
+    }
+
+    fn pkd_client(
+        &self,
+    ) -> Result<pkd::pkd_service_client::PkdServiceClient<tonic::transport::Channel>> {
+        let channel = self
+            .ctx
+            .peers()
+            .channel(marty_config::Service::Pkd)
+            .map_err(EngineError::Unavailable)?;
+        Ok(pkd::pkd_service_client::PkdServiceClient::new(channel)
+            .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES))
+    }
+
+    /// Issues a passport: MRZ, DG1, DG2, EF.COM, EF.SOD from the Document Signer, stored with
+    /// its event in one transaction.
+    #[tracing::instrument(skip_all, fields(document_type = %h.document_type))]
+    pub async fn issue(&self, h: Holder) -> Result<PassportRow> {
+        let document_type = match h.document_type.trim() {
+            "" => "P".to_owned(),
+            t => t.to_ascii_uppercase(),
+        };
+        if !(document_type == "P"
+            || (document_type.len() == 2
+                && document_type.starts_with('P')
+                && document_type.as_bytes()[1].is_ascii_uppercase()))
+        {
+            return Err(invalid(
+                "document_type",
+                "P, or P followed by a letter (a TD3 passport)",
+            ));
+        }
+        let birth = iso_date("date_of_birth", &h.date_of_birth)?;
+        let expiry = iso_date("date_of_expiry", &h.date_of_expiry)?;
+        let today = OffsetDateTime::now_utc().date();
+        if birth > today {
+            return Err(invalid("date_of_birth", "lies in the future"));
+        }
+        if expiry <= today {
+            return Err(invalid("date_of_expiry", "must lie in the future"));
+        }
+        if expiry > today + Duration::days(366 * 10 + 3) {
+            return Err(invalid(
+                "date_of_expiry",
+                "a passport is valid for at most 10 years",
+            ));
+        }
+        let sex = match h.sex.trim() {
+            "F" | "f" => Sex::Female,
+            "M" | "m" => Sex::Male,
+            "X" | "x" | "<" => Sex::Unspecified,
+            _ => return Err(invalid("sex", "F, M or X")),
+        };
+        if h.primary_identifier.trim().is_empty() {
+            return Err(invalid("primary_identifier", "is required"));
+        }
+        if h.face_image.is_empty() {
+            return Err(invalid("face_image", "is required (JPEG or JPEG 2000)"));
+        }
+        if h.face_image.len() > MAX_FACE_BYTES {
+            return Err(invalid(
+                "face_image",
+                format!("larger than {} bytes", MAX_FACE_BYTES),
+            ));
+        }
+        let document_number = match h.document_number.trim() {
+            "" => allocate_number(),
+            n => {
+                let n = n.to_ascii_uppercase();
+                if n.len() > 9 || !n.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(invalid("document_number", "1 to 9 letters and digits"));
+                }
+                n
+            }
+        };
+        // The issuing State: the active signer's country.
+        let mut signer_client = self.signer_client()?;
+        let active = signer_client
+            .get_active_signer(signer::GetActiveSignerRequest {
+                country: String::new(),
+                document_type: document_type.clone(),
+            })
+            .await
+            .map_err(|s| peer("Document Signer", s))?
+            .into_inner();
+        let issuing_state = marty_icao::country::mrz_code_for(&active.country)
+            .ok_or_else(|| {
+                internal(format!(
+                    "no MRZ code for the signer's country {}",
+                    active.country
+                ))
+            })?
+            .to_owned();
+        let builder = MrzBuilder {
+            format: MrzFormat::Td3,
+            document_code: document_type.clone(),
+            issuing_state: issuing_state.clone(),
+            document_number: document_number.clone(),
+            primary_identifier: h.primary_identifier.trim().to_owned(),
+            secondary_identifier: h.secondary_identifier.trim().to_owned(),
+            nationality: h.nationality.trim().to_ascii_uppercase(),
+            date_of_birth: yymmdd(birth),
+            sex,
+            date_of_expiry: yymmdd(expiry),
+            optional_data: String::new(),
+            umlauts: Default::default(),
+        };
+        let face = h.face_image;
+        let (mrz, dg1, dg2) = marty_runtime::untrusted(move || {
+            let mrz = builder.build().map_err(|e| {
+                let text = e.to_string();
+                let field = [
+                    "nationality",
+                    "primary",
+                    "secondary",
+                    "issuing state",
+                    "document number",
+                ]
+                .iter()
+                .find(|f| text.contains(*f))
+                .map(|f| match *f {
+                    "primary" => "primary_identifier",
+                    "secondary" => "secondary_identifier",
+                    "document number" => "document_number",
+                    other => other,
+                })
+                .unwrap_or("holder");
+                invalid(field, text)
+            })?;
+            let dg1 = lds::build_dg1(&mrz);
+            let face = FaceImage::from_image(face).map_err(|e| invalid("face_image", e))?;
+            let dg2 = lds::build_dg2(&face).map_err(|e| invalid("face_image", e))?;
+            Ok::<_, EngineError>((mrz, dg1, dg2))
+        })
+        .await
+        .map_err(internal)??;
+        let ef_com = EfCom {
+            lds_version: LDS_VERSION.into(),
+            unicode_version: UNICODE_VERSION.into(),
+            data_groups: vec![LdsFile::Dg(1), LdsFile::Dg(2)],
+        }
+        .to_der();
+        let sha = DigestAlgorithm::Sha256;
+        let signed = signer_client
+            .sign_lds_security_object(signer::SignLdsSecurityObjectRequest {
+                hash_algorithm: "sha256".into(),
+                data_group_hashes: vec![
+                    signer::DataGroupHash {
+                        number: 1,
+                        hash: sha.digest(&dg1),
+                    },
+                    signer::DataGroupHash {
+                        number: 2,
+                        hash: sha.digest(&dg2),
+                    },
+                ],
+                lds_version: LDS_VERSION.into(),
+                document_reference: document_number.clone(),
+                country: active.country.clone(),
+                document_type: document_type.clone(),
+                signing_time: true,
+            })
+            .await
+            .map_err(|s| peer("Document Signer", s))?
+            .into_inner();
+        let ef_sod = signed.ef_sod;
+        let sod = marty_runtime::untrusted({
+            let ef_sod = ef_sod.clone();
+            move || Sod::parse(&ef_sod).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| {
+            internal(format!(
+                "the Document Signer returned an unreadable EF.SOD: {e}"
+            ))
+        })?;
+        let signer_fingerprint = sod
+            .signed_data
+            .certificates
+            .first()
+            .map(Certificate::fingerprint_sha256)
+            .ok_or_else(|| internal("the EF.SOD carries no DSC"))?;
+        let mrz_text = mrz.lines.join("\n");
+        let mut tx = self.ctx.db().begin().await?;
+        let row = store::insert(
+            &mut tx,
+            &NewPassport {
+                document_number: &document_number,
+                document_type: &document_type,
+                issuing_state: &format!("{issuing_state:<<3}"),
+                primary: &mrz.primary_identifier,
+                secondary: &mrz.secondary_identifier,
+                nationality: &mrz.nationality,
+                date_of_birth: &mrz.date_of_birth,
+                sex: sex.to_char(),
+                date_of_expiry: expiry,
+                mrz: &mrz_text,
+                dg1: &dg1,
+                dg2: &dg2,
+                ef_com: &ef_com,
+                ef_sod: &ef_sod,
+                signer_fingerprint: &signer_fingerprint,
+            },
+        )
+        .await?
+        .ok_or_else(|| {
+            EngineError::AlreadyExists(format!(
+                "document_number: {document_number} is already issued by {issuing_state}"
+            ))
+        })?;
+        marty_events::outbox::enqueue(
+            &mut tx,
+            crate::SERVICE,
+            &marty_events::NewEvent::new(
+                "passport_engine.passport.issued",
+                format!("passport:{}", row.id),
+                serde_json::json!({
+                    "passport_id": row.id,
+                    "document_number": row.document_number,
+                    "document_type": row.document_type,
+                    "issuing_state": issuing_state,
+                    "signer_fingerprint_sha256": marty_icao::hex::encode(&signer_fingerprint),
+                    "sod_sha256": marty_icao::hex::encode(&sha.digest(&ef_sod)),
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(passport = %row.id, "passport issued");
+        Ok(row)
+    }
+
+    /// The passport of `document_number`, issued now if there is none (the reference's
+    /// ProcessPassport): a specimen holder, the sample face.
+    pub async fn get(&self, id: Option<Uuid>, number: Option<&str>) -> Result<PassportRow> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        let found = match (id, number) {
+            (Some(id), _) => store::by_id(&mut conn, id).await?,
+            (None, Some(n)) => store::by_number(&mut conn, n).await?,
+            (None, None) => {
+                return Err(EngineError::InvalidArgument(
+                    "id or document_number is required".into(),
+                ));
+            }
+        };
+        found.ok_or_else(|| EngineError::NotFound("no such passport".into()))
+    }
+
+    pub async fn page(
+        &self,
+        after: Option<(OffsetDateTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<PassportRow>> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        Ok(store::page(&mut conn, after, limit).await?)
+    }
+
+    /// Trust material of `country`: fresh from the cache, else from the PKD (and cached),
+    /// else a cached entry within the stale limit. `None` when there is none.
+    async fn trust(
+        &self,
+        country: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<(CachedTrust, bool)>> {
+        let now = OffsetDateTime::now_utc();
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        let cached = store::cached_trust(&mut conn, country).await?;
+        if let Some(c) = cached.as_ref().filter(|c| c.expires_at > now) {
+            return Ok(Some((c.clone(), true)));
+        }
+        let fetched = async {
+            let mut client = self.pkd_client()?;
+            let call = client.get_trust_material(pkd::GetTrustMaterialRequest {
+                country: country.to_owned(),
+                authority_key_identifier: Vec::new(),
+            });
+            match tokio::time::timeout(StdDuration::from_secs(10), call).await {
+                Ok(r) => r.map_err(|s| peer("PKD", s)).map(|r| r.into_inner()),
+                Err(_) => Err(EngineError::Unavailable(
+                    "the PKD did not answer within 10 s".into(),
+                )),
+            }
+        }
+        .await;
+        match fetched {
+            Ok(m) => {
+                let t = CachedTrust {
+                    version: m.version,
+                    certificates: m.cscas.into_iter().chain(m.links).map(|c| c.der).collect(),
+                    crls: m.crls.into_iter().map(|c| c.der).collect(),
+                    fetched_at: now,
+                    expires_at: now + TRUST_TTL,
+                };
+                store::store_trust(&mut conn, country, &t).await?;
+                Ok(Some((t, false)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %country, "trust material from the PKD unavailable");
+                match cached {
+                    Some(c) if now - c.fetched_at <= TRUST_STALE_LIMIT => {
+                        notes.push(format!(
+                            "the PKD could not be reached ({e}); trust material cached at {} was used",
+                            marty_icao::cert::rfc3339(c.fetched_at)
+                        ));
+                        Ok(Some((c, true)))
+                    }
+                    _ => {
+                        notes.push(format!("the PKD could not be reached and no trust material of {country} is cached: {e}"));
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passive Authentication of `ef_sod` and `data_groups` at `at`, recorded.
+    #[tracing::instrument(skip_all, fields(data_groups = data_groups.len()))]
+    pub async fn verify(
+        &self,
+        ef_sod: Vec<u8>,
+        data_groups: Vec<Vec<u8>>,
+        at: Option<OffsetDateTime>,
+        requested_by: &str,
+    ) -> Result<Verification> {
+        let at = at.unwrap_or_else(OffsetDateTime::now_utc);
+        let sod_bytes = ef_sod.clone();
+        // The DSC's country chooses the trust material; a SOD that does not parse is left to
+        // Passive Authentication to report.
+        let (country, numbered) = marty_runtime::untrusted(move || {
+            let country = Sod::parse(&sod_bytes).ok().and_then(|s| {
+                s.signed_data
+                    .certificates
+                    .first()
+                    .and_then(|c| c.issuer.country().map(str::to_ascii_uppercase))
+            });
+            let mut numbered = Vec::new();
+            for (i, dg) in data_groups.into_iter().enumerate() {
+                match lds::identify(&dg) {
+                    Ok(file) => match file.number() {
+                        Some(n) => numbered.push((n, dg)),
+                        None => {
+                            return Err(format!(
+                                "data group {}: {} is not a data group",
+                                i + 1,
+                                file.name()
+                            ));
+                        }
+                    },
+                    Err(e) => return Err(format!("data group {}: {e}", i + 1)),
+                }
+            }
+            Ok((country, numbered))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(EngineError::InvalidArgument)?;
+        let mut notes = Vec::new();
+        let trust = match country
+            .as_deref()
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            Some(c) => self.trust(c, &mut notes).await?,
+            None => None,
+        };
+        let (report, trust_from_cache, trust_version) = match trust {
+            Some((t, from_cache)) => {
+                let version = t.version.clone();
+                let sod = ef_sod.clone();
+                let report = marty_runtime::untrusted(move || {
+                    let certificates = t
+                        .certificates
+                        .iter()
+                        .filter_map(|d| Certificate::from_der(d).ok())
+                        .collect();
+                    let crls = t
+                        .crls
+                        .iter()
+                        .filter_map(|d| Crl::from_der(d).ok())
+                        .collect();
+                    let store = TrustStore::new(certificates, crls);
+                    pa::passive_authentication(&sod, &numbered, &store, at, false)
+                })
+                .await
+                .map_err(internal)?;
+                (report, from_cache, version)
+            }
+            None => {
+                let sod = ef_sod.clone();
+                let mut report = marty_runtime::untrusted(move || {
+                    pa::passive_authentication(
+                        &sod,
+                        &numbered,
+                        &TrustStore::new(vec![], vec![]),
+                        at,
+                        false,
+                    )
+                })
+                .await
+                .map_err(internal)?;
+                if report.verdict == Verdict::Valid {
+                    // Cannot happen without an anchor; kept so that missing data never reads VALID.
+                    report.verdict = Verdict::Indeterminate;
+                }
+                if report.verdict != Verdict::Invalid {
+                    report.verdict = Verdict::Indeterminate;
+                    report.reason = notes
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| "no trust material for the DSC's country".into());
+                }
+                (report, false, String::new())
+            }
+        };
+        let mut report = report;
+        for n in notes.iter().rev() {
+            report.warnings.insert(0, n.clone());
+        }
+        let sod_sha256 = DigestAlgorithm::Sha256.digest(&ef_sod);
+        let json = serde_json::to_value(&report).map_err(internal)?;
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        let passport = store::id_by_sod(&mut conn, &ef_sod).await?;
+        let request_id = store::record_validation(
+            &mut conn,
+            passport,
+            &sod_sha256,
+            report.verdict.as_str(),
+            &json,
+            requested_by,
+        )
+        .await?;
+        Ok(Verification {
+            report,
+            trust_from_cache,
+            trust_version,
+            request_id,
+            notes,
+        })
+    }
+}
+
+/// `csca.crl.issued` / `csca.certificate.revoked`: the country's cached trust material is
+/// stale from this event on.
+#[derive(Debug, Clone)]
+pub struct TrustInvalidation;
+
+impl marty_events::Handler for TrustInvalidation {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: &marty_events::Envelope,
+    ) -> std::result::Result<(), String> {
+        if let Some(country) = event.payload["country"].as_str() {
+            store::invalidate(tx, country)
+                .await
+                .map_err(|e| format!("invalidating trust material: {e}"))?;
+            tracing::info!(%country, event = %event.event_type, "cached trust material invalidated");
+        }
+        Ok(())
+    }
+}

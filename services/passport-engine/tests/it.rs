@@ -1,0 +1,477 @@
+//! The platform as its users meet it: the four services on port 0, each on its own database,
+//! real NATS. A passport issued by the engine (the Document Signer signs, the CSCA certified
+//! its signer) verifies through the engine with trust material the PKD learnt by event;
+//! tampering, revocation, the German master list and the PKD's absence each get the verdict
+//! a border-control operator must be able to rely on.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use marty_proto::csca::v1 as csca_pb;
+use marty_proto::passport::v1 as pb;
+use marty_proto::pkd::v1 as pkd_pb;
+use marty_proto::signer::v1 as signer_pb;
+use marty_testkit::tools::{curl, repo};
+use marty_testkit::{TestApp, TestDb, TestNats, spawn_app};
+use tonic::Code;
+
+struct Platform {
+    db: TestDb,
+    nats: TestNats,
+    csca: TestApp,
+    signer: TestApp,
+    pkd: Option<TestApp>,
+    engine: TestApp,
+}
+
+fn vectors(path: &str) -> Vec<u8> {
+    std::fs::read(repo().join("../shared/vectors").join(path)).unwrap()
+}
+
+async fn platform() -> Platform {
+    let db = TestDb::start().await;
+    db.provision_services(&[
+        &marty_csca::DESCRIPTOR,
+        &marty_document_signer::DESCRIPTOR,
+        &marty_pkd::DESCRIPTOR,
+        &marty_passport_engine::DESCRIPTOR,
+    ])
+    .await;
+    let nats = TestNats::start();
+    let csca = spawn_app(&marty_csca::DESCRIPTOR, db.service_env(&nats, &[]))
+        .await
+        .unwrap();
+    let csca_url = csca.grpc_url();
+    let signer = spawn_app(
+        &marty_document_signer::DESCRIPTOR,
+        db.service_env(&nats, &[("MARTY_CSCA_URL", &csca_url)]),
+    )
+    .await
+    .unwrap();
+    let pkd = spawn_app(&marty_pkd::DESCRIPTOR, db.service_env(&nats, &[]))
+        .await
+        .unwrap();
+    let engine = spawn_engine(&db, &nats, &signer, &pkd.grpc_url()).await;
+    csca.csca()
+        .await
+        .create_csca(csca_pb::CreateCscaRequest {
+            country: "UT".into(),
+            key_spec: "ec:P-256:named".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    signer
+        .signer()
+        .await
+        .create_signer(signer_pb::CreateSignerRequest {
+            country: "UT".into(),
+            key_spec: "ec:P-256:named".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Platform {
+        db,
+        nats,
+        csca,
+        signer,
+        pkd: Some(pkd),
+        engine,
+    }
+}
+
+async fn spawn_engine(db: &TestDb, nats: &TestNats, signer: &TestApp, pkd_url: &str) -> TestApp {
+    let signer_url = signer.grpc_url();
+    spawn_app(
+        &marty_passport_engine::DESCRIPTOR,
+        db.service_env(
+            nats,
+            &[
+                ("MARTY_DOCUMENT_SIGNER_URL", &signer_url),
+                ("MARTY_PKD_URL", pkd_url),
+            ],
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+fn holder() -> pb::IssuePassportRequest {
+    pb::IssuePassportRequest {
+        holder: Some(pb::Holder {
+            primary_identifier: "Eriksson".into(),
+            secondary_identifier: "Anna Maria".into(),
+            nationality: "UTO".into(),
+            date_of_birth: "1974-08-12".into(),
+            sex: "F".into(),
+        }),
+        date_of_expiry: (time::OffsetDateTime::now_utc().date() + time::Duration::days(3650))
+            .to_string(),
+        document_type: "P".into(),
+        document_number: String::new(),
+        face_image: std::fs::read(repo().join("samples/face.jpg")).unwrap(),
+    }
+}
+
+fn file<'a>(p: &'a pb::Passport, name: &str) -> &'a [u8] {
+    &p.files.iter().find(|f| f.name == name).unwrap().content
+}
+
+fn verify_request(p: &pb::Passport) -> pb::VerifyPassportRequest {
+    pb::VerifyPassportRequest {
+        ef_sod: file(p, "EF.SOD").to_vec(),
+        data_groups: vec![file(p, "DG1").to_vec(), file(p, "DG2").to_vec()],
+        at: None,
+    }
+}
+
+impl Platform {
+    fn pkd(&self) -> &TestApp {
+        self.pkd.as_ref().unwrap()
+    }
+
+    /// Waits until the PKD holds what `ready` accepts of UT's trust material.
+    async fn pkd_has(
+        &self,
+        what: &str,
+        ready: impl Fn(&pkd_pb::TrustMaterial) -> bool,
+    ) -> pkd_pb::TrustMaterial {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self
+                .pkd()
+                .pkd()
+                .await
+                .get_trust_material(pkd_pb::GetTrustMaterialRequest {
+                    country: "UT".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if ready(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the PKD never learnt {what}: {m:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn issue(&self) -> pb::Passport {
+        self.engine
+            .passport()
+            .await
+            .issue_passport(holder())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn verify(&self, r: pb::VerifyPassportRequest) -> pb::VerificationReport {
+        self.engine
+            .passport()
+            .await
+            .verify_passport(r)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_verify_tamper_revoke() {
+    let p = platform().await;
+    p.pkd_has("the CSCA and its CRL", |m| {
+        !m.cscas.is_empty() && !m.crls.is_empty()
+    })
+    .await;
+    let passport = p.issue().await;
+    assert_eq!(passport.issuing_state, "UTO");
+    assert!(
+        passport.mrz.starts_with("P<UTOERIKSSON<<ANNA<MARIA"),
+        "{}",
+        passport.mrz
+    );
+    let names: Vec<_> = passport.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["EF.COM", "DG1", "DG2", "EF.SOD"]);
+
+    let report = p.verify(verify_request(&passport)).await;
+    assert_eq!(report.verdict, "VALID", "{}", report.report_json);
+    assert!(!report.trust_version.is_empty());
+
+    // One byte of DG1 changed: INVALID, naming DG1.
+    let mut tampered = verify_request(&passport);
+    let last = tampered.data_groups[0].len() - 1;
+    tampered.data_groups[0][last] ^= 0x01;
+    let report = p.verify(tampered).await;
+    assert_eq!(report.verdict, "INVALID", "{}", report.report_json);
+    let json: serde_json::Value = serde_json::from_str(&report.report_json).unwrap();
+    let dg1 = json["data_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["number"] == 1)
+        .unwrap();
+    assert_ne!(dg1["status"], "match", "{dg1}");
+
+    // Each verification is recorded in the engine's database.
+    let mut conn = p.db.admin_on("marty_passport_engine").await;
+    let recorded: Vec<(String,)> =
+        sqlx::query_as("select verdict from validation_requests order by requested_at")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(recorded, [("VALID".to_owned(),), ("INVALID".to_owned(),)]);
+    // The issuance and its event committed together.
+    let (passports, events): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from passports), (select count(*) from outbox where event_type = 'passport_engine.passport.issued')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((passports, events), (1, 1));
+
+    // Revoke the DSC at the CSCA: the CRL reaches the PKD by event, the engine's cache is
+    // invalidated by the same event, and the engine reports the revocation.
+    let signer = p
+        .signer
+        .signer()
+        .await
+        .get_active_signer(signer_pb::GetActiveSignerRequest {
+            country: "UT".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    p.csca
+        .csca()
+        .await
+        .revoke_certificate(csca_pb::RevokeCertificateRequest {
+            serial_hex: signer.serial_hex.clone(),
+            reason: csca_pb::RevocationReason::KeyCompromise as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    p.pkd_has("the CRL listing the DSC", |m| {
+        m.crls.iter().any(|c| c.crl_number != "1")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = p.verify(verify_request(&passport)).await;
+        if report.verdict == "INVALID" {
+            assert!(
+                report.report_json.contains("revoked"),
+                "{}",
+                report.report_json
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation never reached the engine: {}",
+            report.report_json
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn german_master_list_and_real_sod() {
+    let p = platform().await;
+    let mut pkd = p.pkd().pkd().await;
+    // Without a root the PKD refuses: an unverified master list never becomes trust.
+    let refused = pkd
+        .import_master_list(pkd_pb::ImportMasterListRequest {
+            master_list: vectors("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    // Against another root it does not verify.
+    let wrong = pkd
+        .import_master_list(pkd_pb::ImportMasterListRequest {
+            master_list: vectors("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            roots: vec![vectors("crl/NL_ROOT_CA.cer")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument, "{wrong:?}");
+    let report = pkd
+        .import_master_list(pkd_pb::ImportMasterListRequest {
+            master_list: vectors("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            roots: vec![vectors("masterlist/DE_ROOT_CA_CSCA07.cer")],
+            source_name: "DE_ML_2026-05-28-08-28-45.ml".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.total, 588, "{report:?}");
+    assert!(report.added > 500, "{report:?}");
+    assert!(report.countries.len() > 100, "{report:?}");
+    assert_eq!(
+        report.added + report.duplicates + report.rejected.len() as u32,
+        588,
+        "{report:?}"
+    );
+    // A second import is a no-op reporting duplicates.
+    let again = pkd
+        .import_master_list(pkd_pb::ImportMasterListRequest {
+            master_list: vectors("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            roots: vec![vectors("masterlist/DE_ROOT_CA_CSCA07.cer")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.added, again.duplicates), (0, 588));
+    let jobs = pkd
+        .list_sync_jobs(pkd_pb::ListSyncJobsRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    let statuses: Vec<_> = jobs.iter().map(|j| j.status.as_str()).collect();
+    assert_eq!(statuses, ["succeeded", "succeeded", "failed"], "{jobs:?}");
+
+    // The real German SOD with its real DG14 verifies through the engine.
+    let report = p
+        .verify(pb::VerifyPassportRequest {
+            ef_sod: vectors("sod/EF_SOD_DE.bin"),
+            data_groups: vec![vectors("dg/EF_DG14_DE.bin")],
+            at: None,
+        })
+        .await;
+    assert_eq!(report.verdict, "VALID", "{}", report.report_json);
+
+    // The Dutch CRL: its issuer is not stored, so it is refused; once NL's root is imported
+    // through its master list entry it would verify. Here: refused, with the reason.
+    let crl = pkd
+        .import_crl(pkd_pb::ImportCrlRequest {
+            crl: vectors("crl/CRL_NL_CSCA_7_crlnumber7_2025-05-19.crl"),
+            ..Default::default()
+        })
+        .await;
+    match crl {
+        Ok(r) => assert_eq!(r.into_inner().countries, ["NL"]),
+        Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
+    }
+
+    // HTTP downloads: the CRL of UT with an ETag honoured by If-None-Match.
+    p.pkd_has("the CRL", |m| !m.crls.is_empty()).await;
+    let url = p.pkd().http_url("/v1/pkd/crl/UT");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", &url])
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        headers.contains("content-type: application/pkix-crl"),
+        "{headers}"
+    );
+    let etag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("If-None-Match: {etag}"),
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "304");
+    let (code, _) = curl(&p.pkd().http_url("/v1/pkd/crl/U%27T"));
+    assert_eq!(code, 400);
+    let (code, body) = curl(&p.pkd().http_url("/v1/pkd/dsclist"));
+    assert_eq!(code, 200);
+    assert!(body.contains("BEGIN CERTIFICATE"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_holder_data_names_the_field_and_pkd_outage_is_not_valid() {
+    let mut p = platform().await;
+    p.pkd_has("the CSCA", |m| !m.cscas.is_empty()).await;
+    let mut client = p.engine.passport().await;
+    for (field, edit) in [
+        (
+            "date_of_birth",
+            Box::new(|r: &mut pb::IssuePassportRequest| {
+                r.holder.as_mut().unwrap().date_of_birth = "1974-13-40".into()
+            }) as Box<dyn Fn(&mut pb::IssuePassportRequest)>,
+        ),
+        (
+            "sex",
+            Box::new(|r: &mut pb::IssuePassportRequest| {
+                r.holder.as_mut().unwrap().sex = "Q".into()
+            }),
+        ),
+        (
+            "date_of_expiry",
+            Box::new(|r: &mut pb::IssuePassportRequest| r.date_of_expiry = "2001-01-01".into()),
+        ),
+        (
+            "face_image",
+            Box::new(|r: &mut pb::IssuePassportRequest| r.face_image = b"not an image".to_vec()),
+        ),
+        (
+            "document_number",
+            Box::new(|r: &mut pb::IssuePassportRequest| r.document_number = "AB-12".into()),
+        ),
+        (
+            "nationality",
+            Box::new(|r: &mut pb::IssuePassportRequest| {
+                r.holder.as_mut().unwrap().nationality = "U1O".into()
+            }),
+        ),
+    ] {
+        let mut r = holder();
+        edit(&mut r);
+        let s = client.issue_passport(r).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
+        assert!(s.message().starts_with(field), "{field}: {}", s.message());
+    }
+    let passport = p.issue().await;
+    let listed = client
+        .list_passports(pb::ListPassportsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.passports.len(), 1);
+    assert_eq!(listed.passports[0].id, passport.id);
+
+    // The first verification caches UT's trust material; with the PKD stopped the engine
+    // answers from the cache and says so.
+    let first = p.verify(verify_request(&passport)).await;
+    assert_eq!(first.verdict, "VALID");
+    p.pkd.take().unwrap().stop().await.unwrap();
+    let cached = p.verify(verify_request(&passport)).await;
+    assert_eq!(cached.verdict, "VALID");
+    assert!(cached.trust_from_cache);
+    // An engine with no cache and no PKD: INDETERMINATE, never VALID.
+    let mut conn = p.db.admin_on("marty_passport_engine").await;
+    sqlx::query("delete from trust_cache")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let none = p.verify(verify_request(&passport)).await;
+    assert_eq!(none.verdict, "INDETERMINATE", "{}", none.report_json);
+    let _ = &p.nats;
+}

@@ -1,0 +1,585 @@
+//! The PKD's operations: imports (master lists, CRLs), what it learns from the CSCA's and the
+//! Document Signer's events, and the trust material it serves.
+//!
+//! **Nothing becomes trust unverified.** A master list is stored only when its CMS signature
+//! and its signer's chain to a root the operator named verify, and then only its CSCA and link
+//! certificates; a CRL only when a stored CSCA of its country signed it; a certificate learnt
+//! from an event only when it is a self-signed CSCA whose signature holds, or a certificate
+//! whose issuer (by authority key identifier) is a stored CSCA of its country and verifies it.
+//! An event that fails those checks is retried and then parked with the reason.
+//!
+//! **Every import is a job.** A `sync_jobs` row records it (running, then succeeded or failed
+//! with the error); the import itself is one transaction, so a failure stores nothing.
+
+use std::collections::BTreeSet;
+
+use marty_icao::algo::DigestAlgorithm;
+use marty_icao::cert::{Certificate, CertificateKind};
+use marty_icao::crl::Crl;
+use marty_icao::masterlist::MasterList;
+use marty_icao::trust::TrustStore;
+use marty_runtime::ServiceContext;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{PkdError, Result, internal};
+use crate::store::{self, CertRow, CrlRow, NewCertificate, NewCrl, Source};
+
+/// What an import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    pub job_id: Uuid,
+    pub total: u32,
+    pub added: u32,
+    pub duplicates: u32,
+    pub rejected: Vec<(String, String)>,
+    pub countries: BTreeSet<String>,
+    pub distinct_keys: u32,
+    pub links: u32,
+}
+
+/// The trust material of a query, with a version that changes whenever it does.
+#[derive(Debug, Clone)]
+pub struct TrustMaterial {
+    pub certificates: Vec<CertRow>,
+    pub crls: Vec<CrlRow>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pkd {
+    ctx: ServiceContext,
+}
+
+/// A CRL number (big-endian INTEGER contents) in decimal, as `numeric` takes it.
+pub fn decimal(bytes: &[u8]) -> String {
+    let mut digits: Vec<u8> = vec![0];
+    for &b in bytes {
+        let mut carry = u32::from(b);
+        for d in digits.iter_mut() {
+            let v = u32::from(*d) * 256 + carry;
+            *d = (v % 10) as u8;
+            carry = v / 10;
+        }
+        while carry > 0 {
+            digits.push((carry % 10) as u8);
+            carry /= 10;
+        }
+    }
+    while digits.len() > 1 && digits.last() == Some(&0) {
+        digits.pop();
+    }
+    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
+}
+
+fn kind_name(kind: CertificateKind) -> Option<&'static str> {
+    match kind {
+        CertificateKind::Csca => Some("csca"),
+        CertificateKind::Link => Some("link"),
+        CertificateKind::DocumentSigner => Some("document_signer"),
+        CertificateKind::MasterListSigner => Some("master_list_signer"),
+        CertificateKind::DeviationListSigner => Some("deviation_list_signer"),
+        CertificateKind::Other => None,
+    }
+}
+
+/// The certificate's country: its subject's countryName, two upper-case letters.
+fn country_of(cert: &Certificate) -> std::result::Result<String, String> {
+    let c = cert
+        .subject
+        .country()
+        .ok_or("the subject has no countryName")?
+        .to_ascii_uppercase();
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c)
+    } else {
+        Err(format!(
+            "the subject's countryName {:?} is not an ISO 3166 alpha-2 code",
+            marty_icao::text::printable(&c)
+        ))
+    }
+}
+
+fn new_certificate<'a>(
+    cert: &'a Certificate,
+    country: &'a str,
+    kind: &'a str,
+    fingerprint: &'a [u8],
+    source: Source,
+    source_reference: Option<String>,
+    verified_by: Option<Uuid>,
+) -> NewCertificate<'a> {
+    NewCertificate {
+        country,
+        kind,
+        subject_dn: cert.subject.to_string(),
+        issuer_dn: cert.issuer.to_string(),
+        serial: &cert.serial,
+        ski: cert.subject_key_id.as_deref(),
+        aki: cert.authority_key_id.as_deref(),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        der: &cert.raw,
+        fingerprint,
+        source,
+        source_reference,
+        verified_by,
+    }
+}
+
+async fn parse_untrusted<T, F>(what: &str, f: F) -> Result<T>
+where
+    F: FnOnce() -> std::result::Result<T, String> + Send + 'static,
+    T: Send + 'static,
+{
+    marty_runtime::untrusted(f)
+        .await
+        .map_err(internal)?
+        .map_err(|e| PkdError::InvalidArgument(format!("{what}: {e}")))
+}
+
+impl Pkd {
+    pub fn new(ctx: ServiceContext) -> Self {
+        Self { ctx }
+    }
+
+    pub fn ctx(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    /// Imports a master list whose signer chains to one of `roots` (DER).
+    #[tracing::instrument(skip_all, fields(bytes = bytes.len(), roots = roots.len(), source = %source_name))]
+    pub async fn import_master_list(
+        &self,
+        bytes: Vec<u8>,
+        roots: Vec<Vec<u8>>,
+        source_name: &str,
+        source: Source,
+    ) -> Result<ImportReport> {
+        if roots.is_empty() {
+            return Err(PkdError::InvalidArgument(
+                "a master list is imported only against a root its signer must chain to: give at least one root certificate".into(),
+            ));
+        }
+        let der = bytes.clone();
+        let (ml, roots) = parse_untrusted("the master list", move || {
+            let ml = MasterList::parse(&bytes).map_err(|e| e.to_string())?;
+            let roots = roots
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Certificate::from_der(r).map_err(|e| format!("root {}: {e}", i + 1)))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok((ml, roots))
+        })
+        .await?;
+        let job = store::start_job(
+            &mut *self.ctx.db().pool().acquire().await?,
+            "master_list_import",
+            source_name,
+            i32::try_from(ml.certificates.len()).unwrap_or(i32::MAX),
+        )
+        .await?;
+        let result = self
+            .import_master_list_in(ml, der, roots, source, job)
+            .await;
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        match &result {
+            Ok(r) => {
+                store::finish_job(&mut conn, job, r.added as i32 + r.duplicates as i32, None)
+                    .await?
+            }
+            Err(e) => store::finish_job(&mut conn, job, 0, Some(&e.to_string())).await?,
+        }
+        result
+    }
+
+    async fn import_master_list_in(
+        &self,
+        ml: MasterList,
+        der: Vec<u8>,
+        roots: Vec<Certificate>,
+        source: Source,
+        job: Uuid,
+    ) -> Result<ImportReport> {
+        let now = OffsetDateTime::now_utc();
+        let (ml, verification) = marty_runtime::cpu(move || {
+            let v = ml.verify(&TrustStore::new(roots, vec![]), now);
+            (ml, v)
+        })
+        .await
+        .map_err(internal)?;
+        if !verification.valid {
+            return Err(PkdError::InvalidArgument(format!(
+                "the master list does not verify against the roots given: {}",
+                verification.errors.join("; ")
+            )));
+        }
+        let issuer_country = verification
+            .chain
+            .as_ref()
+            .and_then(|c| c.anchor_country.clone())
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or_else(|| {
+                PkdError::InvalidArgument(
+                    "the master list's root has no ISO 3166 alpha-2 countryName".into(),
+                )
+            })?;
+        let fingerprint = DigestAlgorithm::Sha256.digest(&der);
+        let mut report = ImportReport {
+            job_id: job,
+            total: ml.certificates.len() as u32,
+            distinct_keys: ml.distinct_keys() as u32,
+            ..Default::default()
+        };
+        for p in &ml.problems {
+            report
+                .rejected
+                .push(("(unparsable entry)".into(), p.clone()));
+        }
+        let mut tx = self.ctx.db().begin().await?;
+        let Some(list_id) = store::insert_master_list(
+            &mut tx,
+            &store::NewMasterList {
+                direction: "imported",
+                issuer_country: &issuer_country,
+                signer_subject_dn: verification.signer.as_ref().map(|s| s.subject.clone()),
+                signing_time: verification.signing_time.as_deref().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                }),
+                certificate_count: report.total as i32,
+                der: &der,
+                fingerprint: &fingerprint,
+                report: serde_json::to_value(&verification).unwrap_or_default(),
+            },
+        )
+        .await?
+        else {
+            // The same file again: every certificate in it is stored already.
+            report.duplicates = report.total;
+            return Ok(report);
+        };
+        let mut seen = BTreeSet::new();
+        let mut ids = Vec::new();
+        for cert in &ml.certificates {
+            let subject = cert.subject.to_string();
+            let kind = cert.kind();
+            if !matches!(kind, CertificateKind::Csca | CertificateKind::Link) {
+                report.rejected.push((
+                    subject,
+                    "not a CSCA or link certificate: a master list carries only those".into(),
+                ));
+                continue;
+            }
+            let country = match country_of(cert) {
+                Ok(c) => c,
+                Err(reason) => {
+                    report.rejected.push((subject, reason));
+                    continue;
+                }
+            };
+            let fp = cert.fingerprint_sha256();
+            if !seen.insert(fp.clone()) {
+                report.duplicates += 1;
+                continue;
+            }
+            let kind_name = kind_name(kind).unwrap_or("csca");
+            let (id, added) = store::insert_certificate(
+                &mut tx,
+                &new_certificate(
+                    cert,
+                    &country,
+                    kind_name,
+                    &fp,
+                    source,
+                    Some(list_id.to_string()),
+                    None,
+                ),
+            )
+            .await?;
+            ids.push(id);
+            if added {
+                report.added += 1;
+                report.countries.insert(country);
+                if kind == CertificateKind::Link {
+                    report.links += 1;
+                }
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        store::insert_master_list_entries(&mut tx, list_id, &ids).await?;
+        tx.commit().await?;
+        tracing::info!(
+            added = report.added,
+            duplicates = report.duplicates,
+            rejected = report.rejected.len(),
+            "master list imported"
+        );
+        Ok(report)
+    }
+
+    /// Imports a CRL signed by a stored CSCA of its country.
+    #[tracing::instrument(skip_all, fields(bytes = bytes.len(), source = %source_name))]
+    pub async fn import_crl(
+        &self,
+        bytes: Vec<u8>,
+        source_name: &str,
+        source: Source,
+    ) -> Result<ImportReport> {
+        let crl = parse_untrusted("the CRL", move || {
+            Crl::from_der(&bytes).map_err(|e| e.to_string())
+        })
+        .await?;
+        let job = store::start_job(
+            &mut *self.ctx.db().pool().acquire().await?,
+            "crl_import",
+            source_name,
+            1,
+        )
+        .await?;
+        let result = async {
+            let mut tx = self.ctx.db().begin().await?;
+            let added = learn_crl(&mut tx, &crl, source).await?;
+            tx.commit().await?;
+            let country = crl.issuer.country().unwrap_or_default().to_owned();
+            Ok::<_, PkdError>(ImportReport {
+                job_id: job,
+                total: 1,
+                added: u32::from(added),
+                duplicates: u32::from(!added),
+                countries: [country].into_iter().collect(),
+                ..Default::default()
+            })
+        }
+        .await;
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        match &result {
+            Ok(_) => store::finish_job(&mut conn, job, 1, None).await?,
+            Err(e) => store::finish_job(&mut conn, job, 0, Some(&e.to_string())).await?,
+        }
+        result
+    }
+
+    /// CSCAs, links and the latest CRLs of `country` (all when `None`), optionally only those
+    /// of one key identifier.
+    pub async fn trust_material(
+        &self,
+        country: Option<&str>,
+        ski: Option<&[u8]>,
+    ) -> Result<TrustMaterial> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        let (certificates, crls) = store::trust_material(&mut conn, country, ski).await?;
+        Ok(TrustMaterial {
+            version: version_of(&certificates, &crls),
+            certificates,
+            crls,
+        })
+    }
+
+    pub async fn document_signers(&self) -> Result<Vec<CertRow>> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        Ok(store::document_signers(&mut conn).await?)
+    }
+
+    pub async fn latest_crls(&self, country: &str) -> Result<Vec<CrlRow>> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        Ok(store::latest_crls(&mut conn, country).await?)
+    }
+
+    pub async fn latest_published(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        Ok(store::latest_published(&mut conn).await?)
+    }
+
+    pub async fn jobs(&self, limit: i64) -> Result<Vec<store::JobRow>> {
+        let mut conn = self.ctx.db().pool().acquire().await?;
+        Ok(store::jobs(&mut conn, limit).await?)
+    }
+}
+
+/// A digest over what a trust query returned: certificates (with their revocation flag) and
+/// CRLs, in the store's order.
+fn version_of(certs: &[CertRow], crls: &[CrlRow]) -> String {
+    let mut bytes = Vec::with_capacity(certs.len() * 33 + crls.len() * 32);
+    for c in certs {
+        bytes.extend_from_slice(&c.fingerprint);
+        bytes.push(u8::from(c.revoked));
+    }
+    bytes.push(0xff);
+    for c in crls {
+        bytes.extend_from_slice(&c.fingerprint);
+    }
+    marty_icao::hex::encode(&DigestAlgorithm::Sha256.digest(&bytes)[..16])
+}
+
+/// Stores `crl` if a stored CSCA (or link certificate) of its country signed it.
+async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<bool> {
+    let country = crl
+        .issuer
+        .country()
+        .map(str::to_ascii_uppercase)
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .ok_or_else(|| {
+            PkdError::InvalidArgument("the CRL's issuer has no ISO 3166 alpha-2 countryName".into())
+        })?;
+    let aki = crl.authority_key_id.clone().ok_or_else(|| {
+        PkdError::InvalidArgument(
+            "the CRL has no authority key identifier, which Doc 9303 Part 12 requires".into(),
+        )
+    })?;
+    let candidates = store::issuers(tx, &country, Some(&aki)).await?;
+    let candidates = if candidates.is_empty() {
+        store::issuers(tx, &country, None).await?
+    } else {
+        candidates
+    };
+    let crl_for_check = crl.clone();
+    let verified = marty_runtime::cpu(move || {
+        candidates.iter().any(|c| {
+            Certificate::from_der(&c.der)
+                .ok()
+                .is_some_and(|issuer| crl_for_check.verify_signature(&issuer).is_ok())
+        })
+    })
+    .await
+    .map_err(internal)?;
+    if !verified {
+        return Err(PkdError::FailedPrecondition(format!(
+            "no stored CSCA of {country} verifies this CRL: import the country's CSCA (its master list) first"
+        )));
+    }
+    let fingerprint = DigestAlgorithm::Sha256.digest(&crl.raw);
+    let added = store::insert_crl(
+        tx,
+        &NewCrl {
+            country: &country,
+            issuer_dn: crl.issuer.to_string(),
+            aki: &aki,
+            crl_number: decimal(crl.crl_number.as_deref().unwrap_or(&[0])),
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            der: &crl.raw,
+            fingerprint: &fingerprint,
+            source,
+        },
+    )
+    .await?;
+    let serials: Vec<Vec<u8>> = crl.revoked.iter().map(|r| r.serial.clone()).collect();
+    let times: Vec<OffsetDateTime> = crl.revoked.iter().map(|r| r.revocation_date).collect();
+    store::mark_listed_revoked(tx, &crl.issuer.to_string(), &serials, &times).await?;
+    Ok(added)
+}
+
+/// Stores a certificate learnt from an event once it verifies: a self-signed CSCA by its own
+/// signature, anything else by a stored CSCA or link certificate of its country.
+async fn learn_certificate(tx: &mut PgConnection, der: Vec<u8>, reference: String) -> Result<bool> {
+    let cert = parse_untrusted("the certificate", move || {
+        Certificate::from_der(&der).map_err(|e| e.to_string())
+    })
+    .await?;
+    let country = country_of(&cert).map_err(PkdError::InvalidArgument)?;
+    let kind = cert.kind();
+    let kind_name = kind_name(kind).ok_or_else(|| {
+        PkdError::InvalidArgument("not a certificate of a Doc 9303 profile".into())
+    })?;
+    let verified_by = if kind == CertificateKind::Csca {
+        None
+    } else {
+        let candidates = store::issuers(tx, &country, cert.authority_key_id.as_deref()).await?;
+        let spkis: Vec<(Uuid, Vec<u8>)> = candidates
+            .iter()
+            .filter_map(|c| Certificate::from_der(&c.der).ok().map(|i| (c.id, i.spki)))
+            .collect();
+        let check = cert.clone();
+        let found = marty_runtime::cpu(move || {
+            spkis
+                .into_iter()
+                .find(|(_, spki)| check.verify_signature_with(spki).is_ok())
+                .map(|(id, _)| id)
+        })
+        .await
+        .map_err(internal)?;
+        Some(found.ok_or_else(|| {
+            PkdError::FailedPrecondition(format!(
+                "no stored CSCA of {country} signed the {kind_name} certificate {}",
+                cert.subject
+            ))
+        })?)
+    };
+    let fp = cert.fingerprint_sha256();
+    let (_, added) = store::insert_certificate(
+        tx,
+        &new_certificate(
+            &cert,
+            &country,
+            kind_name,
+            &fp,
+            Source::LocalEvent,
+            Some(reference),
+            verified_by,
+        ),
+    )
+    .await?;
+    Ok(added)
+}
+
+fn der_field(payload: &serde_json::Value, field: &str) -> std::result::Result<Vec<u8>, String> {
+    payload[field]
+        .as_str()
+        .and_then(|b| openssl::base64::decode_block(b).ok())
+        .ok_or_else(|| format!("the event has no base64 {field}"))
+}
+
+/// The PKD's consumer of `marty.csca.>` and `marty.document_signer.signer.activated`.
+#[derive(Debug, Clone)]
+pub struct EventHandler;
+
+impl marty_events::Handler for EventHandler {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &marty_events::Envelope,
+    ) -> std::result::Result<(), String> {
+        let reference = format!("event:{}", event.id);
+        let p = &event.payload;
+        let outcome = match event.event_type.as_str() {
+            "csca.certificate.issued" => learn_certificate(tx, der_field(p, "der")?, reference)
+                .await
+                .map(|_| ()),
+            "csca.certificate.revoked" => {
+                let der = der_field(p, "der")?;
+                let fingerprint = DigestAlgorithm::Sha256.digest(&der);
+                learn_certificate(tx, der, reference)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let at = p["revoked_at"].as_str().and_then(|t| {
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                });
+                store::mark_revoked(tx, &fingerprint, at)
+                    .await
+                    .map(|_| ())
+                    .map_err(PkdError::from)
+            }
+            "csca.crl.issued" => {
+                let der = der_field(p, "der")?;
+                let crl = parse_untrusted("the CRL", move || {
+                    Crl::from_der(&der).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                learn_crl(tx, &crl, Source::LocalEvent).await.map(|_| ())
+            }
+            "document_signer.signer.activated" => {
+                learn_certificate(tx, der_field(p, "der")?, reference)
+                    .await
+                    .map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        outcome.map_err(|e| match e {
+            PkdError::Internal(cause) => format!("{cause:#}"),
+            other => other.to_string(),
+        })
+    }
+}
