@@ -37,7 +37,9 @@ if [ -f "$state/serve.pid" ] && kill -0 "$(cat "$state/serve.pid")" 2>/dev/null;
 fi
 $marty serve all >"$state/serve.log" 2>&1 &
 echo $! >"$state/serve.pid"
-for port in 9081 9082 9084 9089; do
+# The HTTP ports the configuration gives (9081, 9082, 9084, 9089 unless MARTY_*_HTTP_PORT say otherwise).
+for port in "${MARTY_CSCA_HTTP_PORT:-9081}" "${MARTY_DOCUMENT_SIGNER_HTTP_PORT:-9082}" \
+            "${MARTY_PASSPORT_ENGINE_HTTP_PORT:-9084}" "${MARTY_PKD_HTTP_PORT:-9089}"; do
   printf '  waiting for http://127.0.0.1:%s/readyz ' "$port"
   for i in $(seq 150); do
     if curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; then echo ok; break; fi

@@ -394,7 +394,7 @@ pub fn url_of(given: &Option<String>, service: Service) -> Result<String> {
 
 pub async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| anyhow!("{service} URL {url:?}: {e}"))?
+        .map_err(|e| InputError(anyhow!("{service} URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(timeout));
     endpoint.connect().await.map_err(|e| {
@@ -423,7 +423,7 @@ pub fn status_error(service: Service, url: &str) -> impl Fn(tonic::Status) -> an
 
 pub(crate) fn time(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
+        .and_then(marty_proto::offset_date_time)
         .map(marty_icao::cert::rfc3339)
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 use marty_config::Service;
 use marty_icao::algo::DigestAlgorithm;
@@ -435,9 +435,7 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
             connection,
         } => {
             let country = country.unwrap_or_default().trim().to_ascii_uppercase();
-            if !country.is_empty()
-                && (country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()))
-            {
+            if !country.is_empty() && !marty_icao::country::is_alpha2(&country) {
                 return Err(crate::operate::InputError::from(anyhow!(
                     "--country: an ISO 3166 alpha-2 code, e.g. DE"
                 ))
@@ -497,8 +495,13 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
                     m.version
                 );
             }
+            // Exit 1 when there is nothing (scripts wait for trust material this way); the
+            // report above is the only output, JSON or not.
             if m.cscas.is_empty() && m.links.is_empty() {
-                bail!("the PKD holds no trust material{}", "");
+                if !connection.json {
+                    eprintln!("the PKD holds no trust material");
+                }
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -504,7 +504,7 @@ fn extracted_name(cert: &Certificate) -> String {
         .subject
         .country()
         .map(str::to_ascii_uppercase)
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .filter(|c| marty_icao::country::is_alpha2(c))
         .unwrap_or_else(|| "XX".to_owned());
     format!(
         "{country}_{}.cer",

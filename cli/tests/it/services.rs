@@ -177,6 +177,12 @@ async fn operators_run_csca_and_signer_from_the_cli() {
         Some(3),
         "an argument the service refuses is a usage error: {shown}"
     );
+    let (code, _, shown) = p.marty(d, &["csca", "list", "--csca-url", "not a url"]);
+    assert_eq!(
+        code,
+        Some(3),
+        "a malformed address is a usage error: {shown}"
+    );
 
     // A signer, idempotently.
     let activated = p.json(
@@ -541,13 +547,28 @@ async fn serve_refuses_another_services_database_and_all_stop_together() {
             ("CSCA_DATABASE_URL", &foreign),
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // A misplaced database is the configuration's fault: exit 3.
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(
         stderr(&out).contains("refusing to start csca")
             && stderr(&out).contains("may not connect to database marty_document_signer"),
         "{}",
         show(&out)
     );
+    // An unreachable server is the environment's: exit 1.
+    let nobody = marty_events::local::free_port().unwrap();
+    let unreachable = format!("postgres://127.0.0.1:{nobody}/marty_csca");
+    let out = db.marty_with(
+        &["serve", "csca"],
+        &[
+            ("MARTY_NATS_URL", &nats.url),
+            ("MARTY_CSCA_GRPC_PORT", "0"),
+            ("MARTY_CSCA_HTTP_PORT", "0"),
+            ("CSCA_DATABASE_URL", &unreachable),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains("cannot connect"), "{}", show(&out));
     // All four, one misplaced: the others start, then all stop; nothing is left listening.
     let [a, b, c, e] = ports();
     let [f, g, h, i] = ports();

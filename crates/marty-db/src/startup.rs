@@ -72,12 +72,13 @@ pub async fn check_service_database(
                 db.role_name(Role::App),
                 service.password_env(Role::App)
             ),
-            _ => format!(
-                "cannot connect to {} as {}: {}",
-                db.location(),
-                db.role_name(Role::App),
-                describe_connect_error(&e)
-            ),
+            // Unreachable: the environment, not the configuration, is at fault.
+            _ => {
+                return DbError::Connect {
+                    target: format!("{} as {}", db.location(), db.role_name(Role::App)),
+                    message: describe_connect_error(&e),
+                };
+            }
         };
         refuse(service, message)
     })?;

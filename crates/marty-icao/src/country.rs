@@ -297,6 +297,12 @@ pub enum MrzCountry {
     Unknown,
 }
 
+/// Whether `code` has the shape of an ISO 3166-1 alpha-2 code: two upper-case ASCII letters
+/// (the form every country field of Marty's APIs, rows and file names takes).
+pub fn is_alpha2(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// The alpha-2 codes corresponding to an issuing State as written in the MRZ (`<` filler
 /// and case ignored: `D<<` is `D`).
 pub fn from_mrz(code: &str) -> MrzCountry {

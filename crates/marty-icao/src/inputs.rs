@@ -44,6 +44,18 @@ pub fn decode_pem(bytes: &[u8]) -> Result<Vec<u8>, InputError> {
     openssl::base64::decode_block(&b64).map_err(|_| err("PEM body is not valid base64"))
 }
 
+/// A PEM block (RFC 7468) with 64-character lines.
+pub fn encode_pem(label: &str, der: &[u8]) -> Vec<u8> {
+    let b64 = openssl::base64::encode_block(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
 /// A piece of trust material.
 #[derive(Debug, Clone)]
 pub enum TrustItem {

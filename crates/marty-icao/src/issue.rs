@@ -50,18 +50,6 @@ pub const KEY_FILE_PBKDF2_ITERATIONS: u32 = 600_000;
 /// Shortest passphrase accepted for new key files.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
 
-/// A PEM block with 64-character lines.
-fn pem(label: &str, der_bytes: &[u8]) -> Vec<u8> {
-    let b64 = openssl::base64::encode_block(der_bytes);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out.into_bytes()
-}
-
 fn key_err(e: openssl::error::ErrorStack) -> IssueError {
     IssueError::Key(e.to_string())
 }
@@ -323,7 +311,7 @@ impl KeyPair {
             &algorithm_identifier(oid::PBES2, &der::sequence(&[&kdf, &scheme])),
             &der::octet_string(&encrypted),
         ]);
-        Ok(pem("ENCRYPTED PRIVATE KEY", &info))
+        Ok(crate::inputs::encode_pem("ENCRYPTED PRIVATE KEY", &info))
     }
 
     /// Reads an encrypted PKCS#8 PEM written by [`KeyPair::to_encrypted_pem`]. The published
@@ -406,7 +394,7 @@ impl Subject {
     }
 
     fn check(&self) -> Result<(), IssueError> {
-        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        if !crate::country::is_alpha2(&self.country) {
             return Err(IssueError::Invalid(format!(
                 "country {:?} must be two upper-case letters (ISO 3166 alpha-2)",
                 self.country

@@ -159,10 +159,7 @@ pub fn build(
     // Part 12 §5.3: CSCA (and link) certificates only, of real countries; signed by a Master
     // List Signer, never by a CSCA directly.
     for c in certificates {
-        let country_ok = c
-            .subject
-            .country()
-            .is_some_and(|cc| cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase()));
+        let country_ok = c.subject.country().is_some_and(crate::country::is_alpha2);
         if !matches!(
             c.kind(),
             crate::cert::CertificateKind::Csca | crate::cert::CertificateKind::Link

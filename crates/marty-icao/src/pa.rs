@@ -443,6 +443,18 @@ fn run(
             "no data group checked: none was given, so nothing of the document is authenticated"
                 .into(),
         );
+    } else if compared == 0 {
+        // Data groups were given, but the SOD covers none of them: nothing presented is
+        // authenticated, exactly as when none is given.
+        check(
+            &mut report,
+            "data_group_hashes",
+            CheckStatus::Indeterminate,
+            format!(
+                "no data group checked: the SOD covers none of those given ({})",
+                uncovered.join(", ")
+            ),
+        );
     } else {
         check(
             &mut report,

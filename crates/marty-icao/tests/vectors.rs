@@ -253,6 +253,27 @@ fn bsi_reference_passport_is_indeterminate_with_dg15_uncovered() {
     assert!(mrz.valid);
 }
 
+/// A genuine SOD with data groups it does not cover (here NZ's DG15 beside France's SOD)
+/// authenticates nothing that was presented: INDETERMINATE, as when no data group is given.
+#[test]
+fn data_groups_the_sod_does_not_cover_authenticate_nothing() {
+    let store = TrustStore::new(certs_in("csca"), vec![]);
+    let dgs = vec![(15u8, read("dg/EF_DG15_NZ.bin"))];
+    let report = pa::passive_authentication(&read("sod/EF_SOD_FR.bin"), &dgs, &store, AT, false);
+    assert_eq!(report.verdict, Verdict::Indeterminate, "{report:#?}");
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "data_group_hashes")
+        .unwrap();
+    assert_eq!(check.status, CheckStatus::Indeterminate);
+    assert!(
+        check.detail.contains("covers none of those given (DG15)"),
+        "{}",
+        check.detail
+    );
+}
+
 #[test]
 fn a_tampered_data_group_is_invalid() {
     let store = TrustStore::new(certs_in("csca"), vec![]);

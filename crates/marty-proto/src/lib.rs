@@ -29,5 +29,24 @@ pub mod passport {
     }
 }
 
+/// A point in time as a protobuf `Timestamp`.
+pub fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        // Always 0..=999_999_999, which fits.
+        nanos: t.nanosecond() as i32,
+    }
+}
+
+/// A protobuf `Timestamp` as a point in time; `None` when it lies outside what `time`
+/// represents (years −9999 to 9999) or its nanoseconds are out of range.
+pub fn offset_date_time(t: &prost_types::Timestamp) -> Option<time::OffsetDateTime> {
+    let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    time::OffsetDateTime::from_unix_timestamp(t.seconds)
+        .ok()?
+        .replace_nanosecond(nanos)
+        .ok()
+}
+
 /// The encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("marty_descriptor");

@@ -62,6 +62,8 @@ impl StartError {
             StartError::Isolation { .. }
                 | StartError::Config(_)
                 | StartError::Database(marty_db::DbError::Config(_))
+                // A database that is not the service's own, not provisioned or not migrated.
+                | StartError::Database(marty_db::DbError::Startup { .. })
         )
     }
 }

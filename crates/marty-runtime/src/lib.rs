@@ -23,8 +23,10 @@
 
 mod app;
 mod context;
+mod error;
 mod http_api;
 pub mod metrics;
+pub mod paging;
 mod shutdown;
 pub mod telemetry;
 
@@ -37,6 +39,7 @@ use sqlx::migrate::Migrator;
 
 pub use app::{Application, MAX_MESSAGE_BYTES, StartError};
 pub use context::{Peers, ServiceContext, ServiceDb, ServicePolicy};
+pub use error::ApiError;
 pub use shutdown::{Shutdown, terminate_signal};
 
 /// A boxed future, as descriptors and tasks return them.
@@ -207,8 +210,9 @@ where
 
 /// Logs an unexpected error once, with its causes and an id, and returns the opaque status
 /// that clients see: never SQL, paths or other internals.
-pub fn internal_status(service: Service, error: &anyhow::Error) -> tonic::Status {
+/// (Called inside the RPC's span, which names the service and the method.)
+pub fn internal_status(error: &anyhow::Error) -> tonic::Status {
     let id = uuid::Uuid::new_v4();
-    tracing::error!(%service, error_id = %id, error = format!("{error:#}"), "internal error");
+    tracing::error!(error_id = %id, error = format!("{error:#}"), "internal error");
     tonic::Status::internal(format!("internal error (reference {id})"))
 }

@@ -245,7 +245,14 @@ pub struct GrpcMetricsLayer {
     registry: Arc<Registry>,
     service: &'static str,
     known: KnownMethods,
+    /// Calls being handled, across all connections: a call beyond the limit waits before its
+    /// handler reads its request, so HTTP/2 flow control holds its body at the client and
+    /// memory stays bounded by [`MAX_IN_FLIGHT`] × the largest message.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most gRPC calls a service handles at once.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 impl GrpcMetricsLayer {
     pub fn new(registry: Arc<Registry>, service: &'static str, known: KnownMethods) -> Self {
@@ -253,6 +260,7 @@ impl GrpcMetricsLayer {
             registry,
             service,
             known,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 }
@@ -341,8 +349,12 @@ fn code_name(value: &[u8]) -> &'static str {
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcMetrics<S>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: Body + Unpin,
 {
     type Response = http::Response<MetricsBody<ResBody>>;
@@ -361,9 +373,16 @@ where
             started: Instant::now(),
             done: false,
         };
-        let future = self.inner.call(request);
+        // Everything the handler logs carries the service and the method.
+        let span = tracing::info_span!("rpc", service = %record.service, method = %record.method);
+        // The service that was made ready is the one called (tower's clone-and-swap).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let in_flight = self.layer.in_flight.clone();
         Box::pin(async move {
-            let response = future.await?;
+            // The semaphore is never closed.
+            let _permit = in_flight.acquire_owned().await.ok();
+            let response = tracing::Instrument::instrument(inner.call(request), span).await?;
             // A trailers-only response (every error) carries the status in its headers.
             if let Some(status) = response.headers().get("grpc-status") {
                 record.finish(code_name(status.as_bytes()));

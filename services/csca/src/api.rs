@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use marty_proto::csca::v1 as pb;
 use marty_proto::csca::v1::csca_service_server::CscaService;
-use prost_types::Timestamp;
+use marty_proto::timestamp;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::domain::{self, CertKind, CertStatus};
 use crate::error::CscaError;
@@ -30,20 +29,8 @@ impl Api {
     }
 }
 
-fn timestamp(t: OffsetDateTime) -> Timestamp {
-    Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
-    }
-}
-
-fn from_timestamp(t: &Timestamp) -> Result<OffsetDateTime, CscaError> {
-    OffsetDateTime::from_unix_timestamp(t.seconds)
-        .ok()
-        .and_then(|d| {
-            d.replace_nanosecond(t.nanos.clamp(0, 999_999_999) as u32)
-                .ok()
-        })
+fn from_timestamp(t: &prost_types::Timestamp) -> Result<OffsetDateTime, CscaError> {
+    marty_proto::offset_date_time(t)
         .ok_or_else(|| CscaError::InvalidArgument("timestamp out of range".into()))
 }
 
@@ -135,19 +122,7 @@ fn crl(row: &CrlRow) -> pb::Crl {
 }
 
 fn page_token(row: &CertRow) -> String {
-    format!("{}.{}", row.created_at.unix_timestamp_nanos(), row.id)
-}
-
-fn parse_page_token(token: &str) -> Result<Option<(OffsetDateTime, Uuid)>, CscaError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let bad = || CscaError::InvalidArgument("page_token is not one this service returned".into());
-    let (nanos, id) = token.split_once('.').ok_or_else(bad)?;
-    let nanos: i128 = nanos.parse().map_err(|_| bad())?;
-    let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok(Some((t, id)))
+    marty_runtime::paging::token(row.created_at, row.id)
 }
 
 fn requester<T>(request: &Request<T>) -> String {
@@ -236,7 +211,7 @@ impl Api {
             country: optional(country).map(domain::country).transpose()?,
             kind,
             status,
-            after: parse_page_token(page_token)?,
+            after: marty_runtime::paging::parse(page_token)?,
             limit: i64::from(if page_size == 0 {
                 DEFAULT_PAGE
             } else {
@@ -456,23 +431,6 @@ impl CscaService for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_garbage_is_refused() {
-        let now = OffsetDateTime::now_utc();
-        let id = Uuid::new_v4();
-        let token = format!("{}.{}", now.unix_timestamp_nanos(), id);
-        assert_eq!(parse_page_token(&token).unwrap(), Some((now, id)));
-        assert_eq!(parse_page_token("").unwrap(), None);
-        for bad in [
-            "x",
-            "1.2",
-            "abc.",
-            &format!("99999999999999999999999999.{id}"),
-        ] {
-            assert!(parse_page_token(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn serials_parse_from_hex() {

@@ -107,7 +107,7 @@ pub fn reason_name(code: i16) -> &'static str {
 /// included).
 pub fn country(s: &str) -> Result<String> {
     let c = s.trim();
-    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+    if marty_icao::country::is_alpha2(c) {
         Ok(c.to_owned())
     } else if c.is_empty() {
         Err(CscaError::InvalidArgument(
@@ -232,24 +232,20 @@ pub fn subject_from_csr(csr: &Name, country: &str, mrz_country: &str) -> Result<
             marty_icao::text::printable(csr_country)
         )));
     }
-    let common_name = csr.common_name().unwrap_or_default().trim().to_owned();
-    if common_name.is_empty() || common_name.chars().count() > 64 {
-        return Err(CscaError::InvalidArgument(
-            "the request's subject needs a commonName of 1 to 64 characters (Part 12 §7.1.1.1.1)"
-                .into(),
-        ));
-    }
-    let organization = csr
-        .attribute(marty_icao::oid::ORGANIZATION)
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty());
-    for value in std::iter::once(&common_name).chain(organization.iter()) {
-        if value.chars().any(char::is_control) {
-            return Err(CscaError::InvalidArgument(
-                "the request's subject contains control characters".into(),
-            ));
-        }
-    }
+    let common_name = name_value(
+        "the request's commonName",
+        csr.common_name().unwrap_or_default(),
+    )?
+    .ok_or_else(|| {
+        CscaError::InvalidArgument(
+            "the request's subject needs a commonName (Part 12 §7.1.1.1.1)".into(),
+        )
+    })?;
+    let organization = name_value(
+        "the request's organizationName",
+        csr.attribute(marty_icao::oid::ORGANIZATION)
+            .unwrap_or_default(),
+    )?;
     Ok(Subject {
         country: country.to_owned(),
         mrz_country: mrz_country.to_owned(),
@@ -259,6 +255,23 @@ pub fn subject_from_csr(csr: &Name, country: &str, mrz_country: &str) -> Result<
 }
 
 /// The CSCA's own subject, read back from its certificate.
+/// A name attribute from a caller (commonName, organizationName): trimmed, `None` when empty,
+/// at most 64 characters (the X.520 upper bound of both) and no control characters.
+pub fn name_value(what: &str, value: &str) -> Result<Option<String>> {
+    let value = value.trim();
+    if value.chars().count() > 64 {
+        return Err(CscaError::InvalidArgument(format!(
+            "{what} has more than 64 characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CscaError::InvalidArgument(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(Some(value.to_owned()).filter(|v| !v.is_empty()))
+}
+
 pub fn subject_of(cert: &marty_icao::cert::Certificate) -> Subject {
     Subject {
         country: cert.subject.country().unwrap_or_default().to_owned(),

@@ -49,7 +49,8 @@ fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>
         let server = marty_proto::csca::v1::csca_service_server::CscaServiceServer::new(
             api::Api::new(csca.clone()),
         )
-        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
         let interval = csca.policy().crl_check_interval;
         Ok(ServiceParts::new()
             .grpc(server)

@@ -25,6 +25,8 @@ pub struct Csca {
     keys: Arc<dyn KeyStore>,
     /// Opened CSCA keys by key id: opening costs an AES-GCM decryption and a PKCS#8 parse.
     opened: Mutex<HashMap<Uuid, Arc<KeyPair>>>,
+    /// Key generation in flight (bounded: an RSA-8192 key takes seconds of a core).
+    keygen: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Csca {
@@ -60,7 +62,7 @@ pub struct IssueRequest {
 }
 
 fn internal(e: impl std::fmt::Display) -> CscaError {
-    CscaError::Internal(anyhow::anyhow!("{e}"))
+    CscaError::internal(e)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -179,7 +181,16 @@ impl Csca {
             policy,
             keys,
             opened: Mutex::new(HashMap::new()),
+            keygen: tokio::sync::Semaphore::new(2),
         })
+    }
+
+    fn already_has(country: &str, current: &CscaKey) -> CscaError {
+        CscaError::AlreadyExists(format!(
+            "{country} already has a CSCA ({}, valid until {}): a CSCA changes keys by RolloverCsca, which also issues the link certificate",
+            marty_icao::hex::encode(&current.certificate.serial),
+            rfc3339(current.certificate.not_after)
+        ))
     }
 
     pub fn policy(&self) -> &CscaPolicy {
@@ -268,11 +279,9 @@ impl Csca {
         let spec = domain::key_spec(&req.key_spec, &self.policy.default_key)?;
         let now = OffsetDateTime::now_utc();
         let period = domain::csca_period(now, req.validity_days, req.key_usage_days, &self.policy)?;
-        let common_name = if req.common_name.trim().is_empty() {
-            format!("CSCA {country}")
-        } else {
-            req.common_name.trim().to_owned()
-        };
+        let common_name = domain::name_value("common_name", &req.common_name)?
+            .unwrap_or_else(|| format!("CSCA {country}"));
+        let organization = domain::name_value("organization", &req.organization)?;
         let dp = if req.crl_distribution_point.trim().is_empty() {
             domain::crl_distribution_point(&self.policy.crl_distribution_point, &country)
         } else {
@@ -282,13 +291,24 @@ impl Csca {
             subject: issue::Subject {
                 country: country.clone(),
                 mrz_country: mrz,
-                organization: Some(req.organization.trim().to_owned()).filter(|o| !o.is_empty()),
+                organization,
                 common_name,
             },
             period,
             crl_distribution_point: dp,
             serial: None,
         };
+        // Refuse before the expensive part: a key can take seconds (RSA-8192), and a request
+        // that is going to be refused must not cost them. (The check is repeated under the
+        // country's lock below, which decides.)
+        if let Some(current) =
+            store::current_csca(&mut *self.ctx.db().pool().acquire().await?, &country).await?
+            && Self::check_usable(&current, now, "issue").is_ok()
+        {
+            return Err(Self::already_has(&country, &current));
+        }
+        // At most two keys are generated at once, whatever the number of callers.
+        let _permit = self.keygen.acquire().await.map_err(internal)?;
         let key_id = Uuid::new_v4();
         let keys = self.keys.clone();
         let (pair, sealed, cert) = marty_runtime::cpu(move || -> Result<_> {
@@ -305,11 +325,7 @@ impl Csca {
         if let Some(current) = store::current_csca(&mut tx, &country).await?
             && Self::check_usable(&current, now, "issue").is_ok()
         {
-            return Err(CscaError::AlreadyExists(format!(
-                "{country} already has a CSCA ({}, valid until {}): a CSCA changes keys by RolloverCsca, which also issues the link certificate",
-                marty_icao::hex::encode(&current.certificate.serial),
-                rfc3339(current.certificate.not_after)
-            )));
+            return Err(Self::already_has(&country, &current));
         } else if let Some(unusable) = store::current_csca(&mut tx, &country).await? {
             // Revoked or expired: the new CSCA replaces it (no link: the old key is not trusted).
             store::retire_key(&mut tx, unusable.sealed.key_id).await?;
@@ -397,6 +413,7 @@ impl Csca {
             crl_distribution_point: dp.clone(),
             serial: None,
         };
+        let _permit = self.keygen.acquire().await.map_err(internal)?;
         let key_id = Uuid::new_v4();
         let keys = self.keys.clone();
         let (pair, sealed, new_cert, link) = marty_runtime::cpu(move || -> Result<_> {

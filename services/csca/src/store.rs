@@ -475,9 +475,17 @@ pub async fn record_request(
     csr_der: &[u8],
     outcome: Result<Uuid, &str>,
 ) -> Result<(), sqlx::Error> {
-    let (status, certificate, reason) = match outcome {
-        Ok(id) => ("issued", Some(id), None),
-        Err(why) => ("rejected", None, Some(why)),
+    // A rejected request keeps at most its first 4 KiB (a real CSR is smaller): enough to
+    // diagnose, and refusing requests cannot be turned into filling the disk.
+    const REJECTED_KEPT: usize = 4096;
+    let (status, certificate, reason, csr_der) = match outcome {
+        Ok(id) => ("issued", Some(id), None, csr_der),
+        Err(why) => (
+            "rejected",
+            None,
+            Some(why.chars().take(1000).collect::<String>()),
+            &csr_der[..csr_der.len().min(REJECTED_KEPT)],
+        ),
     };
     sqlx::query(
         "insert into certificate_requests (requester, kind, csr_der, status, certificate_id, rejection_reason, decided_at)

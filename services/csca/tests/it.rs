@@ -244,6 +244,41 @@ async fn certificates_from_requests() {
     );
     let created = create(&mut c, "UT", "ec:P-256:named").await;
     let csca = cert(&created.certificate);
+    // Names a caller gives are bounded and printable.
+    for (name, why) in [
+        ("C".repeat(65), "more than 64 characters"),
+        ("CSCA\0UT".into(), "control characters"),
+    ] {
+        assert_code(
+            c.create_csca(pb::CreateCscaRequest {
+                country: "VV".into(),
+                mrz_country: "VVV".into(),
+                common_name: name,
+                ..Default::default()
+            })
+            .await,
+            Code::InvalidArgument,
+            why,
+        );
+    }
+    // A CSCA that exists is refused before any key is made: an RSA-8192 key would take
+    // many seconds of a core, for nothing.
+    let started = std::time::Instant::now();
+    assert_code(
+        c.create_csca(pb::CreateCscaRequest {
+            country: "UT".into(),
+            key_spec: "rsa:8192".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::AlreadyExists,
+        "already has a CSCA",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let (key, der) = csr_for("UT", NAMED);
     let r = issue(&mut c, der, pb::Profile::DocumentSigner, "UT")
         .await
@@ -348,6 +383,23 @@ async fn certificates_from_requests() {
         Code::InvalidArgument,
         "not a valid PKCS#10",
     );
+    // A request with a 20,000-character organizationName is refused, and only its first
+    // 4 KiB are kept: refusing requests must not fill the disk.
+    let big = {
+        let key = KeyPair::generate(NAMED).unwrap();
+        let org = "O".repeat(20_000);
+        let name = Name::build(&[
+            (oid::COUNTRY, "UT"),
+            (oid::ORGANIZATION, &org),
+            (oid::COMMON_NAME, "DS"),
+        ]);
+        marty_icao::csr::build(&name, &key).unwrap()
+    };
+    assert_code(
+        issue(&mut c, big, pb::Profile::DocumentSigner, "UT").await,
+        Code::InvalidArgument,
+        "organizationName has more than 64 characters",
+    );
     // Nested 20,000 deep: refused, the service stays up.
     let mut deep = Vec::new();
     for _ in 0..20_000 {
@@ -390,7 +442,13 @@ async fn certificates_from_requests() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!((issued, rejected), (2, 5));
+    assert_eq!((issued, rejected), (2, 6));
+    let longest: i32 =
+        sqlx::query_scalar("select max(octet_length(csr_der)) from certificate_requests")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(longest <= 4096, "{longest}");
 
     // A retired CSCA (after a rollover) and a revoked one issue nothing.
     let old_serial = created.certificate.as_ref().unwrap().serial_hex.clone();
@@ -1212,7 +1270,7 @@ async fn the_service_proves_its_database_and_reports_readiness() {
                 country: "UT".into(),
             })
             .await;
-        assert_code(r, Code::Internal, "internal error");
+        assert_code(r, Code::Unavailable, "database is unreachable");
         db.start_server();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while curl(&app.http_url("/readyz")).0 != 200 {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use marty_proto::signer::v1 as pb;
 use marty_proto::signer::v1::document_signer_server::DocumentSigner as DocumentSignerApi;
-use prost_types::Timestamp;
-use time::OffsetDateTime;
+use marty_proto::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::error::SignerError;
@@ -24,13 +23,6 @@ pub struct Api {
 impl Api {
     pub fn new(signer: Arc<DocumentSigner>) -> Self {
         Self { signer }
-    }
-}
-
-fn timestamp(t: OffsetDateTime) -> Timestamp {
-    Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
     }
 }
 

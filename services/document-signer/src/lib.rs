@@ -53,7 +53,8 @@ fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>
         let server = marty_proto::signer::v1::document_signer_server::DocumentSignerServer::new(
             api::Api::new(signer.clone()),
         )
-        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
         let interval = signer.policy().rotation_check_interval;
         let task_ctx = ctx.clone();
         let mut parts = ServiceParts::new()

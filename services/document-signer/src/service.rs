@@ -37,7 +37,7 @@ use crate::error::{Result, SignerError};
 use crate::store::{self, AuditEntry, PendingKey, SignerRow};
 
 fn internal(e: impl std::fmt::Display) -> SignerError {
-    SignerError::Internal(anyhow::anyhow!("{e}"))
+    SignerError::internal(e)
 }
 
 /// A signer's key and certificate, opened and checked against each other once.
@@ -103,20 +103,6 @@ type Reply = (
     String,
     Vec<u8>,
 );
-
-impl SignerError {
-    /// The same error for another caller of a failed batch.
-    fn duplicate(&self) -> SignerError {
-        match self {
-            SignerError::InvalidArgument(m) => SignerError::InvalidArgument(m.clone()),
-            SignerError::NotFound(m) => SignerError::NotFound(m.clone()),
-            SignerError::AlreadyExists(m) => SignerError::AlreadyExists(m.clone()),
-            SignerError::FailedPrecondition(m) => SignerError::FailedPrecondition(m.clone()),
-            SignerError::Unavailable(m) => SignerError::Unavailable(m.clone()),
-            SignerError::Internal(e) => SignerError::Internal(anyhow::anyhow!("{e:#}")),
-        }
-    }
-}
 
 /// A signature and its audit record.
 #[derive(Debug, Clone)]
@@ -215,7 +201,7 @@ impl DocumentSigner {
         } else {
             c.to_owned()
         };
-        if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        if marty_icao::country::is_alpha2(&c) {
             Ok(c)
         } else {
             Err(SignerError::InvalidArgument(format!(
@@ -884,20 +870,28 @@ impl marty_events::Handler for RevocationHandler {
                     .as_str()
                     .and_then(|b| openssl::base64::decode_block(b).ok())
                     .ok_or("the revocation event lacks the certificate")?;
-                let ski = Certificate::from_der(&der)
-                    .map_err(|e| format!("the revoked CSCA certificate: {e}"))?
-                    .subject_key_id
-                    .ok_or("the revoked CSCA certificate has no subject key identifier")?;
-                store::active_certificates(tx)
+                let active = store::active_certificates(tx)
                     .await
-                    .map_err(|e| format!("reading the active signers: {e}"))?
-                    .into_iter()
-                    .filter(|(_, der)| {
-                        Certificate::from_der(der)
-                            .is_ok_and(|c| c.authority_key_id.as_deref() == Some(ski.as_slice()))
-                    })
-                    .map(|(fingerprint, _)| fingerprint)
-                    .collect()
+                    .map_err(|e| format!("reading the active signers: {e}"))?;
+                // The event comes from the bus: parsed off the async workers, like all input.
+                marty_runtime::untrusted(move || {
+                    let ski = Certificate::from_der(&der)
+                        .map_err(|e| format!("the revoked CSCA certificate: {e}"))?
+                        .subject_key_id
+                        .ok_or("the revoked CSCA certificate has no subject key identifier")?;
+                    Ok::<_, String>(
+                        active
+                            .into_iter()
+                            .filter(|(_, der)| {
+                                Certificate::from_der(der).is_ok_and(|c| {
+                                    c.authority_key_id.as_deref() == Some(ski.as_slice())
+                                })
+                            })
+                            .map(|(fingerprint, _)| fingerprint)
+                            .collect(),
+                    )
+                })
+                .await??
             }
             _ => return Ok(()),
         };

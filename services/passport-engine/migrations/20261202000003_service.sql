@@ -18,3 +18,6 @@ create table trust_cache (
 
 -- Listing passports newest first (ListPassports pages by issue time and id).
 create index pe_passports_issued_ix on passports (issued_at desc, id desc);
+
+-- Verification finds a passport issued here by its EF.SOD's digest.
+create index pe_passports_sod_sha256_ix on passports (sha256(ef_sod));

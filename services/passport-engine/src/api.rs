@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use marty_proto::passport::v1 as pb;
 use marty_proto::passport::v1::passport_engine_server::PassportEngine;
-use prost_types::Timestamp;
+use marty_proto::timestamp;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -26,13 +26,6 @@ pub struct Api {
 impl Api {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
-    }
-}
-
-fn timestamp(t: OffsetDateTime) -> Timestamp {
-    Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
     }
 }
 
@@ -74,6 +67,20 @@ fn passport_to_pb(p: PassportRow, with_files: bool) -> pb::Passport {
             .unwrap_or_default(),
         date_of_expiry: p.date_of_expiry.map(|d| d.to_string()).unwrap_or_default(),
     }
+}
+
+/// A document number from a caller: `None` when empty, else 1 to 9 letters and digits.
+fn document_number(s: &str) -> Result<Option<String>, Status> {
+    let n = s.trim().to_ascii_uppercase();
+    if n.is_empty() {
+        return Ok(None);
+    }
+    if n.len() > 9 || !n.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Status::invalid_argument(
+            "document_number: 1 to 9 letters and digits",
+        ));
+    }
+    Ok(Some(n))
 }
 
 /// The reference's specimen holder, for ProcessPassport.
@@ -130,14 +137,8 @@ impl PassportEngine for Api {
         &self,
         request: Request<pb::ProcessPassportRequest>,
     ) -> Result<Response<pb::Passport>, Status> {
-        let number = request
-            .into_inner()
-            .document_number
-            .trim()
-            .to_ascii_uppercase();
-        if number.is_empty() {
-            return Err(Status::invalid_argument("document_number: is required"));
-        }
+        let number = document_number(&request.into_inner().document_number)?
+            .ok_or_else(|| Status::invalid_argument("document_number: is required"))?;
         match self.engine.get(None, Some(&number)).await {
             Ok(row) => return Ok(Response::new(passport_to_pb(row, true))),
             Err(EngineError::NotFound(_)) => {}
@@ -161,10 +162,10 @@ impl PassportEngine for Api {
                 "data_groups: at most {MAX_DATA_GROUPS}"
             )));
         }
-        let at = match r.at {
+        let at = match &r.at {
             Some(t) => Some(
-                OffsetDateTime::from_unix_timestamp(t.seconds)
-                    .map_err(|_| Status::invalid_argument("at: out of range"))?,
+                marty_proto::offset_date_time(t)
+                    .ok_or_else(|| Status::invalid_argument("at: out of range"))?,
             ),
             None => None,
         };
@@ -207,7 +208,7 @@ impl PassportEngine for Api {
             "" => None,
             s => Some(Uuid::parse_str(s).map_err(|_| Status::invalid_argument("id: not a UUID"))?),
         };
-        let number = Some(r.document_number.trim().to_ascii_uppercase()).filter(|n| !n.is_empty());
+        let number = document_number(&r.document_number)?;
         let row = self.engine.get(id, number.as_deref()).await?;
         Ok(Response::new(passport_to_pb(row, true)))
     }
@@ -222,23 +223,13 @@ impl PassportEngine for Api {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let after = match r.page_token.trim() {
-            "" => None,
-            t => {
-                let bad =
-                    || Status::invalid_argument("page_token: not a token this service returned");
-                let (secs, id) = t.split_once('.').ok_or_else(bad)?;
-                let nanos: i128 = secs.parse().map_err(|_| bad())?;
-                let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
-                Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
-            }
-        };
+        let after = marty_runtime::paging::parse(&r.page_token)?;
         let rows = self.engine.page(after, i64::from(size) + 1).await?;
         let more = rows.len() > size as usize;
         let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
         let next = if more {
             rows.last()
-                .map(|r| format!("{}.{}", r.issued_at.unix_timestamp_nanos(), r.id))
+                .map(|r| marty_runtime::paging::token(r.issued_at, r.id))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -40,7 +40,8 @@ fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>
         let server = marty_proto::passport::v1::passport_engine_server::PassportEngineServer::new(
             api::Api::new(engine),
         )
-        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
         Ok(ServiceParts::new()
             .grpc(server)
             .consume("marty.csca.crl.issued", service::TrustInvalidation)

@@ -24,8 +24,9 @@ use std::time::Duration as StdDuration;
 use marty_icao::algo::DigestAlgorithm;
 use marty_icao::cert::Certificate;
 use marty_icao::crl::Crl;
+use marty_icao::inputs::LdsFiles;
 use marty_icao::lds::{self, EfCom, FaceImage, LdsFile};
-use marty_icao::mrz::{MrzBuilder, MrzFormat, Sex};
+use marty_icao::mrz::{MrzBuilder, MrzError, MrzFormat, Sex};
 use marty_icao::pa::{self, PaReport, Verdict};
 use marty_icao::sod::Sod;
 use marty_icao::trust::TrustStore;
@@ -69,7 +70,6 @@ pub struct Verification {
     pub trust_from_cache: bool,
     pub trust_version: String,
     pub request_id: Uuid,
-    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +105,26 @@ fn allocate_number() -> String {
         s.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
     }
     s
+}
+
+/// The holder field an MRZ that cannot be built is about.
+fn holder_field(e: &MrzError, primary: &str) -> &'static str {
+    match e {
+        MrzError::Value { field, .. } => match *field {
+            "nationality" => "nationality",
+            "document number" => "document_number",
+            "document code" => "document_type",
+            "date of birth" => "date_of_birth",
+            "date of expiry" => "date_of_expiry",
+            "primary identifier" => "primary_identifier",
+            _ => "holder",
+        },
+        MrzError::Transliteration { text, .. } if primary.contains(text.as_str()) => {
+            "primary_identifier"
+        }
+        MrzError::Transliteration { .. } => "secondary_identifier",
+        _ => "holder",
+    }
 }
 
 impl Engine {
@@ -160,13 +180,19 @@ impl Engine {
         let birth = iso_date("date_of_birth", &h.date_of_birth)?;
         let expiry = iso_date("date_of_expiry", &h.date_of_expiry)?;
         let today = OffsetDateTime::now_utc().date();
+        if birth.year() < 1900 {
+            return Err(invalid("date_of_birth", "before 1900"));
+        }
         if birth > today {
             return Err(invalid("date_of_birth", "lies in the future"));
         }
         if expiry <= today {
             return Err(invalid("date_of_expiry", "must lie in the future"));
         }
-        if expiry > today + Duration::days(366 * 10 + 3) {
+        let ten_years = today
+            .replace_year(today.year() + 10)
+            .unwrap_or_else(|_| today + Duration::days(3652));
+        if expiry > ten_years {
             return Err(invalid(
                 "date_of_expiry",
                 "a passport is valid for at most 10 years",
@@ -200,6 +226,20 @@ impl Engine {
                 n
             }
         };
+        if h.document_number.trim().is_empty() {
+            // Allocated: a collision (1 in 33^8 per pair) ends as ALREADY_EXISTS below.
+        } else if store::by_number(
+            &mut *self.ctx.db().pool().acquire().await?,
+            &document_number,
+        )
+        .await?
+        .is_some()
+        {
+            // Checked before anything is signed; the unique constraint decides races.
+            return Err(EngineError::AlreadyExists(format!(
+                "document_number: {document_number} is already issued"
+            )));
+        }
         // The issuing State: the active signer's country.
         let mut signer_client = self.signer_client()?;
         let active = signer_client
@@ -234,26 +274,10 @@ impl Engine {
         };
         let face = h.face_image;
         let (mrz, dg1, dg2) = marty_runtime::untrusted(move || {
-            let mrz = builder.build().map_err(|e| {
-                let text = e.to_string();
-                let field = [
-                    "nationality",
-                    "primary",
-                    "secondary",
-                    "issuing state",
-                    "document number",
-                ]
-                .iter()
-                .find(|f| text.contains(*f))
-                .map(|f| match *f {
-                    "primary" => "primary_identifier",
-                    "secondary" => "secondary_identifier",
-                    "document number" => "document_number",
-                    other => other,
-                })
-                .unwrap_or("holder");
-                invalid(field, text)
-            })?;
+            let primary = builder.primary_identifier.clone();
+            let mrz = builder
+                .build()
+                .map_err(|e| invalid(holder_field(&e, &primary), e))?;
             let dg1 = lds::build_dg1(&mrz);
             let face = FaceImage::from_image(face).map_err(|e| invalid("face_image", e))?;
             let dg2 = lds::build_dg2(&face).map_err(|e| invalid("face_image", e))?;
@@ -414,7 +438,14 @@ impl Engine {
             Ok(m) => {
                 let t = CachedTrust {
                     version: m.version,
-                    certificates: m.cscas.into_iter().chain(m.links).map(|c| c.der).collect(),
+                    // A revoked CSCA or link certificate anchors nothing.
+                    certificates: m
+                        .cscas
+                        .into_iter()
+                        .chain(m.links)
+                        .filter(|c| !c.revoked)
+                        .map(|c| c.der)
+                        .collect(),
                     crls: m.crls.into_iter().map(|c| c.der).collect(),
                     fetched_at: now,
                     expires_at: now + TRUST_TTL,
@@ -461,23 +492,18 @@ impl Engine {
                     .first()
                     .and_then(|c| c.issuer.country().map(str::to_ascii_uppercase))
             });
-            let mut numbered = Vec::new();
-            for (i, dg) in data_groups.into_iter().enumerate() {
-                match lds::identify(&dg) {
-                    Ok(file) => match file.number() {
-                        Some(n) => numbered.push((n, dg)),
-                        None => {
-                            return Err(format!(
-                                "data group {}: {} is not a data group",
-                                i + 1,
-                                file.name()
-                            ));
-                        }
-                    },
-                    Err(e) => return Err(format!("data group {}: {e}", i + 1)),
-                }
+            let named = data_groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, dg)| (format!("data_groups[{i}]"), dg));
+            let files = LdsFiles::collect(named).map_err(|e| e.to_string())?;
+            if files.sod.is_some() || !files.notes.is_empty() {
+                return Err(format!(
+                    "data_groups: only data groups belong here (EF.SOD goes in ef_sod); {}",
+                    files.notes.join("; ")
+                ));
             }
-            Ok((country, numbered))
+            Ok((country, files.data_groups))
         })
         .await
         .map_err(internal)?
@@ -485,68 +511,53 @@ impl Engine {
         let mut notes = Vec::new();
         let trust = match country
             .as_deref()
-            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .filter(|c| marty_icao::country::is_alpha2(c))
         {
             Some(c) => self.trust(c, &mut notes).await?,
             None => None,
         };
-        let (report, trust_from_cache, trust_version) = match trust {
-            Some((t, from_cache)) => {
-                let version = t.version.clone();
-                let sod = ef_sod.clone();
-                let report = marty_runtime::untrusted(move || {
-                    let certificates = t
-                        .certificates
+        let (trust, trust_from_cache) = match trust {
+            Some((t, from_cache)) => (Some(t), from_cache),
+            None => (None, false),
+        };
+        let found_trust = trust.is_some();
+        let trust_version = trust
+            .as_ref()
+            .map(|t| t.version.clone())
+            .unwrap_or_default();
+        let sod = ef_sod.clone();
+        let mut report = marty_runtime::untrusted(move || {
+            let store = match &trust {
+                Some(t) => TrustStore::new(
+                    t.certificates
                         .iter()
                         .filter_map(|d| Certificate::from_der(d).ok())
-                        .collect();
-                    let crls = t
-                        .crls
+                        .collect(),
+                    t.crls
                         .iter()
                         .filter_map(|d| Crl::from_der(d).ok())
-                        .collect();
-                    let store = TrustStore::new(certificates, crls);
-                    pa::passive_authentication(&sod, &numbered, &store, at, false)
-                })
-                .await
-                .map_err(internal)?;
-                (report, from_cache, version)
-            }
-            None => {
-                let sod = ef_sod.clone();
-                let mut report = marty_runtime::untrusted(move || {
-                    pa::passive_authentication(
-                        &sod,
-                        &numbered,
-                        &TrustStore::new(vec![], vec![]),
-                        at,
-                        false,
-                    )
-                })
-                .await
-                .map_err(internal)?;
-                if report.verdict == Verdict::Valid {
-                    // Cannot happen without an anchor; kept so that missing data never reads VALID.
-                    report.verdict = Verdict::Indeterminate;
-                }
-                if report.verdict != Verdict::Invalid {
-                    report.verdict = Verdict::Indeterminate;
-                    report.reason = notes
-                        .last()
-                        .cloned()
-                        .unwrap_or_else(|| "no trust material for the DSC's country".into());
-                }
-                (report, false, String::new())
-            }
-        };
-        let mut report = report;
+                        .collect(),
+                ),
+                None => TrustStore::new(vec![], vec![]),
+            };
+            pa::passive_authentication(&sod, &numbered, &store, at, false)
+        })
+        .await
+        .map_err(internal)?;
+        // Without trust material the report is never VALID (no anchor); say why.
+        if !found_trust && report.verdict != Verdict::Invalid {
+            report.reason = notes
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "no trust material for the DSC's country".into());
+        }
         for n in notes.iter().rev() {
             report.warnings.insert(0, n.clone());
         }
         let sod_sha256 = DigestAlgorithm::Sha256.digest(&ef_sod);
         let json = serde_json::to_value(&report).map_err(internal)?;
         let mut conn = self.ctx.db().pool().acquire().await?;
-        let passport = store::id_by_sod(&mut conn, &ef_sod).await?;
+        let passport = store::id_by_sod_sha256(&mut conn, &sod_sha256).await?;
         let request_id = store::record_validation(
             &mut conn,
             passport,
@@ -561,7 +572,6 @@ impl Engine {
             trust_from_cache,
             trust_version,
             request_id,
-            notes,
         })
     }
 }

@@ -148,10 +148,13 @@ pub async fn page(
     .collect()
 }
 
-/// The passport issued here with this EF.SOD, if any.
-pub async fn id_by_sod(conn: &mut PgConnection, sod: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select id from passports where ef_sod = $1 limit 1")
-        .bind(sod)
+/// The passport issued here with the EF.SOD of this SHA-256, if any (an index on the digest).
+pub async fn id_by_sod_sha256(
+    conn: &mut PgConnection,
+    sod_sha256: &[u8],
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from passports where sha256(ef_sod) = $1 limit 1")
+        .bind(sod_sha256)
         .fetch_optional(conn)
         .await
 }

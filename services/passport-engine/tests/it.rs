@@ -49,9 +49,13 @@ async fn platform() -> Platform {
     )
     .await
     .unwrap();
-    let pkd = spawn_app(&marty_pkd::DESCRIPTOR, db.service_env(&nats, &[]))
-        .await
-        .unwrap();
+    // The PKD asks the CSCA to confirm what events claim about CSCAs.
+    let pkd = spawn_app(
+        &marty_pkd::DESCRIPTOR,
+        db.service_env(&nats, &[("MARTY_CSCA_URL", &csca_url)]),
+    )
+    .await
+    .unwrap();
     let engine = spawn_engine(&db, &nats, &signer, &pkd.grpc_url()).await;
     csca.csca()
         .await
@@ -287,6 +291,19 @@ async fn issue_verify_tamper_revoke() {
 async fn german_master_list_and_real_sod() {
     let p = platform().await;
     let mut pkd = p.pkd().pkd().await;
+    // A CRL whose CSCA the PKD does not hold is refused, saying so.
+    let early = pkd
+        .import_crl(pkd_pb::ImportCrlRequest {
+            crl: vectors("crl/CRL_NL_CSCA_7_crlnumber7_2025-05-19.crl"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition, "{early:?}");
+    assert!(
+        early.message().contains("no stored CSCA of NL"),
+        "{early:?}"
+    );
     // Without a root the PKD refuses: an unverified master list never becomes trust.
     let refused = pkd
         .import_master_list(pkd_pb::ImportMasterListRequest {
@@ -341,7 +358,11 @@ async fn german_master_list_and_real_sod() {
         .into_inner()
         .jobs;
     let statuses: Vec<_> = jobs.iter().map(|j| j.status.as_str()).collect();
-    assert_eq!(statuses, ["succeeded", "succeeded", "failed"], "{jobs:?}");
+    assert_eq!(
+        statuses,
+        ["succeeded", "succeeded", "failed", "failed"],
+        "{jobs:?}"
+    );
 
     // The real German SOD with its real DG14 verifies through the engine.
     let report = p
@@ -353,18 +374,20 @@ async fn german_master_list_and_real_sod() {
         .await;
     assert_eq!(report.verdict, "VALID", "{}", report.report_json);
 
-    // The Dutch CRL: its issuer is not stored, so it is refused; once NL's root is imported
-    // through its master list entry it would verify. Here: refused, with the reason.
-    let crl = pkd
-        .import_crl(pkd_pb::ImportCrlRequest {
-            crl: vectors("crl/CRL_NL_CSCA_7_crlnumber7_2025-05-19.crl"),
-            ..Default::default()
-        })
-        .await;
-    match crl {
-        Ok(r) => assert_eq!(r.into_inner().countries, ["NL"]),
-        Err(s) => assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}"),
-    }
+    // The Dutch CRL: its CSCA (NL serialNumber 7) came with the German master list, so it
+    // verifies and is stored once; stale as it is, it is stored as received (Passive
+    // Authentication judges staleness).
+    let crl = || pkd_pb::ImportCrlRequest {
+        crl: vectors("crl/CRL_NL_CSCA_7_crlnumber7_2025-05-19.crl"),
+        ..Default::default()
+    };
+    let first = pkd.import_crl(crl()).await.unwrap().into_inner();
+    assert_eq!(
+        (first.added, first.duplicates, first.countries.as_slice()),
+        (1, 0, ["NL".to_owned()].as_slice())
+    );
+    let second = pkd.import_crl(crl()).await.unwrap().into_inner();
+    assert_eq!((second.added, second.duplicates), (0, 1));
 
     // HTTP downloads: the CRL of UT with an ETag honoured by If-None-Match.
     p.pkd_has("the CRL", |m| !m.crls.is_empty()).await;
@@ -448,7 +471,19 @@ async fn bad_holder_data_names_the_field_and_pkd_outage_is_not_valid() {
         assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
         assert!(s.message().starts_with(field), "{field}: {}", s.message());
     }
+    // No signer for this document type: the Document Signer's refusal, not INTERNAL.
+    let mut r = holder();
+    r.document_type = "PZ".into();
+    let s = client.issue_passport(r).await.unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("no active signer"), "{s:?}");
     let passport = p.issue().await;
+    // Two DG1s, one forged: refused, never "the first one checked".
+    let mut twice = verify_request(&passport);
+    twice.data_groups.insert(0, twice.data_groups[0].clone());
+    let s = client.verify_passport(twice).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("two files for DG1"), "{s:?}");
     let listed = client
         .list_passports(pb::ListPassportsRequest::default())
         .await
@@ -474,4 +509,249 @@ async fn bad_holder_data_names_the_field_and_pkd_outage_is_not_valid() {
     let none = p.verify(verify_request(&passport)).await;
     assert_eq!(none.verdict, "INDETERMINATE", "{}", none.report_json);
     let _ = &p.nats;
+}
+
+/// A self-made CA hierarchy for forgeries: (CSCA, its key, a function issuing DSCs).
+struct Rogue {
+    csca: marty_icao::cert::Certificate,
+    key: marty_icao::issue::KeyPair,
+    subject: marty_icao::issue::Subject,
+}
+
+fn period() -> marty_icao::issue::Period {
+    let now = time::OffsetDateTime::now_utc();
+    marty_icao::issue::Period {
+        not_before: now,
+        not_after: now + time::Duration::days(30),
+        key_usage_not_before: now,
+        key_usage_not_after: now + time::Duration::days(10),
+    }
+}
+
+fn request(
+    subject: &marty_icao::issue::Subject,
+    cn: &str,
+) -> marty_icao::issue::CertificateRequest {
+    marty_icao::issue::CertificateRequest {
+        subject: marty_icao::issue::Subject {
+            common_name: cn.into(),
+            ..subject.clone()
+        },
+        period: period(),
+        crl_distribution_point: "http://127.0.0.1/crl".into(),
+        serial: None,
+    }
+}
+
+fn key() -> marty_icao::issue::KeyPair {
+    marty_icao::issue::KeyPair::generate("ec:P-256:named".parse().unwrap()).unwrap()
+}
+
+impl Rogue {
+    fn new(country: &str, mrz: &str) -> Rogue {
+        let subject = marty_icao::issue::Subject {
+            country: country.into(),
+            mrz_country: mrz.into(),
+            organization: None,
+            common_name: format!("CSCA {country}"),
+        };
+        let key = key();
+        let csca =
+            marty_icao::issue::make_csca(&request(&subject, &subject.common_name), &key).unwrap();
+        Rogue { csca, key, subject }
+    }
+
+    fn dsc(&self) -> marty_icao::cert::Certificate {
+        marty_icao::issue::make_dsc(
+            &self.csca,
+            &self.key,
+            &self.subject,
+            &request(&self.subject, "Forged DS"),
+            &key().spki,
+            &["P"],
+        )
+        .unwrap()
+    }
+}
+
+/// Events are not trust on their word: a DSC published on `marty.csca.certificate.issued` by
+/// anyone who reaches NATS, signed by a key the PKD does not hold as a CSCA, is parked with
+/// the reason and never stored; garbage is parked too; genuine events keep flowing meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_events_are_parked_not_trusted() {
+    let p = platform().await;
+    p.pkd_has("the CSCA", |m| !m.cscas.is_empty()).await;
+    let now = time::OffsetDateTime::now_utc();
+    // A "DSC" of UT from a CSCA key nobody certified, and a self-signed "CSCA" of Belgium.
+    let dsc = Rogue::new("UT", "UTO").dsc();
+    let belgium = Rogue::new("BE", "BEL").csca;
+    let js = async_nats::jetstream::new(async_nats::connect(&p.nats.url).await.unwrap());
+    let forge = |der: &[u8]| marty_events::Envelope {
+        id: uuid::Uuid::new_v4(),
+        source: marty_config::Service::Csca,
+        event_type: "csca.certificate.issued".into(),
+        key: format!("certificate:{}", uuid::Uuid::new_v4()),
+        occurred_at: now,
+        schema_version: 1,
+        payload: serde_json::json!({ "type": "document_signer", "country": "UT", "der": openssl::base64::encode_block(der) }),
+        headers: Default::default(),
+    };
+    let mut csca_claim = forge(&belgium.raw);
+    csca_claim.payload["type"] = "csca".into();
+    let forged = [forge(&dsc.raw), forge(b"\x30\x03\x02\x01"), csca_claim];
+    for e in &forged {
+        js.publish(e.subject(), serde_json::to_vec(e).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // A genuine event after them is handled: another country's CSCA appears.
+    p.csca
+        .csca()
+        .await
+        .create_csca(csca_pb::CreateCscaRequest {
+            country: "FR".into(),
+            key_spec: "ec:P-256:named".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut conn = p.db.admin_on("marty_pkd").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (parked, uv): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from inbox_parked where event_id = any($1)),
+                    (select count(*) from certificates where country_code = 'FR')",
+        )
+        .bind(forged.iter().map(|e| e.id).collect::<Vec<_>>())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if parked == 3 && uv == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "parked {parked} of 3 forged events, FR CSCAs {uv}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let reason: String =
+        sqlx::query_scalar("select last_error from inbox_parked where event_id = $1")
+            .bind(forged[0].id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(reason.contains("no stored CSCA of UT signed"), "{reason}");
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from certificates where fingerprint_sha256 = $1")
+            .bind(dsc.fingerprint_sha256())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "the forged DSC became trust material");
+    let reason: String =
+        sqlx::query_scalar("select last_error from inbox_parked where event_id = $1")
+            .bind(forged[2].id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        reason.contains("the CSCA service does not hold"),
+        "{reason}"
+    );
+    let belgian: i64 =
+        sqlx::query_scalar("select count(*) from certificates where country_code = 'BE'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(belgian, 0, "a forged CSCA became a trust anchor");
+
+    // A master list whose signer chains to the root it is sent with may still not add CSCAs
+    // for this platform's own country (UT), whose CSCAs come from its CSCA service only.
+    let root = Rogue::new("XK", "RKS");
+    let ml_key = key();
+    let signer = marty_icao::issue::make_ml_signer(
+        &root.csca,
+        &root.key,
+        &root.subject,
+        &request(&root.subject, "ML signer"),
+        &ml_key.spki,
+    )
+    .unwrap();
+    let fake_ut = Rogue::new("UT", "UTO").csca;
+    let ml = marty_icao::masterlist::build(
+        &[fake_ut, root.csca.clone()],
+        &signer,
+        &root.csca,
+        &ml_key.private,
+        marty_icao::algo::DigestAlgorithm::Sha256,
+        ml_key.signature_algorithm(),
+        now,
+    )
+    .unwrap();
+    let report = p
+        .pkd()
+        .pkd()
+        .await
+        .import_master_list(pkd_pb::ImportMasterListRequest {
+            master_list: ml,
+            roots: vec![root.csca.raw.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.added, 1, "{report:?}");
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert!(
+        report.rejected[0].reason.contains("own country"),
+        "{report:?}"
+    );
+}
+
+/// A revoked CSCA anchors nothing: the PKD learns the revocation (confirmed with the CSCA
+/// service), the engine's cache is invalidated, and a passport under it is no longer VALID.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_csca_anchors_nothing() {
+    let p = platform().await;
+    p.pkd_has("the CSCA", |m| !m.cscas.is_empty()).await;
+    let passport = p.issue().await;
+    assert_eq!(p.verify(verify_request(&passport)).await.verdict, "VALID");
+    let csca = p
+        .csca
+        .csca()
+        .await
+        .get_csca_data(csca_pb::GetCscaDataRequest {
+            country: "UT".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    p.csca
+        .csca()
+        .await
+        .revoke_certificate(csca_pb::RevokeCertificateRequest {
+            serial_hex: csca.serial_hex,
+            reason: csca_pb::RevocationReason::CaCompromise as i32,
+            country: "UT".into(),
+        })
+        .await
+        .unwrap();
+    p.pkd_has("the revocation", |m| m.cscas.iter().all(|c| c.revoked))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = p.verify(verify_request(&passport)).await;
+        if report.verdict != "VALID" {
+            assert_eq!(report.verdict, "INDETERMINATE", "{}", report.report_json);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a passport under a revoked CSCA stayed VALID"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use marty_proto::pkd::v1 as pb;
 use marty_proto::pkd::v1::pkd_service_server::PkdService;
-use prost_types::Timestamp;
-use time::OffsetDateTime;
+use marty_proto::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::error::PkdError;
@@ -24,13 +23,6 @@ pub struct Api {
 impl Api {
     pub fn new(pkd: Arc<Pkd>) -> Self {
         Self { pkd }
-    }
-}
-
-fn timestamp(t: OffsetDateTime) -> Timestamp {
-    Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
     }
 }
 
@@ -97,7 +89,7 @@ fn country(s: &str) -> Result<Option<String>, PkdError> {
     if s.is_empty() {
         return Ok(None);
     }
-    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase()) {
+    if marty_icao::country::is_alpha2(&s) {
         Ok(Some(s))
     } else {
         Err(PkdError::InvalidArgument(

@@ -28,9 +28,11 @@ fn error(e: PkdError) -> Response {
     let (status, message) = match e {
         PkdError::InvalidArgument(m) => (StatusCode::BAD_REQUEST, m),
         PkdError::NotFound(m) => (StatusCode::NOT_FOUND, m),
-        PkdError::FailedPrecondition(m) => (StatusCode::CONFLICT, m),
+        PkdError::AlreadyExists(m) | PkdError::FailedPrecondition(m) => (StatusCode::CONFLICT, m),
+        PkdError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         PkdError::Internal(e) => {
-            let s = marty_runtime::internal_status(crate::SERVICE, &e);
+            let _span = tracing::error_span!("http", service = %crate::SERVICE).entered();
+            let s = marty_runtime::internal_status(&e);
             (StatusCode::INTERNAL_SERVER_ERROR, s.message().to_owned())
         }
     };
@@ -92,22 +94,11 @@ async fn masterlist(State(pkd): State<Arc<Pkd>>, headers: HeaderMap) -> Response
 async fn dsclist(State(pkd): State<Arc<Pkd>>, headers: HeaderMap) -> Response {
     match pkd.document_signers().await {
         Ok(certs) => {
-            let mut pem = String::new();
-            for c in certs {
-                pem.push_str("-----BEGIN CERTIFICATE-----\n");
-                let b64 = openssl::base64::encode_block(&c.der);
-                for line in b64.as_bytes().chunks(64) {
-                    pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                    pem.push('\n');
-                }
-                pem.push_str("-----END CERTIFICATE-----\n");
-            }
-            download(
-                &headers,
-                pem.into_bytes(),
-                "application/x-pem-file",
-                "dsclist.pem",
-            )
+            let pem: Vec<u8> = certs
+                .iter()
+                .flat_map(|c| marty_icao::inputs::encode_pem("CERTIFICATE", &c.der))
+                .collect();
+            download(&headers, pem, "application/x-pem-file", "dsclist.pem")
         }
         Err(e) => error(e),
     }
@@ -120,7 +111,7 @@ async fn crl(
     headers: HeaderMap,
 ) -> Response {
     let country = country.to_ascii_uppercase();
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !marty_icao::country::is_alpha2(&country) {
         return error(PkdError::InvalidArgument(
             "the country is an ISO 3166-1 alpha-2 code, e.g. /v1/pkd/crl/DE".into(),
         ));

@@ -40,18 +40,19 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
 
 fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
     Box::pin(async move {
-        let pkd = Arc::new(service::Pkd::new(ctx));
+        let pkd = Arc::new(service::Pkd::new(ctx.clone()));
         let server = marty_proto::pkd::v1::pkd_service_server::PkdServiceServer::new(
             api::Api::new(pkd.clone()),
         )
-        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
         Ok(ServiceParts::new()
             .grpc(server)
             .http(http::router(pkd))
-            .consume("marty.csca.>", service::EventHandler)
+            .consume("marty.csca.>", service::EventHandler { ctx: ctx.clone() })
             .consume(
                 "marty.document_signer.signer.activated",
-                service::EventHandler,
+                service::EventHandler { ctx },
             ))
     })
 }

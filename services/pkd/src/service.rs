@@ -53,24 +53,10 @@ pub struct Pkd {
 }
 
 /// A CRL number (big-endian INTEGER contents) in decimal, as `numeric` takes it.
-pub fn decimal(bytes: &[u8]) -> String {
-    let mut digits: Vec<u8> = vec![0];
-    for &b in bytes {
-        let mut carry = u32::from(b);
-        for d in digits.iter_mut() {
-            let v = u32::from(*d) * 256 + carry;
-            *d = (v % 10) as u8;
-            carry = v / 10;
-        }
-        while carry > 0 {
-            digits.push((carry % 10) as u8);
-            carry /= 10;
-        }
-    }
-    while digits.len() > 1 && digits.last() == Some(&0) {
-        digits.pop();
-    }
-    digits.iter().rev().map(|d| char::from(b'0' + d)).collect()
+fn decimal(bytes: &[u8]) -> Result<String> {
+    openssl::bn::BigNum::from_slice(bytes)
+        .and_then(|n| n.to_dec_str().map(|s| s.to_string()))
+        .map_err(internal)
 }
 
 fn kind_name(kind: CertificateKind) -> Option<&'static str> {
@@ -91,7 +77,7 @@ fn country_of(cert: &Certificate) -> std::result::Result<String, String> {
         .country()
         .ok_or("the subject has no countryName")?
         .to_ascii_uppercase();
-    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+    if marty_icao::country::is_alpha2(&c) {
         Ok(c)
     } else {
         Err(format!(
@@ -219,7 +205,7 @@ impl Pkd {
             .chain
             .as_ref()
             .and_then(|c| c.anchor_country.clone())
-            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            .filter(|c| marty_icao::country::is_alpha2(c))
             .ok_or_else(|| {
                 PkdError::InvalidArgument(
                     "the master list's root has no ISO 3166 alpha-2 countryName".into(),
@@ -259,6 +245,9 @@ impl Pkd {
             report.duplicates = report.total;
             return Ok(report);
         };
+        // This platform's own countries are vouched for by its CSCA service alone: a master
+        // list (whoever signed it) never adds a CSCA for them.
+        let own: BTreeSet<String> = store::local_countries(&mut tx).await?.into_iter().collect();
         let mut seen = BTreeSet::new();
         let mut ids = Vec::new();
         for cert in &ml.certificates {
@@ -278,6 +267,13 @@ impl Pkd {
                     continue;
                 }
             };
+            if own.contains(&country) {
+                report.rejected.push((
+                    subject,
+                    format!("{country} is this platform's own country: its CSCAs come from the CSCA service, never from a master list"),
+                ));
+                continue;
+            }
             let fp = cert.fingerprint_sha256();
             if !seen.insert(fp.clone()) {
                 report.duplicates += 1;
@@ -419,7 +415,7 @@ async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<b
         .issuer
         .country()
         .map(str::to_ascii_uppercase)
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .filter(|c| marty_icao::country::is_alpha2(c))
         .ok_or_else(|| {
             PkdError::InvalidArgument("the CRL's issuer has no ISO 3166 alpha-2 countryName".into())
         })?;
@@ -456,7 +452,7 @@ async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<b
             country: &country,
             issuer_dn: crl.issuer.to_string(),
             aki: &aki,
-            crl_number: decimal(crl.crl_number.as_deref().unwrap_or(&[0])),
+            crl_number: decimal(crl.crl_number.as_deref().unwrap_or(&[0]))?,
             this_update: crl.this_update,
             next_update: crl.next_update,
             der: &crl.raw,
@@ -471,9 +467,26 @@ async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<b
     Ok(added)
 }
 
-/// Stores a certificate learnt from an event once it verifies: a self-signed CSCA by its own
-/// signature, anything else by a stored CSCA or link certificate of its country.
-async fn learn_certificate(tx: &mut PgConnection, der: Vec<u8>, reference: String) -> Result<bool> {
+/// What makes a certificate from an event trustworthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vouched {
+    /// The CSCA service confirmed over gRPC that it holds this very certificate: the only way
+    /// a self-signed CSCA enters from an event (anyone who reaches NATS can publish one).
+    ByCscaService,
+    /// Nothing beyond the event: the certificate must chain to a stored CSCA.
+    No,
+}
+
+/// Stores a certificate learnt from an event once it verifies: a self-signed CSCA only when
+/// the CSCA service vouched for it, anything else by the signature of a stored CSCA or link
+/// certificate of its country. `only` restricts the kind the event may carry.
+async fn learn_certificate(
+    tx: &mut PgConnection,
+    der: Vec<u8>,
+    reference: String,
+    vouched: Vouched,
+    only: Option<CertificateKind>,
+) -> Result<bool> {
     let cert = parse_untrusted("the certificate", move || {
         Certificate::from_der(&der).map_err(|e| e.to_string())
     })
@@ -483,7 +496,17 @@ async fn learn_certificate(tx: &mut PgConnection, der: Vec<u8>, reference: Strin
     let kind_name = kind_name(kind).ok_or_else(|| {
         PkdError::InvalidArgument("not a certificate of a Doc 9303 profile".into())
     })?;
+    if only.is_some_and(|k| k != kind) {
+        return Err(PkdError::InvalidArgument(format!(
+            "the event carries a {kind_name} certificate, which its type never does"
+        )));
+    }
     let verified_by = if kind == CertificateKind::Csca {
+        if vouched != Vouched::ByCscaService {
+            return Err(PkdError::FailedPrecondition(format!(
+                "a self-signed CSCA certificate of {country} the CSCA service does not hold: not trusted on an event's word"
+            )));
+        }
         None
     } else {
         let candidates = store::issuers(tx, &country, cert.authority_key_id.as_deref()).await?;
@@ -532,8 +555,49 @@ fn der_field(payload: &serde_json::Value, field: &str) -> std::result::Result<Ve
 }
 
 /// The PKD's consumer of `marty.csca.>` and `marty.document_signer.signer.activated`.
+///
+/// An event is a notification, not evidence: until NATS authenticates publishers (issue 11),
+/// anyone who reaches it can publish on any subject. So the envelope's source must match its
+/// type; a self-signed CSCA, and every revocation, is confirmed with the CSCA service over
+/// gRPC before it changes trust; everything else must verify against stored CSCAs. A forged
+/// event fails, is retried, and is parked with the reason.
 #[derive(Debug, Clone)]
-pub struct EventHandler;
+pub struct EventHandler {
+    pub ctx: ServiceContext,
+}
+
+impl EventHandler {
+    /// The CSCA service's record of the certificate with this DER: `None` if it holds none.
+    async fn csca_record(
+        &self,
+        der: &[u8],
+    ) -> std::result::Result<Option<marty_proto::csca::v1::Certificate>, String> {
+        let channel = self.ctx.peers().channel(marty_config::Service::Csca)?;
+        let mut client =
+            marty_proto::csca::v1::csca_service_client::CscaServiceClient::new(channel);
+        let fingerprint = marty_icao::hex::encode(&DigestAlgorithm::Sha256.digest(der));
+        match client
+            .get_certificate(marty_proto::csca::v1::GetCertificateRequest {
+                fingerprint_sha256: fingerprint,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => Ok(Some(r.into_inner()).filter(|c| c.der == der)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(format!(
+                "asking the CSCA service about the certificate: {s}"
+            )),
+        }
+    }
+
+    async fn vouched(&self, der: &[u8]) -> std::result::Result<Vouched, String> {
+        Ok(match self.csca_record(der).await? {
+            Some(_) => Vouched::ByCscaService,
+            None => Vouched::No,
+        })
+    }
+}
 
 impl marty_events::Handler for EventHandler {
     async fn handle(
@@ -541,16 +605,37 @@ impl marty_events::Handler for EventHandler {
         tx: &mut PgConnection,
         event: &marty_events::Envelope,
     ) -> std::result::Result<(), String> {
+        if event.event_type.split('.').next() != Some(event.source.id()) {
+            return Err(format!(
+                "the envelope says it comes from {}, but its type is {}",
+                event.source, event.event_type
+            ));
+        }
         let reference = format!("event:{}", event.id);
         let p = &event.payload;
         let outcome = match event.event_type.as_str() {
-            "csca.certificate.issued" => learn_certificate(tx, der_field(p, "der")?, reference)
-                .await
-                .map(|_| ()),
+            "csca.certificate.issued" => {
+                let der = der_field(p, "der")?;
+                let vouched = if p["type"] == "csca" {
+                    self.vouched(&der).await?
+                } else {
+                    Vouched::No
+                };
+                learn_certificate(tx, der, reference, vouched, None)
+                    .await
+                    .map(|_| ())
+            }
             "csca.certificate.revoked" => {
                 let der = der_field(p, "der")?;
+                let record = self.csca_record(&der).await?;
+                let revoked = record.as_ref().is_some_and(|c| {
+                    c.status == marty_proto::csca::v1::CertificateStatus::Revoked as i32
+                });
+                if !revoked {
+                    return Err("the CSCA service does not confirm this revocation".into());
+                }
                 let fingerprint = DigestAlgorithm::Sha256.digest(&der);
-                learn_certificate(tx, der, reference)
+                learn_certificate(tx, der, reference, Vouched::ByCscaService, None)
                     .await
                     .map_err(|e| e.to_string())?;
                 let at = p["revoked_at"].as_str().and_then(|t| {
@@ -570,11 +655,15 @@ impl marty_events::Handler for EventHandler {
                 .map_err(|e| e.to_string())?;
                 learn_crl(tx, &crl, Source::LocalEvent).await.map(|_| ())
             }
-            "document_signer.signer.activated" => {
-                learn_certificate(tx, der_field(p, "der")?, reference)
-                    .await
-                    .map(|_| ())
-            }
+            "document_signer.signer.activated" => learn_certificate(
+                tx,
+                der_field(p, "der")?,
+                reference,
+                Vouched::No,
+                Some(CertificateKind::DocumentSigner),
+            )
+            .await
+            .map(|_| ()),
             _ => Ok(()),
         };
         outcome.map_err(|e| match e {

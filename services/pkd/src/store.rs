@@ -158,7 +158,18 @@ pub async fn issuers(
         .collect()
 }
 
-/// Marks the certificate revoked (idempotent); returns whether it is stored.
+/// Countries whose CSCAs this PKD learnt from its own CSCA service.
+pub async fn local_countries(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select distinct country_code::text from certificates
+          where source = 'local_event' and kind = 'csca'",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Marks a certificate this country's CSCA issued revoked (idempotent): foreign trust material
+/// is revoked only by its own CRLs. Returns whether it was found.
 pub async fn mark_revoked(
     conn: &mut PgConnection,
     fingerprint: &[u8],
@@ -166,7 +177,7 @@ pub async fn mark_revoked(
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "update certificates set revoked = true, revoked_at = coalesce(revoked_at, $2)
-          where fingerprint_sha256 = $1",
+          where fingerprint_sha256 = $1 and source = 'local_event'",
     )
     .bind(fingerprint)
     .bind(at)
