@@ -490,6 +490,27 @@ fn run(
             ),
         );
     }
+    // Any other data group given but not covered: its content is not authenticated, and a
+    // copied SOD with a genuine DG1 must not lend its VALID to a forged DG11 or DG12.
+    let others: Vec<&String> = uncovered
+        .iter()
+        .filter(|d| !unprotected.contains(d))
+        .collect();
+    if signature_ok && compared > 0 && !others.is_empty() {
+        check(
+            &mut report,
+            "uncovered_data_groups",
+            CheckStatus::Indeterminate,
+            format!(
+                "{} given but not covered by the SOD: not authenticated",
+                others
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
 
     if scope == Scope::Document
         && !data_groups.is_empty()

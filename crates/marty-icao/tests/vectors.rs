@@ -274,6 +274,27 @@ fn data_groups_the_sod_does_not_cover_authenticate_nothing() {
     );
 }
 
+/// A covered data group beside an uncovered one (a genuine DG12 with a DG15 that is not in the
+/// SOD): what was not covered is not authenticated, so the document is not VALID.
+#[test]
+fn an_uncovered_data_group_beside_covered_ones_is_not_valid() {
+    let store = TrustStore::new(certs_in("csca"), vec![]);
+    let mut dgs = data_groups("FR");
+    dgs.push((15, read("dg/EF_DG15_NZ.bin")));
+    let report = pa::passive_authentication(&read("sod/EF_SOD_FR.bin"), &dgs, &store, AT, false);
+    assert_eq!(report.verdict, Verdict::Indeterminate, "{report:#?}");
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "uncovered_data_groups")
+        .unwrap();
+    assert!(
+        check.detail.starts_with("DG15 given but not covered"),
+        "{}",
+        check.detail
+    );
+}
+
 #[test]
 fn a_tampered_data_group_is_invalid() {
     let store = TrustStore::new(certs_in("csca"), vec![]);

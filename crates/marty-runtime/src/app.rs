@@ -25,6 +25,10 @@ const TASK_STOP: Duration = Duration::from_secs(10);
 /// gRPC messages larger than this are refused (CSRs, data group hashes and documents to sign
 /// are far smaller; the limit bounds what one call can make the server allocate).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Calls one HTTP/2 connection may have in flight.
+pub const MAX_STREAMS: u32 = 32;
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// A call that takes longer is cancelled with DEADLINE_EXCEEDED.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -325,6 +329,13 @@ impl Application {
         let grpc_signal = serving.clone();
         let grpc_server = tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
+            // Memory per connection is bounded: at most MAX_STREAMS calls at once (HTTP/2
+            // refuses more streams, so nothing queues inside the server and no call can wait
+            // on another's flow control), and small flow-control windows, so what a client
+            // sends ahead of the handlers stays small.
+            .max_concurrent_streams(Some(MAX_STREAMS))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .layer(layer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move { grpc_signal.wait().await });

@@ -245,14 +245,7 @@ pub struct GrpcMetricsLayer {
     registry: Arc<Registry>,
     service: &'static str,
     known: KnownMethods,
-    /// Calls being handled, across all connections: a call beyond the limit waits before its
-    /// handler reads its request, so HTTP/2 flow control holds its body at the client and
-    /// memory stays bounded by [`MAX_IN_FLIGHT`] × the largest message.
-    in_flight: Arc<tokio::sync::Semaphore>,
 }
-
-/// The most gRPC calls a service handles at once.
-pub const MAX_IN_FLIGHT: usize = 64;
 
 impl GrpcMetricsLayer {
     pub fn new(registry: Arc<Registry>, service: &'static str, known: KnownMethods) -> Self {
@@ -260,7 +253,6 @@ impl GrpcMetricsLayer {
             registry,
             service,
             known,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 }
@@ -349,12 +341,8 @@ fn code_name(value: &[u8]) -> &'static str {
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcMetrics<S>
 where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
     ResBody: Body + Unpin,
 {
     type Response = http::Response<MetricsBody<ResBody>>;
@@ -375,14 +363,9 @@ where
         };
         // Everything the handler logs carries the service and the method.
         let span = tracing::info_span!("rpc", service = %record.service, method = %record.method);
-        // The service that was made ready is the one called (tower's clone-and-swap).
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
-        let in_flight = self.layer.in_flight.clone();
+        let future = tracing::Instrument::instrument(self.inner.call(request), span);
         Box::pin(async move {
-            // The semaphore is never closed.
-            let _permit = in_flight.acquire_owned().await.ok();
-            let response = tracing::Instrument::instrument(inner.call(request), span).await?;
+            let response = future.await?;
             // A trailers-only response (every error) carries the status in its headers.
             if let Some(status) = response.headers().get("grpc-status") {
                 record.finish(code_name(status.as_bytes()));

@@ -264,9 +264,12 @@ pub fn name_value(what: &str, value: &str) -> Result<Option<String>> {
             "{what} has more than 64 characters"
         )));
     }
-    if value.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide text (bidirectional
+    // overrides, zero-width marks), which would make a name read differently than it is.
+    let hidden = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+    if value.chars().any(|c| c.is_control() || hidden(c)) {
         return Err(CscaError::InvalidArgument(format!(
-            "{what} contains control characters"
+            "{what} contains control or invisible formatting characters"
         )));
     }
     Ok(Some(value.to_owned()).filter(|v| !v.is_empty()))

@@ -127,10 +127,28 @@ fn key_strong_enough(key: &openssl::pkey::PKey<openssl::pkey::Public>) -> Result
     use openssl::pkey::Id;
     let bits = key.bits();
     match key.id() {
-        Id::RSA | Id::RSA_PSS if (2048..=8192).contains(&bits) => Ok(()),
-        Id::RSA | Id::RSA_PSS => Err(CscaError::InvalidArgument(format!(
-            "the request's RSA key has {bits} bits: the CSCA certifies RSA keys of 2048 to 8192 bits"
-        ))),
+        Id::RSA | Id::RSA_PSS if !(2048..=8192).contains(&bits) => {
+            Err(CscaError::InvalidArgument(format!(
+                "the request's RSA key has {bits} bits: the CSCA certifies RSA keys of 2048 to 8192 bits"
+            )))
+        }
+        Id::RSA | Id::RSA_PSS => {
+            // The public exponent too (FIPS 186-4 §B.3.1: odd, 2^16 < e < 2^256): with e = 1
+            // the "signature" is the message itself, and anyone could sign as the DSC.
+            let rsa = key.rsa().map_err(|e| {
+                CscaError::InvalidArgument(format!("the request's RSA key cannot be read: {e}"))
+            })?;
+            let e = rsa.e();
+            let ok = e.is_bit_set(0) && e.num_bits() > 16 && e.num_bits() <= 256;
+            if ok {
+                Ok(())
+            } else {
+                Err(CscaError::InvalidArgument(format!(
+                    "the request's RSA public exponent {} is not allowed: it must be odd and between 2^16 and 2^256",
+                    e.to_dec_str().map(|s| s.to_string()).unwrap_or_default()
+                )))
+            }
+        }
         Id::EC if bits >= 256 => Ok(()),
         Id::EC => Err(CscaError::InvalidArgument(format!(
             "the request's EC key is on a {bits}-bit curve: the CSCA certifies curves of at least 256 bits"

@@ -247,7 +247,8 @@ async fn certificates_from_requests() {
     // Names a caller gives are bounded and printable.
     for (name, why) in [
         ("C".repeat(65), "more than 64 characters"),
-        ("CSCA\0UT".into(), "control characters"),
+        ("CSCA\0UT".into(), "control or invisible"),
+        ("CSCA \u{202E}TU".into(), "invisible formatting"),
     ] {
         assert_code(
             c.create_csca(pb::CreateCscaRequest {
@@ -353,6 +354,30 @@ async fn certificates_from_requests() {
         }
     };
     let name = Name::build(&[(oid::COUNTRY, "UT"), (oid::COMMON_NAME, "Weak signer")]);
+    // RSA-2048 with public exponent 3: too small an exponent (e = 1 would make the private key
+    // public); OpenSSL generates such keys when asked.
+    let small_e = {
+        let e = openssl::bn::BigNum::from_u32(3).unwrap();
+        let rsa = openssl::rsa::Rsa::generate_with_e(2048, &e).unwrap();
+        let private = openssl::pkey::PKey::from_rsa(rsa).unwrap();
+        let spki = private.public_key_to_der().unwrap();
+        KeyPair {
+            private,
+            spki,
+            pss: false,
+        }
+    };
+    assert_code(
+        issue(
+            &mut c,
+            marty_icao::csr::build(&name, &small_e).unwrap(),
+            pb::Profile::DocumentSigner,
+            "UT",
+        )
+        .await,
+        Code::InvalidArgument,
+        "public exponent 3 is not allowed",
+    );
     assert_code(
         issue(
             &mut c,
@@ -442,7 +467,7 @@ async fn certificates_from_requests() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert_eq!((issued, rejected), (2, 6));
+    assert_eq!((issued, rejected), (2, 7));
     let longest: i32 =
         sqlx::query_scalar("select max(octet_length(csr_der)) from certificate_requests")
             .fetch_one(&mut conn)

@@ -842,6 +842,26 @@ pub struct RevocationHandler {
     pub ctx: ServiceContext,
 }
 
+impl RevocationHandler {
+    /// Asks the CSCA service whether it revoked the certificate with this fingerprint.
+    async fn confirm_revoked(&self, fingerprint: &[u8]) -> std::result::Result<(), String> {
+        let channel = self.ctx.peers().channel(marty_config::Service::Csca)?;
+        let record = CscaServiceClient::new(channel)
+            .get_certificate(marty_proto::csca::v1::GetCertificateRequest {
+                fingerprint_sha256: hex(fingerprint),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| format!("asking the CSCA service about the revocation: {s}"))?
+            .into_inner();
+        if record.status == marty_proto::csca::v1::CertificateStatus::Revoked as i32 {
+            Ok(())
+        } else {
+            Err("the CSCA service does not confirm this revocation".into())
+        }
+    }
+}
+
 impl marty_events::Handler for RevocationHandler {
     async fn handle(
         &self,
@@ -854,6 +874,20 @@ impl marty_events::Handler for RevocationHandler {
         let reason = event.payload["reason_code"]
             .as_i64()
             .and_then(|r| i16::try_from(r).ok());
+        // An event is a notification, not evidence (anyone who reaches NATS may publish one):
+        // the CSCA service must confirm the revocation before a key stops signing.
+        let revoked_fingerprint = match event.payload["type"].as_str() {
+            Some("csca") | Some("link") => event.payload["der"]
+                .as_str()
+                .and_then(|b| openssl::base64::decode_block(b).ok())
+                .map(|der| DigestAlgorithm::Sha256.digest(&der)),
+            _ => event.payload["fingerprint_sha256"]
+                .as_str()
+                .and_then(|f| marty_icao::hex::decode(f).ok()),
+        }
+        .filter(|f| f.len() == 32)
+        .ok_or("the revocation event names no certificate")?;
+        self.confirm_revoked(&revoked_fingerprint).await?;
         // The DSCs to stop: the revoked DSC itself, or — when a CSCA (or link) certificate is
         // revoked — every active DSC its key issued (their authority key identifier is its
         // subject key identifier): a DSC under a revoked CSCA must not sign another document.

@@ -754,6 +754,66 @@ async fn a_revoked_dsc_never_signs_again() {
     w.signer.stop().await.unwrap();
 }
 
+/// A revocation published by someone else than the CSCA (anyone who reaches NATS can) is not
+/// believed: the CSCA service does not confirm it, the event is parked, the signer signs on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_revocation_is_parked_and_changes_nothing() {
+    let w = world().await;
+    let mut c = w.client().await;
+    let signer = activate(&mut c, "ec:P-256:named").await;
+    let envelope = marty_events::Envelope {
+        id: uuid::Uuid::new_v4(),
+        source: marty_config::Service::Csca,
+        event_type: "csca.certificate.revoked".into(),
+        key: format!("certificate:{}", signer.fingerprint_sha256),
+        occurred_at: time::OffsetDateTime::now_utc(),
+        schema_version: 1,
+        payload: serde_json::json!({
+            "type": "document_signer",
+            "country": "UT",
+            "fingerprint_sha256": signer.fingerprint_sha256,
+            "reason_code": 1,
+        }),
+        headers: Default::default(),
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(&w.nats.url).await.unwrap());
+    js.publish(
+        envelope.subject(),
+        serde_json::to_vec(&envelope).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut conn = w.db().await;
+    wait_for("the forged revocation to be parked", async || {
+        let parked: i64 =
+            sqlx::query_scalar("select count(*) from inbox_parked where event_id = $1")
+                .bind(envelope.id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        parked == 1
+    })
+    .await;
+    let active = c
+        .get_active_signer(pb::GetActiveSignerRequest {
+            country: "UT".into(),
+            document_type: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        active.serial_hex, signer.serial_hex,
+        "the genuine signer was retired"
+    );
+    c.sign_lds_security_object(request("sha256", &data_groups()))
+        .await
+        .unwrap();
+    w.signer.stop().await.unwrap();
+}
+
 /// Revoking the CSCA stops every DSC its key issued: a DSC under a revoked CSCA signs nothing
 /// more (the rotation then fails until a new CSCA exists, and says so).
 #[tokio::test(flavor = "multi_thread")]

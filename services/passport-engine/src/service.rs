@@ -107,6 +107,32 @@ fn allocate_number() -> String {
     s
 }
 
+/// The CSCA and link certificates that may anchor a chain: a revoked certificate anchors
+/// nothing, and neither does any other certificate of the same key (a link certificate
+/// carries the new CSCA's key: revoking the CSCA must not leave its link as an anchor).
+fn unrevoked_keys(certificates: impl Iterator<Item = (Vec<u8>, bool)>) -> Vec<Vec<u8>> {
+    let parsed: Vec<(Vec<u8>, bool, Option<Vec<u8>>)> = certificates
+        .map(|(der, revoked)| {
+            let key = Certificate::from_der(&der)
+                .ok()
+                .map(|c| c.public_key_bits());
+            (der, revoked, key)
+        })
+        .collect();
+    let revoked_keys: Vec<&Vec<u8>> = parsed
+        .iter()
+        .filter(|(_, revoked, _)| *revoked)
+        .filter_map(|(_, _, key)| key.as_ref())
+        .collect();
+    parsed
+        .iter()
+        .filter(|(_, revoked, key)| {
+            !revoked && key.as_ref().is_some_and(|k| !revoked_keys.contains(&k))
+        })
+        .map(|(der, _, _)| der.clone())
+        .collect()
+}
+
 /// The holder field an MRZ that cannot be built is about.
 fn holder_field(e: &MrzError, primary: &str) -> &'static str {
     match e {
@@ -436,16 +462,19 @@ impl Engine {
         .await;
         match fetched {
             Ok(m) => {
+                let certificates = marty_runtime::untrusted(move || {
+                    unrevoked_keys(
+                        m.cscas
+                            .into_iter()
+                            .chain(m.links)
+                            .map(|c| (c.der, c.revoked)),
+                    )
+                })
+                .await
+                .map_err(internal)?;
                 let t = CachedTrust {
                     version: m.version,
-                    // A revoked CSCA or link certificate anchors nothing.
-                    certificates: m
-                        .cscas
-                        .into_iter()
-                        .chain(m.links)
-                        .filter(|c| !c.revoked)
-                        .map(|c| c.der)
-                        .collect(),
+                    certificates,
                     crls: m.crls.into_iter().map(|c| c.der).collect(),
                     fetched_at: now,
                     expires_at: now + TRUST_TTL,
