@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mrz tlv sod certificate masterlist lds)
+[ ${#targets[@]} -gt 0 ] || targets=(mrz tlv sod certificate masterlist lds ldif)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # cargo fuzz needs nightly-only compiler flags (sanitizers, coverage); this stable toolchain
@@ -26,6 +26,7 @@ seeds() {
     certificate) echo "$vectors/csca $vectors/crl $own" ;;
     masterlist) echo "$vectors/masterlist $own" ;;
     lds) echo "$vectors/lds-examples $vectors/bsi-reference $vectors/dg $own" ;;
+    ldif) echo "$own" ;;
   esac
 }
 cargo fuzz build --fuzz-dir fuzz -O >/dev/null

@@ -19,6 +19,7 @@ mod load;
 mod operate;
 mod platform;
 mod serve;
+mod test_ldif;
 
 use std::process::ExitCode;
 

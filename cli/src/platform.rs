@@ -104,6 +104,62 @@ pub enum PkdCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Import an ICAO PKD download (LDIF): master lists (verified against --root), then
+    /// Document Signer certificates and CRLs, each verified against a stored CSCA of its
+    /// country. Items already stored are reported as duplicates; rejects name their reason.
+    ImportLdif {
+        /// The LDIF file.
+        file: PathBuf,
+        /// A root (DER or PEM) the signers of master lists inside the file must chain to;
+        /// repeatable. Needed when the file holds master lists.
+        #[arg(long)]
+        root: Vec<PathBuf>,
+        #[command(flatten)]
+        url: PkdUrl,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Sign and publish a master list of the CSCA and link certificates the PKD trusts, with
+    /// the PKD's Master List Signer (certified by this platform's CSCA); write it to --out.
+    ExportMl {
+        /// Where the master list (CMS, DER) is written.
+        #[arg(long)]
+        out: PathBuf,
+        /// The issuing State, when this platform's CSCA serves more than one.
+        #[arg(long)]
+        country: Option<String>,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        url: PkdUrl,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Write a synthetic ICAO PKD download for tests and benchmarks: CSCAs of mixed RSA, EC
+    /// and brainpool keys, their Document Signer certificates and CRLs, master lists of the
+    /// CSCAs signed under a test root, and the real German master list when given. No
+    /// service is needed.
+    MakeTestLdif {
+        /// Document Signer certificates in all.
+        #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        dscs: u32,
+        /// CSCAs (one per synthetic country, two for every tenth).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=600))]
+        cscas: u32,
+        /// A real master list to include as it is (e.g. the German one).
+        #[arg(long)]
+        include_ml: Vec<PathBuf>,
+        /// The LDIF file to write; the test root is written beside it as <out>.root.pem.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the files if they exist.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Trusted CSCAs and link certificates, and the latest CRLs, per country.
     List {
         /// Only this country (ISO 3166 alpha-2).
@@ -164,6 +220,9 @@ async fn pkd_client(
         .max_encoding_message_size(64 * 1024 * 1024);
     Ok((client, url))
 }
+
+/// Bytes per message of an LDIF upload (the PKD takes at most 4 MiB per message).
+const LDIF_CHUNK: usize = 1024 * 1024;
 
 fn read(path: &PathBuf) -> Result<Vec<u8>> {
     input(std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
@@ -353,6 +412,10 @@ fn print_report(what: &str, r: &pkd::ImportReport, json: bool) -> Result<()> {
             "distinct_keys": r.distinct_keys,
             "links": r.links,
             "countries": r.countries,
+            "rejected_total": r.rejected_total,
+            "certificates": r.certificates,
+            "crls": r.crls,
+            "master_lists": r.master_lists,
             "rejected": r.rejected.iter().map(|x| serde_json::json!({"subject": x.subject, "reason": x.reason})).collect::<Vec<_>>(),
         }));
     }
@@ -361,9 +424,15 @@ fn print_report(what: &str, r: &pkd::ImportReport, json: bool) -> Result<()> {
         r.total,
         r.added,
         r.duplicates,
-        r.rejected.len(),
+        r.rejected_total.max(r.rejected.len() as u32),
         r.job_id
     );
+    if r.certificates + r.crls + r.master_lists > 0 {
+        println!(
+            "  entries: {} master lists, {} certificates, {} CRLs",
+            r.master_lists, r.certificates, r.crls
+        );
+    }
     if r.distinct_keys > 0 {
         println!(
             "  {} distinct keys, {} link certificates, {} countries",
@@ -371,6 +440,9 @@ fn print_report(what: &str, r: &pkd::ImportReport, json: bool) -> Result<()> {
             r.links,
             r.countries.len()
         );
+    }
+    if (r.rejected.len() as u32) < r.rejected_total {
+        println!("  (the first {} rejects follow)", r.rejected.len());
     }
     for x in &r.rejected {
         println!(
@@ -429,6 +501,122 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
             print_report("CRL", &r, connection.json)?;
             Ok(ExitCode::SUCCESS)
         }
+        PkdCommand::ImportLdif {
+            file,
+            root,
+            url,
+            connection,
+        } => {
+            let bytes = read(&file)?;
+            let roots = root.iter().map(read_der).collect::<Result<Vec<_>>>()?;
+            let (mut client, url) = pkd_client(&url, &connection).await?;
+            let source_name = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let total = bytes.len();
+            let mut messages = Vec::new();
+            for (i, chunk) in bytes.chunks(LDIF_CHUNK).enumerate() {
+                messages.push(pkd::ImportLdifRequest {
+                    chunk: chunk.to_vec(),
+                    roots: if i == 0 { roots.clone() } else { Vec::new() },
+                    source_name: if i == 0 {
+                        source_name.clone()
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            drop(bytes);
+            eprintln!(
+                "sending {} ({:.1} MiB)",
+                file.display(),
+                total as f64 / 1048576.0
+            );
+            let mut stream = client
+                .import_ldif(futures::stream::iter(messages))
+                .await
+                .map_err(status_error(Service::Pkd, &url))?
+                .into_inner();
+            let mut last_phase = String::new();
+            let started = std::time::Instant::now();
+            while let Some(item) = stream
+                .message()
+                .await
+                .map_err(status_error(Service::Pkd, &url))?
+            {
+                match item.event {
+                    // A line per phase, and per step within long ones.
+                    Some(pkd::import_ldif_progress::Event::Progress(p))
+                        if p.phase != last_phase || p.done > 0 =>
+                    {
+                        eprintln!(
+                            "  {:>6.1} s  {:<13} {}/{}",
+                            started.elapsed().as_secs_f64(),
+                            p.phase,
+                            p.done,
+                            p.total
+                        );
+                        last_phase = p.phase;
+                    }
+                    Some(pkd::import_ldif_progress::Event::Report(r)) => {
+                        eprintln!("  {:>6.1} s  done", started.elapsed().as_secs_f64());
+                        print_report("LDIF", &r, connection.json)?;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    _ => {}
+                }
+            }
+            Err(anyhow!(
+                "the PKD ended the import without a report: see its job list and log"
+            ))
+        }
+        PkdCommand::ExportMl {
+            out,
+            country,
+            force,
+            url,
+            connection,
+        } => {
+            refuse_existing(&out, force).map_err(crate::operate::InputError::from)?;
+            let (mut client, url) = pkd_client(&url, &connection).await?;
+            let m = client
+                .export_master_list(pkd::ExportMasterListRequest {
+                    country: country.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error(Service::Pkd, &url))?
+                .into_inner();
+            write_der(&out, &m.master_list, force)?;
+            if connection.json {
+                print_json(&serde_json::json!({
+                    "file": out,
+                    "certificate_count": m.certificate_count,
+                    "countries": m.countries,
+                    "fingerprint_sha256": m.fingerprint_sha256,
+                    "signer_subject": m.signer_subject,
+                    "signing_time": time(&m.signing_time),
+                }))?;
+            } else {
+                println!(
+                    "master list written to {}: {} certificates of {} countries, signed by {} (SHA-256 {})",
+                    out.display(),
+                    m.certificate_count,
+                    m.countries.len(),
+                    marty_icao::text::printable(&m.signer_subject),
+                    m.fingerprint_sha256
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PkdCommand::MakeTestLdif {
+            dscs,
+            cscas,
+            include_ml,
+            out,
+            force,
+            json,
+        } => crate::test_ldif::make(dscs, cscas, &include_ml, &out, force, json),
         PkdCommand::List {
             country,
             url,

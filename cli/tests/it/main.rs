@@ -8,6 +8,7 @@ mod db;
 mod events;
 mod harness;
 mod icao;
+mod platform;
 mod privileges;
 mod services;
 mod toolkit;

@@ -31,7 +31,12 @@ struct Platform {
     signer_http: u16,
 }
 
-fn spawn_serve(db: &TestDb, env: &[(String, String)], service: &str, log: &Path) -> Child {
+pub(crate) fn spawn_serve(
+    db: &TestDb,
+    env: &[(String, String)],
+    service: &str,
+    log: &Path,
+) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_marty"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -45,7 +50,7 @@ fn spawn_serve(db: &TestDb, env: &[(String, String)], service: &str, log: &Path)
         .unwrap()
 }
 
-fn wait_ready(http: u16, what: &str, log: &Path) {
+pub(crate) fn wait_ready(http: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if curl(&format!("http://127.0.0.1:{http}/readyz")).0 == 200 {
@@ -61,7 +66,7 @@ fn wait_ready(http: u16, what: &str, log: &Path) {
 }
 
 /// SIGTERM, then the exit status.
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

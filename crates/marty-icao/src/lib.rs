@@ -18,6 +18,7 @@ pub mod der;
 pub mod hex;
 pub mod inputs;
 pub mod issue;
+pub mod ldif;
 pub mod lds;
 pub mod masterlist;
 pub mod mrz;

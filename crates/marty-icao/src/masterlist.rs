@@ -159,14 +159,19 @@ pub fn build(
     // Part 12 §5.3: CSCA (and link) certificates only, of real countries; signed by a Master
     // List Signer, never by a CSCA directly.
     for c in certificates {
-        let country_ok = c.subject.country().is_some_and(crate::country::is_alpha2);
+        // Case as received: real lists carry `C=al` beside `C=AL`, and a list republishes
+        // certificates unchanged.
+        let country_ok = c
+            .subject
+            .country()
+            .is_some_and(|c| crate::country::is_alpha2(&c.to_ascii_uppercase()));
         if !matches!(
             c.kind(),
             crate::cert::CertificateKind::Csca | crate::cert::CertificateKind::Link
         ) || !country_ok
         {
             return Err(MasterListError::Content(format!(
-                "{} is not a CSCA or link certificate of a country (two upper-case letters)",
+                "{} is not a CSCA or link certificate of a country (two letters)",
                 c.subject
             )));
         }

@@ -29,7 +29,8 @@ impl Api {
 fn source_to_pb(s: Source) -> pb::Source {
     match s {
         Source::LocalEvent => pb::Source::LocalEvent,
-        Source::MasterList | Source::Ldif => pb::Source::MasterList,
+        Source::MasterList => pb::Source::MasterList,
+        Source::Ldif => pb::Source::Ldif,
         Source::ManualImport => pb::Source::ManualImport,
     }
 }
@@ -80,6 +81,10 @@ fn report_to_pb(r: ImportReport) -> pb::ImportReport {
         countries: r.countries.into_iter().collect(),
         distinct_keys: r.distinct_keys,
         links: r.links,
+        rejected_total: r.rejected_total,
+        certificates: r.certificates,
+        crls: r.crls,
+        master_lists: r.master_lists,
     }
 }
 
@@ -107,8 +112,114 @@ fn source_name(s: &str) -> String {
     if s.is_empty() { "grpc".into() } else { s }
 }
 
+/// Largest chunk of an LDIF upload.
+const MAX_CHUNK: usize = marty_runtime::MAX_MESSAGE_BYTES;
+
+type ProgressStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::ImportLdifProgress, Status>> + Send + 'static>,
+>;
+
+/// Receives an LDIF upload: the first message names the roots and the source.
+async fn receive_ldif(
+    mut stream: tonic::Streaming<pb::ImportLdifRequest>,
+) -> Result<(Vec<u8>, Vec<Vec<u8>>, String), Status> {
+    let mut bytes = Vec::new();
+    let mut roots = Vec::new();
+    let mut source = String::new();
+    let mut first = true;
+    while let Some(message) = stream.message().await? {
+        if first {
+            if message.roots.len() > MAX_ROOTS {
+                return Err(Status::invalid_argument(format!(
+                    "at most {MAX_ROOTS} roots"
+                )));
+            }
+            roots = message.roots;
+            source = source_name(&message.source_name);
+            first = false;
+        } else if !message.roots.is_empty() || !message.source_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "roots and source_name belong in the first message only",
+            ));
+        }
+        if message.chunk.len() > MAX_CHUNK {
+            return Err(Status::invalid_argument("a chunk is at most 4 MiB"));
+        }
+        if bytes.len() + message.chunk.len() > crate::ldif::MAX_LDIF_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "an LDIF file is at most {} MiB",
+                crate::ldif::MAX_LDIF_BYTES >> 20
+            )));
+        }
+        bytes.extend_from_slice(&message.chunk);
+    }
+    if bytes.is_empty() {
+        return Err(Status::invalid_argument("the LDIF file is empty"));
+    }
+    Ok((bytes, roots, source))
+}
+
 #[tonic::async_trait]
 impl PkdService for Api {
+    type ImportLdifStream = ProgressStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn import_ldif(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportLdifRequest>>,
+    ) -> Result<Response<Self::ImportLdifStream>, Status> {
+        let (bytes, roots, source) = receive_ldif(request.into_inner()).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ImportLdifProgress, Status>>(16);
+        let pkd = self.pkd.clone();
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let result = pkd
+                .import_ldif(bytes, roots, &source, move |p| {
+                    // A full channel drops a progress line, never the import.
+                    let _ = progress_tx.try_send(Ok(pb::ImportLdifProgress {
+                        event: Some(pb::import_ldif_progress::Event::Progress(pb::Progress {
+                            phase: p.phase.to_owned(),
+                            done: p.done,
+                            total: p.total,
+                        })),
+                    }));
+                })
+                .await;
+            let last = result
+                .map_err(Status::from)
+                .map(|r| pb::ImportLdifProgress {
+                    event: Some(pb::import_ldif_progress::Event::Report(report_to_pb(r))),
+                });
+            // The caller may have gone; the import is recorded as a job either way.
+            let _ = tx.send(last).await;
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn export_master_list(
+        &self,
+        request: Request<pb::ExportMasterListRequest>,
+    ) -> Result<Response<pb::ExportedMasterList>, Status> {
+        let p = self
+            .pkd
+            .export_master_list(&request.into_inner().country)
+            .await?;
+        Ok(Response::new(pb::ExportedMasterList {
+            master_list: p.der,
+            certificate_count: p.certificate_count,
+            fingerprint_sha256: marty_icao::hex::encode(&p.fingerprint),
+            signer_subject: p.signer.subject.to_string(),
+            signing_time: Some(timestamp(p.signing_time)),
+            countries: p.countries,
+            signer_certificate: p.signer.raw,
+            csca_certificate: p.csca.raw,
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn import_master_list(
         &self,

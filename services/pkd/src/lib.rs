@@ -2,6 +2,8 @@
 //!
 //! - [`store`]: the PKD's rows (`certificates`, `crls`, `master_lists`, `sync_jobs`);
 //! - [`service`]: imports, what the PKD learns from events, the trust material it serves;
+//! - [`ldif`]: imports of the ICAO PKD download (LDIF);
+//! - [`export`]: the master list it signs and publishes with its Master List Signer key;
 //! - [`api`]: `marty.pkd.v1.PkdService`; [`http`]: the downloads.
 //!
 //! It consumes `marty.csca.>` (certificates, revocations, CRLs) and
@@ -14,7 +16,9 @@
 
 pub mod api;
 pub mod error;
+pub mod export;
 pub mod http;
+pub mod ldif;
 pub mod service;
 pub mod store;
 
@@ -34,13 +38,14 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
-    needs_keys: false,
+    needs_keys: true,
     build,
 };
 
 fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
     Box::pin(async move {
         let pkd = Arc::new(service::Pkd::new(ctx.clone()));
+        pkd.at_start().await?;
         let server = marty_proto::pkd::v1::pkd_service_server::PkdServiceServer::new(
             api::Api::new(pkd.clone()),
         )

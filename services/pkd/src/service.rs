@@ -37,6 +37,41 @@ pub struct ImportReport {
     pub countries: BTreeSet<String>,
     pub distinct_keys: u32,
     pub links: u32,
+    /// Rejected items in all (`rejected` keeps the first [`MAX_REJECTED_LISTED`]).
+    pub rejected_total: u32,
+    /// Of an LDIF import: entries by kind.
+    pub certificates: u32,
+    pub crls: u32,
+    pub master_lists: u32,
+}
+
+/// Rejections listed one by one in a report; beyond them only the count grows.
+pub const MAX_REJECTED_LISTED: usize = 1000;
+
+impl ImportReport {
+    pub fn reject(&mut self, subject: impl Into<String>, reason: impl Into<String>) {
+        self.rejected_total += 1;
+        if self.rejected.len() < MAX_REJECTED_LISTED {
+            self.rejected.push((subject.into(), reason.into()));
+        }
+    }
+
+    /// Adds what another import (one master list of an LDIF file) did.
+    pub fn absorb(&mut self, other: ImportReport) {
+        self.total += other.total;
+        self.added += other.added;
+        self.duplicates += other.duplicates;
+        self.distinct_keys += other.distinct_keys;
+        self.links += other.links;
+        self.countries.extend(other.countries);
+        let unlisted = other
+            .rejected_total
+            .saturating_sub(other.rejected.len() as u32);
+        for (subject, reason) in other.rejected {
+            self.reject(subject, reason);
+        }
+        self.rejected_total += unlisted;
+    }
 }
 
 /// The trust material of a query, with a version that changes whenever it does.
@@ -50,6 +85,8 @@ pub struct TrustMaterial {
 #[derive(Debug, Clone)]
 pub struct Pkd {
     ctx: ServiceContext,
+    /// One Master List Signer certification at a time.
+    certifying: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A CRL number (big-endian INTEGER contents) in decimal, as `numeric` takes it.
@@ -59,7 +96,7 @@ fn decimal(bytes: &[u8]) -> Result<String> {
         .map_err(internal)
 }
 
-fn kind_name(kind: CertificateKind) -> Option<&'static str> {
+pub(crate) fn kind_name(kind: CertificateKind) -> Option<&'static str> {
     match kind {
         CertificateKind::Csca => Some("csca"),
         CertificateKind::Link => Some("link"),
@@ -71,7 +108,7 @@ fn kind_name(kind: CertificateKind) -> Option<&'static str> {
 }
 
 /// The certificate's country: its subject's countryName, two upper-case letters.
-fn country_of(cert: &Certificate) -> std::result::Result<String, String> {
+pub(crate) fn country_of(cert: &Certificate) -> std::result::Result<String, String> {
     let c = cert
         .subject
         .country()
@@ -87,7 +124,7 @@ fn country_of(cert: &Certificate) -> std::result::Result<String, String> {
     }
 }
 
-fn new_certificate<'a>(
+pub(crate) fn new_certificate<'a>(
     cert: &'a Certificate,
     country: &'a str,
     kind: &'a str,
@@ -127,11 +164,18 @@ where
 
 impl Pkd {
     pub fn new(ctx: ServiceContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            certifying: Default::default(),
+        }
     }
 
     pub fn ctx(&self) -> &ServiceContext {
         &self.ctx
+    }
+
+    pub(crate) fn certifying(&self) -> &tokio::sync::Mutex<()> {
+        &self.certifying
     }
 
     /// Imports a master list whose signer chains to one of `roots` (DER).
@@ -180,7 +224,7 @@ impl Pkd {
         result
     }
 
-    async fn import_master_list_in(
+    pub(crate) async fn import_master_list_in(
         &self,
         ml: MasterList,
         der: Vec<u8>,
@@ -219,9 +263,7 @@ impl Pkd {
             ..Default::default()
         };
         for p in &ml.problems {
-            report
-                .rejected
-                .push(("(unparsable entry)".into(), p.clone()));
+            report.reject("(unparsable entry)", p.clone());
         }
         let mut tx = self.ctx.db().begin().await?;
         let Some(list_id) = store::insert_master_list(
@@ -254,24 +296,24 @@ impl Pkd {
             let subject = cert.subject.to_string();
             let kind = cert.kind();
             if !matches!(kind, CertificateKind::Csca | CertificateKind::Link) {
-                report.rejected.push((
+                report.reject(
                     subject,
-                    "not a CSCA or link certificate: a master list carries only those".into(),
-                ));
+                    "not a CSCA or link certificate: a master list carries only those",
+                );
                 continue;
             }
             let country = match country_of(cert) {
                 Ok(c) => c,
                 Err(reason) => {
-                    report.rejected.push((subject, reason));
+                    report.reject(subject, reason);
                     continue;
                 }
             };
             if own.contains(&country) {
-                report.rejected.push((
+                report.reject(
                     subject,
                     format!("{country} is this platform's own country: its CSCAs come from the CSCA service, never from a master list"),
-                ));
+                );
                 continue;
             }
             let fp = cert.fingerprint_sha256();
@@ -309,7 +351,7 @@ impl Pkd {
         tracing::info!(
             added = report.added,
             duplicates = report.duplicates,
-            rejected = report.rejected.len(),
+            rejected = report.rejected_total,
             "master list imported"
         );
         Ok(report)
@@ -410,7 +452,7 @@ fn version_of(certs: &[CertRow], crls: &[CrlRow]) -> String {
 }
 
 /// Stores `crl` if a stored CSCA (or link certificate) of its country signed it.
-async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<bool> {
+pub(crate) async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) -> Result<bool> {
     let country = crl
         .issuer
         .country()

@@ -158,6 +158,98 @@ pub async fn issuers(
         .collect()
 }
 
+/// CSCA and link certificates of the given countries: the issuers an import's certificates
+/// are verified against.
+pub async fn issuers_of(
+    conn: &mut PgConnection,
+    countries: &[String],
+) -> Result<Vec<CertRow>, sqlx::Error> {
+    let sql = format!(
+        "{CERT_SELECT} where country_code = any($1) and kind in ('csca', 'link') order by not_before"
+    );
+    sqlx::query(&sql)
+        .bind(countries)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(cert_row)
+        .collect()
+}
+
+/// Which of these fingerprints are stored.
+pub async fn stored_fingerprints(
+    conn: &mut PgConnection,
+    fingerprints: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select fingerprint_sha256 from certificates where fingerprint_sha256 = any($1)",
+    )
+    .bind(fingerprints)
+    .fetch_all(conn)
+    .await
+}
+
+/// The certificate count of the stored master list with this fingerprint, if one is stored.
+pub async fn stored_master_list(
+    conn: &mut PgConnection,
+    fingerprint: &[u8],
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("select certificate_count from master_lists where fingerprint_sha256 = $1")
+        .bind(fingerprint)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Stores many certificates in one statement (those whose fingerprint is stored are skipped);
+/// returns how many were added.
+pub async fn insert_certificates(
+    conn: &mut PgConnection,
+    rows: &[NewCertificate<'_>],
+) -> Result<u64, sqlx::Error> {
+    let col = |f: &dyn Fn(&NewCertificate<'_>) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
+        rows.iter().map(f).collect()
+    };
+    let n = sqlx::query(
+        "insert into certificates (country_code, kind, subject_dn, issuer_dn, serial_number,
+             subject_key_identifier, authority_key_identifier, not_before, not_after, der,
+             fingerprint_sha256, source, source_reference, verified_by)
+         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+             $6::bytea[], $7::bytea[], $8::timestamptz[], $9::timestamptz[], $10::bytea[],
+             $11::bytea[], $12::text[], $13::text[], $14::uuid[])
+         on conflict (fingerprint_sha256) do nothing",
+    )
+    .bind(rows.iter().map(|c| c.country).collect::<Vec<_>>())
+    .bind(rows.iter().map(|c| c.kind).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|c| c.subject_dn.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|c| c.issuer_dn.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(col(&|c| Some(c.serial.to_vec())))
+    .bind(col(&|c| c.ski.map(<[u8]>::to_vec)))
+    .bind(col(&|c| c.aki.map(<[u8]>::to_vec)))
+    .bind(rows.iter().map(|c| c.not_before).collect::<Vec<_>>())
+    .bind(rows.iter().map(|c| c.not_after).collect::<Vec<_>>())
+    .bind(col(&|c| Some(c.der.to_vec())))
+    .bind(col(&|c| Some(c.fingerprint.to_vec())))
+    .bind(rows.iter().map(|c| c.source.as_db()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|c| c.source_reference.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|c| c.verified_by).collect::<Vec<_>>())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n)
+}
+
 /// Countries whose CSCAs this PKD learnt from its own CSCA service.
 pub async fn local_countries(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
@@ -166,6 +258,17 @@ pub async fn local_countries(conn: &mut PgConnection) -> Result<Vec<String>, sql
     )
     .fetch_all(conn)
     .await
+}
+
+/// Whether the certificate with this fingerprint is stored and revoked.
+pub async fn is_revoked(conn: &mut PgConnection, fingerprint: &[u8]) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "select revoked from certificates where fingerprint_sha256 = $1",
+    )
+    .bind(fingerprint)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(false))
 }
 
 /// Marks a certificate this country's CSCA issued revoked (idempotent): foreign trust material

@@ -1,0 +1,726 @@
+//! The four services as real `marty serve` processes on one private PostgreSQL and NATS: the
+//! PKD's download import and published master list checked by independent verifiers, and
+//! the failures an operator meets — the engine killed in the middle of issuing, the PKD and
+//! NATS restarted while the CSCA keeps publishing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use marty_proto::passport::v1 as pb;
+use marty_testkit::tools::{oracle, repo, show};
+use sqlx::Row;
+
+use crate::harness::{MartyCli, TestDb, TestNats, stdout};
+use crate::services::{spawn_serve, terminate, wait_ready};
+
+const SERVICES: [(&str, &str, &str); 4] = [
+    ("csca", "csca", "CSCA"),
+    ("document-signer", "document_signer", "DOCUMENT_SIGNER"),
+    ("pkd", "pkd", "PKD"),
+    ("passport-engine", "passport_engine", "PASSPORT_ENGINE"),
+];
+
+struct Four {
+    db: TestDb,
+    nats: TestNats,
+    env: Vec<(String, String)>,
+    children: BTreeMap<&'static str, Child>,
+    http: BTreeMap<&'static str, u16>,
+    grpc: BTreeMap<&'static str, u16>,
+    logs: tempfile::TempDir,
+}
+
+impl Four {
+    /// The four services on free ports; NATS private, so that it can be restarted.
+    async fn start() -> Self {
+        let db = TestDb::start().await;
+        db.provision();
+        let nats = TestNats::private();
+        let mut env = vec![("MARTY_NATS_URL".to_owned(), nats.url.clone())];
+        let (mut http, mut grpc) = (BTreeMap::new(), BTreeMap::new());
+        for (name, _, prefix) in SERVICES {
+            let g = marty_events::local::free_port().unwrap();
+            let h = marty_events::local::free_port().unwrap();
+            env.push((format!("MARTY_{prefix}_GRPC_PORT"), g.to_string()));
+            env.push((format!("MARTY_{prefix}_HTTP_PORT"), h.to_string()));
+            grpc.insert(name, g);
+            http.insert(name, h);
+        }
+        let mut four = Four {
+            db,
+            nats,
+            env,
+            children: BTreeMap::new(),
+            http,
+            grpc,
+            logs: tempfile::tempdir().unwrap(),
+        };
+        for (name, _, _) in SERVICES {
+            four.spawn(name);
+        }
+        for (name, _, _) in SERVICES {
+            four.ready(name);
+        }
+        four
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.path().join(format!("{name}.log"))
+    }
+
+    /// The end of each service's log, for a failure's message.
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (name, _, _) in SERVICES {
+            let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {name} log (end)\n"));
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn spawn(&mut self, name: &'static str) {
+        // Each start appends to the log of the last one.
+        let log = self.log(name);
+        let previous = std::fs::read(&log).unwrap_or_default();
+        let child = spawn_serve(&self.db, &self.env, name, &log);
+        if !previous.is_empty() {
+            std::fs::write(self.log(&format!("{name}.before")), previous).unwrap();
+        }
+        self.children.insert(name, child);
+    }
+
+    fn ready(&self, name: &str) {
+        wait_ready(self.http[name], name, &self.log(name));
+    }
+
+    fn kill9(&mut self, name: &str) {
+        let mut child = self.children.remove(name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn http_url(&self, name: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http[name])
+    }
+
+    fn grpc_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.grpc[name])
+    }
+
+    /// `marty args…` in `dir` with the platform's environment: (exit code, stdout, all).
+    fn marty(&self, dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+        let extra: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_marty"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.db.env())
+            .envs(extra)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), stdout(&out), show(&out))
+    }
+
+    fn json(&self, dir: &Path, args: &[&str]) -> serde_json::Value {
+        let (code, out, shown) = self.marty(dir, args);
+        assert_eq!(
+            code,
+            Some(0),
+            "marty {args:?}:\n{shown}\n{}",
+            self.log_tails()
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("marty {args:?}: {e}\n{shown}"))
+    }
+
+    /// Waits until `marty args…` exits 0.
+    fn until_ok(&self, dir: &Path, args: &[&str], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, _, shown) = self.marty(dir, args);
+            if code == Some(0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} never happened:\n{shown}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// A CSCA for UT and an active signer, known to the PKD.
+    fn country(&self, d: &Path) {
+        self.json(
+            d,
+            &[
+                "csca",
+                "create",
+                "--country",
+                "UT",
+                "--key",
+                "ec:P-256:named",
+                "--out",
+                "csca.der",
+                "--json",
+            ],
+        );
+        self.json(
+            d,
+            &["signer", "activate", "--key", "ec:P-256:named", "--json"],
+        );
+        self.until_ok(
+            d,
+            &["pkd", "list", "--country", "UT"],
+            "the PKD learning UT's CSCA",
+        );
+    }
+
+    async fn query_one(&self, database: &str, sql: &str) -> sqlx::postgres::PgRow {
+        let mut conn = self.db.admin_on(database).await;
+        sqlx::query(sql).fetch_one(&mut conn).await.unwrap()
+    }
+
+    async fn uuids(&self, database: &str, sql: &str) -> BTreeSet<uuid::Uuid> {
+        let mut conn = self.db.admin_on(database).await;
+        sqlx::query_scalar(sql)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    fn stop_all(mut self) {
+        for (name, mut child) in std::mem::take(&mut self.children) {
+            assert!(
+                terminate(&mut child).success(),
+                "{name} did not stop cleanly"
+            );
+        }
+    }
+}
+
+fn vectors(path: &str) -> String {
+    repo()
+        .join("../shared/vectors")
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `curl -s -D -` a URL with extra arguments: (status, lower-case headers, body).
+fn curl_full(url: &str, extra: &[&str], body: &Path) -> (u16, String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-D", "-", "-o"])
+        .arg(body)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, headers, std::fs::read(body).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pkd_imports_a_download_and_publishes_a_master_list_others_verify() {
+    let p = Four::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    p.country(d);
+
+    // Before any export the download is absent, not empty.
+    let (status, _, _) = curl_full(
+        &p.http_url("pkd", "/v1/pkd/masterlist"),
+        &[],
+        &d.join("none"),
+    );
+    assert_eq!(status, 404);
+
+    // The published master list: `marty icao`, the Python oracle and the HTTP download agree.
+    let exported = p.json(d, &["pkd", "export-ml", "--out", "UT.ml", "--json"]);
+    assert_eq!(exported["countries"], serde_json::json!(["UT"]));
+    assert_eq!(exported["certificate_count"], 1);
+    let verified = p.json(
+        d,
+        &[
+            "icao",
+            "masterlist",
+            "verify",
+            "UT.ml",
+            "--root",
+            "csca.der",
+            "--json",
+        ],
+    );
+    assert_eq!(verified["verdict"], "VALID", "{verified}");
+    let (code, report, shown) = oracle(d, &["masterlist", "UT.ml", "--root", "csca.der"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the oracle refuses the master list: {report}\n{shown}"
+    );
+    let (code, _, shown) = p.marty(d, &["pkd", "export-ml", "--out", "UT.ml"]);
+    assert_eq!(code, Some(3), "an existing file is kept: {shown}");
+    let (status, headers, body) = curl_full(
+        &p.http_url("pkd", "/v1/pkd/masterlist"),
+        &[],
+        &d.join("got.ml"),
+    );
+    assert_eq!(status, 200, "{headers}");
+    assert!(
+        headers.contains("content-type: application/pkcs7-mime"),
+        "{headers}"
+    );
+    assert_eq!(body, std::fs::read(d.join("UT.ml")).unwrap());
+    let etag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (status, _, _) = curl_full(
+        &p.http_url("pkd", "/v1/pkd/masterlist"),
+        &["-H", &format!("If-None-Match: {etag}")],
+        &d.join("again.ml"),
+    );
+    assert_eq!(status, 304);
+    // A second export reuses the Master List Signer key (one key row, sealed).
+    p.json(d, &["pkd", "export-ml", "--out", "UT2.ml", "--json"]);
+    let keys = p
+        .query_one(
+            "marty_pkd",
+            "select count(*) as n, bool_and(encryption_scheme = 'envelope-aes-256-gcm/v1') as sealed from master_list_signer_keys",
+        )
+        .await;
+    assert_eq!(keys.get::<i64, _>("n"), 1);
+    assert!(keys.get::<bool, _>("sealed"));
+
+    // A synthetic download with the real German master list in it.
+    let summary = p.json(
+        d,
+        &[
+            "pkd",
+            "make-test-ldif",
+            "--dscs",
+            "400",
+            "--cscas",
+            "14",
+            "--include-ml",
+            &vectors("masterlist/DE_ML_2026-05-28-08-28-45.ml"),
+            "--out",
+            "pkd.ldif",
+            "--json",
+        ],
+    );
+    assert_eq!(summary["master_lists"], 15);
+    let de_root = vectors("masterlist/DE_ROOT_CA_CSCA07.cer");
+    let import = [
+        "pkd",
+        "import-ldif",
+        "pkd.ldif",
+        "--root",
+        "pkd.ldif.root.pem",
+        "--root",
+        de_root.as_str(),
+        "--json",
+    ];
+    let first = p.json(d, &import);
+    assert_eq!(
+        (
+            &first["master_lists"],
+            &first["certificates"],
+            &first["crls"]
+        ),
+        (
+            &serde_json::json!(15),
+            &serde_json::json!(400),
+            &serde_json::json!(14)
+        ),
+        "{first}"
+    );
+    let synthetic_rejects: Vec<&serde_json::Value> = first["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["subject"].as_str().unwrap_or_default().contains("c=DE"))
+        .collect();
+    assert!(synthetic_rejects.is_empty(), "{first}");
+    // 14 CSCAs, 400 DSCs and 14 CRLs of the synthetic countries, and the German CSCAs.
+    assert!(first["added"].as_u64().unwrap() >= 428 + 10, "{first}");
+    let xa = p.json(d, &["pkd", "list", "--country", "AA", "--json"]);
+    assert_eq!(xa["cscas"].as_array().unwrap().len(), 1, "{xa}");
+    assert_eq!(xa["crls"].as_array().unwrap().len(), 1, "{xa}");
+    assert!(
+        !p.json(d, &["pkd", "list", "--country", "DE", "--json"])["cscas"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let dsc_rows = p
+        .query_one(
+            "marty_pkd",
+            "select count(*) as n, count(*) filter (where revoked) as revoked,
+                    count(*) filter (where verified_by is null) as unverified
+               from certificates where source = 'ldif' and kind = 'document_signer'",
+        )
+        .await;
+    assert_eq!(dsc_rows.get::<i64, _>("n"), 400);
+    // Each synthetic CRL revokes one Document Signer.
+    assert_eq!(dsc_rows.get::<i64, _>("revoked"), 14);
+    assert_eq!(dsc_rows.get::<i64, _>("unverified"), 0);
+
+    // Again: nothing new, everything reported as a duplicate.
+    let second = p.json(d, &import);
+    assert_eq!(second["added"], 0, "{second}");
+    assert_eq!(
+        second["duplicates"].as_u64().unwrap(),
+        first["added"].as_u64().unwrap() + first["duplicates"].as_u64().unwrap(),
+        "{second}"
+    );
+
+    // Another download whose CSCAs nobody vouches for: its master lists fail against the
+    // roots given, and its certificates and CRLs chain to nothing stored.
+    p.json(
+        d,
+        &[
+            "pkd",
+            "make-test-ldif",
+            "--dscs",
+            "50",
+            "--cscas",
+            "5",
+            "--out",
+            "rogue.ldif",
+            "--json",
+        ],
+    );
+    let rogue = p.json(
+        d,
+        &[
+            "pkd",
+            "import-ldif",
+            "rogue.ldif",
+            "--root",
+            "pkd.ldif.root.pem",
+            "--json",
+        ],
+    );
+    assert_eq!(rogue["added"], 0, "{rogue}");
+    assert_eq!(rogue["rejected_total"], 5 + 50 + 5, "{rogue}");
+    let reasons: Vec<&str> = rogue["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("does not verify against the roots")),
+        "{rogue}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("no stored CSCA of")),
+        "{rogue}"
+    );
+    // With its own root, its master lists do verify — but a file read from a URL never is.
+    std::fs::write(
+        d.join("url.ldif"),
+        "dn: cn=x,o=dsc,c=XA,dc=data\nuserCertificate;binary:< file:///etc/passwd\n\n",
+    )
+    .unwrap();
+    let (code, _, shown) = p.marty(d, &["pkd", "import-ldif", "url.ldif"]);
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(shown.contains("never followed"), "{shown}");
+    let (code, _, shown) = p.marty(d, &["pkd", "import-ldif", "pkd.ldif"]);
+    assert_eq!(code, Some(3), "master lists need a root: {shown}");
+
+    // The published master list now carries the imported CSCAs too.
+    let exported = p.json(d, &["pkd", "export-ml", "--out", "all.ml", "--json"]);
+    assert!(
+        exported["certificate_count"].as_u64().unwrap() > 14,
+        "{exported}"
+    );
+    let (code, report, shown) = oracle(d, &["masterlist", "all.ml", "--root", "csca.der"]);
+    assert_eq!(code, Some(0), "{report}\n{shown}");
+    p.stop_all();
+}
+
+/// Issues passports until told to stop or the engine fails; returns how many succeeded.
+async fn issue_until_failure(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u32 {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return 0;
+    };
+    let mut client = pb::passport_engine_client::PassportEngineClient::new(channel);
+    let face = std::fs::read(repo().join("samples/face.jpg")).unwrap();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let r = client
+            .issue_passport(pb::IssuePassportRequest {
+                holder: Some(pb::Holder {
+                    primary_identifier: "Eriksson".into(),
+                    secondary_identifier: "Anna".into(),
+                    nationality: "UTO".into(),
+                    date_of_birth: "1974-08-12".into(),
+                    sex: "F".into(),
+                }),
+                date_of_expiry: (time::OffsetDateTime::now_utc().date()
+                    + time::Duration::days(3000))
+                .to_string(),
+                document_type: "P".into(),
+                document_number: String::new(),
+                face_image: face.clone(),
+            })
+            .await;
+        match r {
+            Ok(_) => n += 1,
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_engine_leaves_no_orphans_and_the_pkd_sees_each_event_once() {
+    let mut p = Four::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    p.country(d);
+
+    // kill -9 of the engine while four clients issue.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(issue_until_failure(
+                p.grpc_url("passport-engine"),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = p
+            .query_one(
+                "marty_passport_engine",
+                "select count(*) as n from passports",
+            )
+            .await
+            .get("n");
+        if n >= 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine issued only {n} passports"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.kill9("passport-engine");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for c in clients {
+        answered += c.await.unwrap();
+    }
+    p.spawn("passport-engine");
+    p.ready("passport-engine");
+
+    let passports = p
+        .uuids("marty_passport_engine", "select id from passports")
+        .await;
+    assert!(
+        passports.len() as u32 >= answered,
+        "an answered issuance was lost"
+    );
+    let announced = p
+        .uuids(
+            "marty_passport_engine",
+            "select (payload->>'passport_id')::uuid from outbox where event_type = 'passport_engine.passport.issued'",
+        )
+        .await;
+    assert_eq!(
+        passports, announced,
+        "a passport without its event, or an event without its passport"
+    );
+    // The relay publishes what the killed process had not; every event reaches NATS.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: i64 = p
+            .query_one(
+                "marty_passport_engine",
+                "select count(*) as n from outbox where published_at is null",
+            )
+            .await
+            .get("n");
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pending} events never published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_nats = issued_on_nats(&p.nats).await;
+    assert_eq!(
+        on_nats, passports,
+        "NATS and the engine's database disagree"
+    );
+    // Every stored passport verifies: none holds a partial or foreign SOD.
+    let channel = tonic::transport::Endpoint::from_shared(p.grpc_url("passport-engine"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut engine = pb::passport_engine_client::PassportEngineClient::new(channel);
+    for id in &passports {
+        let stored = engine
+            .get_passport(pb::GetPassportRequest {
+                id: id.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut request = pb::VerifyPassportRequest::default();
+        for f in stored.files {
+            match f.name.as_str() {
+                "EF.SOD" => request.ef_sod = f.content,
+                "EF.COM" => {}
+                _ => request.data_groups.push(f.content),
+            }
+        }
+        assert!(!request.ef_sod.is_empty(), "passport {id} has no EF.SOD");
+        let report = engine.verify_passport(request).await.unwrap().into_inner();
+        assert_eq!(report.verdict, "VALID", "passport {id}: {report:?}");
+    }
+
+    // The PKD stopped hard while the CSCA rolls over and issues a CRL; then NATS restarted
+    // while it issues another: every CSCA event takes effect in the PKD once.
+    p.kill9("pkd");
+    p.json(d, &["csca", "rollover", "--country", "UT", "--json"]);
+    p.json(d, &["csca", "crl", "--country", "UT", "--issue", "--json"]);
+    p.spawn("pkd");
+    p.ready("pkd");
+    p.nats.stop();
+    p.json(d, &["csca", "crl", "--country", "UT", "--issue", "--json"]);
+    p.nats.restart();
+    let csca_events = p
+        .uuids(
+            "marty_csca",
+            "select event_id from outbox where event_type like 'csca.%'",
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = p
+            .uuids(
+                "marty_pkd",
+                "select event_id from inbox where event_type like 'csca.%'",
+            )
+            .await;
+        if seen == csca_events {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PKD saw {} of {} CSCA events",
+            seen.intersection(&csca_events).count(),
+            csca_events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let parked: i64 = p
+        .query_one("marty_pkd", "select count(*) as n from inbox_parked")
+        .await
+        .get("n");
+    assert_eq!(parked, 0);
+    // The effect, once each: the CSCA's certificates and CRLs, no more, no fewer.
+    let csca_side = p
+        .query_one(
+            "marty_csca",
+            "select (select count(*) from certificates where kind in ('csca', 'link')) as certs,
+                    (select count(*) from crls) as crls",
+        )
+        .await;
+    let pkd_side = p
+        .query_one(
+            "marty_pkd",
+            "select (select count(*) from certificates where kind in ('csca', 'link') and source = 'local_event') as certs,
+                    (select count(*) from crls where source = 'local_event') as crls",
+        )
+        .await;
+    assert_eq!(csca_side.get::<i64, _>("certs"), 3, "CSCA, new CSCA, link");
+    assert_eq!(
+        csca_side.get::<i64, _>("certs"),
+        pkd_side.get::<i64, _>("certs")
+    );
+    assert_eq!(
+        csca_side.get::<i64, _>("crls"),
+        pkd_side.get::<i64, _>("crls")
+    );
+    p.stop_all();
+}
+
+/// The passport ids of every `passport_engine.passport.issued` message on the stream.
+async fn issued_on_nats(nats: &TestNats) -> BTreeSet<uuid::Uuid> {
+    use futures::StreamExt;
+    let js = nats.jetstream().await;
+    let stream = js.get_stream("MARTY").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: "marty.passport_engine.passport.issued".into(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pending = consumer.clone().info().await.unwrap().num_pending as usize;
+    let mut ids = BTreeSet::new();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(pending.max(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut read = 0;
+    while read < pending {
+        let Some(m) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        let m = m.unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        ids.insert(
+            envelope["payload"]["passport_id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        read += 1;
+    }
+    ids
+}
