@@ -60,9 +60,14 @@ enum Command {
     /// Issue and verify passports through the running Passport Engine (gRPC).
     #[command(subcommand)]
     Passport(crate::platform::PassportCommand),
-    /// Operate the running PKD: import master lists and CRLs, list trust material (gRPC).
+    /// Operate the running PKD: import master lists, CRLs and LDIF downloads, publish a
+    /// master list, list trust material (gRPC).
     #[command(subcommand)]
     Pkd(crate::platform::PkdCommand),
+    /// Load the running platform: issuance or verification throughput and latency through
+    /// the Passport Engine's gRPC API.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 impl Cli {
@@ -272,6 +277,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Signer(command) => crate::operate::signer(command).await,
         Command::Passport(command) => crate::platform::passport(command).await,
         Command::Pkd(command) => crate::platform::pkd(command).await,
+        Command::Bench(command) => crate::bench::run(command).await,
     };
     result.map_err(Failure::classify)
 }

@@ -144,12 +144,16 @@ pub enum PkdCommand {
         /// Document Signer certificates in all.
         #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         dscs: u32,
-        /// CSCAs (one per synthetic country, two for every tenth).
+        /// CSCAs, dealt in turn over the 41 synthetic countries (300 gives about 7 each).
         #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=600))]
         cscas: u32,
-        /// A real master list to include as it is (e.g. the German one).
+        /// A real master list to include as it is (e.g. the German one); repeatable.
         #[arg(long)]
         include_ml: Vec<PathBuf>,
+        /// A real CRL to include as it is (e.g. the Dutch one, whose CSCA the German master
+        /// list carries); repeatable.
+        #[arg(long)]
+        include_crl: Vec<PathBuf>,
         /// The LDIF file to write; the test root is written beside it as <out>.root.pem.
         #[arg(long)]
         out: PathBuf,
@@ -613,10 +617,11 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
             dscs,
             cscas,
             include_ml,
+            include_crl,
             out,
             force,
             json,
-        } => crate::test_ldif::make(dscs, cscas, &include_ml, &out, force, json),
+        } => crate::test_ldif::make(dscs, cscas, &include_ml, &include_crl, &out, force, json),
         PkdCommand::List {
             country,
             url,

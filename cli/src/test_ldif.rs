@@ -14,6 +14,7 @@
 //!
 //! The work runs on every core; nothing here touches a service or a database.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -153,6 +154,10 @@ struct Summary {
     crls: usize,
     master_lists: usize,
     csca_keys: Vec<(String, usize)>,
+    /// Signatures an import verifies, by the signing key's kind (the DSCs and CRLs by their
+    /// CSCA's, each synthetic master list's CMS signature and signer certificate by the test
+    /// root's); the included real lists are not counted.
+    verifications: BTreeMap<String, usize>,
     seconds: f64,
 }
 
@@ -160,6 +165,7 @@ pub fn make(
     dscs: u32,
     cscas: u32,
     include_ml: &[PathBuf],
+    include_crl: &[PathBuf],
     out: &Path,
     force: bool,
     json: bool,
@@ -167,6 +173,18 @@ pub fn make(
     let root_path = PathBuf::from(format!("{}.root.pem", out.display()));
     refuse_existing(out, force).map_err(crate::operate::InputError::from)?;
     refuse_existing(&root_path, force).map_err(crate::operate::InputError::from)?;
+    let read_all = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| {
+                let bytes =
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+                marty_icao::inputs::decode_pem(&bytes).map_err(|e| anyhow!("{}: {e}", p.display()))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(crate::operate::InputError::from)
+    };
+    let included_crls = read_all(include_crl)?;
     let included = include_ml
         .iter()
         .map(|p| {
@@ -337,6 +355,25 @@ pub fn make(
             ],
         );
     }
+    for (i, der) in included_crls.iter().enumerate() {
+        let crl = marty_icao::crl::Crl::from_der(der).map_err(|e| {
+            crate::operate::InputError::from(anyhow!("--include-crl {}: {e}", i + 1))
+        })?;
+        let country = crl.issuer.country().unwrap_or("ZZ").to_ascii_uppercase();
+        write_entry(
+            &mut ldif,
+            &format!(
+                "cn={},o=crl,c={country},{LDIF_BASE}",
+                rdn(&crl.issuer.to_string())
+            ),
+            &[
+                ("objectClass", b"top"),
+                ("objectClass", b"cRLDistributionPoint"),
+                ("objectClass", b"pkdDownload"),
+                ("certificateRevocationList;binary", der),
+            ],
+        );
+    }
     write_der(out, &ldif, force)?;
     write_der(
         &root_path,
@@ -355,6 +392,20 @@ pub fn make(
         .filter(|(_, n)| *n > 0)
         .collect();
     keys.sort();
+    let mut verifications: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..dscs {
+        *verifications
+            .entry(CSCA_KEYS[(i % cscas) % CSCA_KEYS.len()].to_owned())
+            .or_default() += 1;
+    }
+    for i in 0..cscas {
+        *verifications
+            .entry(CSCA_KEYS[i % CSCA_KEYS.len()].to_owned())
+            .or_default() += 1;
+    }
+    *verifications
+        .entry("ec:P-256:named".to_owned())
+        .or_default() += 2 * lists.len();
     let summary = Summary {
         file: out.to_path_buf(),
         root: root_path,
@@ -362,9 +413,10 @@ pub fn make(
         cscas,
         countries: countries.len().min(cscas),
         document_signers: dscs,
-        crls: crls.len(),
+        crls: crls.len() + included_crls.len(),
         master_lists: lists.len() + included.len(),
         csca_keys: keys,
+        verifications,
         seconds: started.elapsed().as_secs_f64(),
     };
     if json {

@@ -230,8 +230,15 @@ impl Iterator for LogicalLines<'_> {
     type Item = Result<(usize, Vec<u8>), LdifError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let first = self.physical()?.to_vec();
+        let first = self.physical()?;
+        let first = (first.len() <= MAX_LINE_BYTES).then(|| first.to_vec());
         let start = self.line;
+        let Some(first) = first else {
+            return Some(Err(bad(
+                start,
+                format!("a line longer than {MAX_LINE_BYTES} bytes"),
+            )));
+        };
         if first.starts_with(b" ") {
             return Some(Err(bad(
                 start,

@@ -110,6 +110,11 @@ pub struct PaReport {
     pub data_groups: Vec<DataGroupResult>,
     pub mrz: Option<MrzResult>,
     pub warnings: Vec<String>,
+    /// The DSC's path came from the trust store's memory of an earlier verification (same
+    /// DSC bytes, same trust material, inspection time inside both certificates' validity):
+    /// only the SOD's signature was checked now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chain_from_cache: bool,
 }
 
 /// Runs Passive Authentication of `sod` and `data_groups` (number, file bytes) at `at`.
@@ -170,6 +175,7 @@ fn run(
         data_groups: Vec::new(),
         mrz: None,
         warnings: Vec::new(),
+        chain_from_cache: false,
     };
     let check = |report: &mut PaReport, name: &'static str, status: CheckStatus, detail: String| {
         report.checks.push(Check {
@@ -337,7 +343,16 @@ fn run(
             PathOutcome::AnchorNotFound | PathOutcome::CannotVerify => CheckStatus::Indeterminate,
             _ => CheckStatus::Failed,
         };
-        check(&mut report, "certificate_path", status, path.reason.clone());
+        report.chain_from_cache = path.from_cache;
+        let detail = if path.from_cache {
+            format!(
+                "{} (verified before against the same trust material)",
+                path.reason
+            )
+        } else {
+            path.reason.clone()
+        };
+        check(&mut report, "certificate_path", status, detail);
         if path.outcome == PathOutcome::Valid {
             match trust.revocation(dsc, at) {
                 Revocation::Good { reason } => {

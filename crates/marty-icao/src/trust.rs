@@ -73,6 +73,44 @@ pub struct TrustStore {
     pub crls: Vec<Crl>,
     /// Certificates given to the store that could not be trusted, with why.
     pub rejected: Vec<(Certificate, String)>,
+    /// What this store has verified already (the warm path of a long-lived store).
+    memo: MemoSlot,
+}
+
+/// A store's memory: a clone starts with none, since its anchors and CRLs may then change.
+#[derive(Debug, Default)]
+struct MemoSlot(Memo);
+
+impl Clone for MemoSlot {
+    fn clone(&self) -> Self {
+        MemoSlot::default()
+    }
+}
+
+impl std::ops::Deref for MemoSlot {
+    type Target = Memo;
+    fn deref(&self) -> &Memo {
+        &self.0
+    }
+}
+
+/// Most DSC paths one store remembers; beyond, it starts afresh.
+const MEMO_PATHS: usize = 50_000;
+
+/// A valid path: the result, and the span of inspection times it holds for.
+type RememberedPath = (PathValidation, OffsetDateTime, OffsetDateTime);
+
+/// Results that depend only on the store's material and the certificate's bytes, so that a
+/// long-lived store (a verifier's cache of one trust material version) checks each DSC's path
+/// and each CRL's signature once. A path is reused only while the inspection time lies inside
+/// the validity of both the DSC and the anchor that verified it, the only part of a valid
+/// result that depends on the time.
+#[derive(Debug, Default)]
+struct Memo {
+    /// DSC fingerprint → its valid path.
+    paths: std::sync::Mutex<std::collections::HashMap<Vec<u8>, RememberedPath>>,
+    /// CRL index → whether an anchor of its country verified its signature.
+    crls: std::sync::Mutex<std::collections::HashMap<usize, bool>>,
 }
 
 impl TrustStore {
@@ -82,6 +120,7 @@ impl TrustStore {
             anchors: Vec::new(),
             crls,
             rejected: Vec::new(),
+            memo: Default::default(),
         };
         let mut pending = Vec::new();
         for cert in certificates {
@@ -177,8 +216,41 @@ impl TrustStore {
 
     /// Validates a DSC at `at`: anchor by AKI, signature, validity of both, key usage, critical
     /// extensions.
+    ///
+    /// A path this store validated before for the same DSC bytes is reused while `at` lies
+    /// inside the validity of the DSC and of its anchor: no signature is checked again, and
+    /// [`PathValidation::from_cache`] says so.
     pub fn validate(&self, dsc: &Certificate, at: OffsetDateTime) -> PathValidation {
-        self.validate_signer(dsc, at, SignerRole::DocumentSigner)
+        let fingerprint = dsc.fingerprint_sha256();
+        if let Some((v, from, until)) = self
+            .memo
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fingerprint)
+            && *from <= at
+            && at <= *until
+        {
+            let mut v = v.clone();
+            v.from_cache = true;
+            return v;
+        }
+        let v = self.validate_signer(dsc, at, SignerRole::DocumentSigner);
+        let anchor = v.anchor.as_ref().and_then(|summary| {
+            self.anchors
+                .iter()
+                .find(|a| a.summary.fingerprint_sha256 == summary.fingerprint_sha256)
+        });
+        if let Some(anchor) = anchor.filter(|_| v.outcome == PathOutcome::Valid) {
+            let from = dsc.not_before.max(anchor.cert.not_before);
+            let until = dsc.not_after.min(anchor.cert.not_after);
+            let mut paths = self.memo.paths.lock().unwrap_or_else(|e| e.into_inner());
+            if paths.len() >= MEMO_PATHS {
+                paths.clear();
+            }
+            paths.insert(fingerprint, (v.clone(), from, until));
+        }
+        v
     }
 
     /// Validates a certificate issued by a CSCA — a DSC or a Master List Signer — at `at`.
@@ -371,14 +443,34 @@ impl TrustStore {
         crls.sort_by_key(|c| std::cmp::Reverse(c.this_update));
         // The newest CRL of the country is the current one.
         if let Some(crl) = crls.first() {
-            let verified = self
-                .anchors
+            let index = self
+                .crls
                 .iter()
-                .filter(|a| {
-                    a.cert.subject.country().map(str::to_ascii_uppercase)
-                        == crl.issuer.country().map(str::to_ascii_uppercase)
-                })
-                .any(|a| crl.verify_signature(&a.cert).is_ok());
+                .position(|c| std::ptr::eq(c, *crl))
+                .unwrap_or(usize::MAX);
+            let remembered = self
+                .memo
+                .crls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&index)
+                .copied();
+            let verified = remembered.unwrap_or_else(|| {
+                let verified = self
+                    .anchors
+                    .iter()
+                    .filter(|a| {
+                        a.cert.subject.country().map(str::to_ascii_uppercase)
+                            == crl.issuer.country().map(str::to_ascii_uppercase)
+                    })
+                    .any(|a| crl.verify_signature(&a.cert).is_ok());
+                self.memo
+                    .crls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(index, verified);
+                verified
+            });
             if !verified {
                 return Revocation::Indeterminate {
                     reason: format!(
@@ -473,6 +565,9 @@ pub struct PathValidation {
     pub anchor_mrz_codes: Vec<String>,
     pub anchor_source: Option<AnchorSource>,
     pub warnings: Vec<String>,
+    /// The store had verified this very path before (see [`TrustStore::validate`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -191,7 +191,7 @@ impl PassportEngine for Api {
                 })
                 .collect(),
             report_json,
-            chain_from_cache: false,
+            chain_from_cache: v.chain_from_cache,
             trust_from_cache: v.trust_from_cache,
             trust_version: v.trust_version,
             request_id: v.request_id.to_string(),

@@ -19,6 +19,8 @@
 //! a cached entry up to [`TRUST_STALE_LIMIT`] old is used and the report says so; with nothing
 //! cached the verdict is INDETERMINATE — never VALID on missing evidence.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use marty_icao::algo::DigestAlgorithm;
@@ -68,14 +70,32 @@ pub struct Holder {
 pub struct Verification {
     pub report: PaReport,
     pub trust_from_cache: bool,
+    /// The DSC's path to its CSCA was verified before against the same trust material.
+    pub chain_from_cache: bool,
     pub trust_version: String,
     pub request_id: Uuid,
 }
 
+/// A trust store and the version of the material it was built from.
+type VersionedStore = (String, Arc<TrustStore>);
+
 #[derive(Debug, Clone)]
 pub struct Engine {
     ctx: ServiceContext,
+    /// Trust stores built from cached trust material, per country, with the material's
+    /// version: while the version is unchanged the store (its parsed certificates and CRLs,
+    /// and the paths and CRL signatures it verified) serves every verification — the warm
+    /// path. The database's cache stays the truth: a new version replaces the store.
+    stores: Arc<Mutex<HashMap<String, VersionedStore>>>,
+    /// The Document Signer's country per document type, as it last answered, for
+    /// [`SIGNER_COUNTRY_TTL`]: the issuing State rarely changes, and asking on every
+    /// issuance costs a round trip and a query there. The signature itself always comes from
+    /// the signer active at that moment.
+    signer_country: Arc<Mutex<HashMap<String, (String, std::time::Instant)>>>,
 }
+
+/// How long the engine trusts its memory of the Document Signer's country.
+const SIGNER_COUNTRY_TTL: StdDuration = StdDuration::from_secs(30);
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> EngineError {
     EngineError::InvalidArgument(format!("{field}: {why}"))
@@ -155,7 +175,11 @@ fn holder_field(e: &MrzError, primary: &str) -> &'static str {
 
 impl Engine {
     pub fn new(ctx: ServiceContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            stores: Default::default(),
+            signer_country: Default::default(),
+        }
     }
 
     fn signer_client(
@@ -268,21 +292,11 @@ impl Engine {
         }
         // The issuing State: the active signer's country.
         let mut signer_client = self.signer_client()?;
-        let active = signer_client
-            .get_active_signer(signer::GetActiveSignerRequest {
-                country: String::new(),
-                document_type: document_type.clone(),
-            })
-            .await
-            .map_err(|s| peer("Document Signer", s))?
-            .into_inner();
-        let issuing_state = marty_icao::country::mrz_code_for(&active.country)
-            .ok_or_else(|| {
-                internal(format!(
-                    "no MRZ code for the signer's country {}",
-                    active.country
-                ))
-            })?
+        let country = self
+            .signer_country(&mut signer_client, &document_type)
+            .await?;
+        let issuing_state = marty_icao::country::mrz_code_for(&country)
+            .ok_or_else(|| internal(format!("no MRZ code for the signer's country {country}")))?
             .to_owned();
         let builder = MrzBuilder {
             format: MrzFormat::Td3,
@@ -333,7 +347,7 @@ impl Engine {
                 ],
                 lds_version: LDS_VERSION.into(),
                 document_reference: document_number.clone(),
-                country: active.country.clone(),
+                country: country.clone(),
                 document_type: document_type.clone(),
                 signing_time: true,
             })
@@ -462,6 +476,27 @@ impl Engine {
         .await;
         match fetched {
             Ok(m) => {
+                // What the CSCA announced must be in it, or it is neither cached nor used.
+                let expectations = store::expectations(&mut conn, country).await?;
+                let (met, unmet): (Vec<_>, Vec<_>) =
+                    expectations.iter().partition(|e| expectation_met(e, &m));
+                let (overdue, waiting): (Vec<_>, Vec<_>) = unmet
+                    .into_iter()
+                    .partition(|e| now - e.announced_at > EXPECTATION_WAIT);
+                for e in &overdue {
+                    tracing::warn!(%country, expectation = ?e, "the PKD never showed what an event announced; expectation dropped");
+                }
+                if !waiting.is_empty() {
+                    notes.push(format!(
+                        "the PKD has not yet learnt what the CSCA announced for {country} ({}): its trust material is not used until it has",
+                        waiting.iter().map(|e| describe_expectation(e)).collect::<Vec<_>>().join("; ")
+                    ));
+                    return Ok(None);
+                }
+                let done: Vec<i64> = met.iter().chain(&overdue).map(|e| e.id).collect();
+                if !done.is_empty() {
+                    store::met(&mut conn, &done).await?;
+                }
                 let certificates = marty_runtime::untrusted(move || {
                     unrevoked_keys(
                         m.cscas
@@ -499,6 +534,74 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The country of the Document Signer's active signer for `document_type`.
+    async fn signer_country(
+        &self,
+        client: &mut signer::document_signer_client::DocumentSignerClient<
+            tonic::transport::Channel,
+        >,
+        document_type: &str,
+    ) -> Result<String> {
+        if let Some((country, at)) = self
+            .signer_country
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(document_type)
+            && at.elapsed() < SIGNER_COUNTRY_TTL
+        {
+            return Ok(country.clone());
+        }
+        let active = client
+            .get_active_signer(signer::GetActiveSignerRequest {
+                country: String::new(),
+                document_type: document_type.to_owned(),
+            })
+            .await
+            .map_err(|s| peer("Document Signer", s))?
+            .into_inner();
+        self.signer_country
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                document_type.to_owned(),
+                (active.country.clone(), std::time::Instant::now()),
+            );
+        Ok(active.country)
+    }
+
+    /// The trust store of `country`'s material `t`: the one built before for this version, or
+    /// a new one.
+    async fn trust_store(&self, country: &str, t: &CachedTrust) -> Result<Arc<TrustStore>> {
+        if let Some((version, store)) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(country)
+            && *version == t.version
+        {
+            return Ok(store.clone());
+        }
+        let (certificates, crls) = (t.certificates.clone(), t.crls.clone());
+        let store = marty_runtime::untrusted(move || {
+            Arc::new(TrustStore::new(
+                certificates
+                    .iter()
+                    .filter_map(|d| Certificate::from_der(d).ok())
+                    .collect(),
+                crls.iter().filter_map(|d| Crl::from_der(d).ok()).collect(),
+            ))
+        })
+        .await
+        .map_err(internal)?;
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        // One store per country at most; a bounded number of countries.
+        if stores.len() >= 512 && !stores.contains_key(country) {
+            stores.clear();
+        }
+        stores.insert(country.to_owned(), (t.version.clone(), store.clone()));
+        Ok(store)
     }
 
     /// Passive Authentication of `ef_sod` and `data_groups` at `at`, recorded.
@@ -555,20 +658,11 @@ impl Engine {
             .map(|t| t.version.clone())
             .unwrap_or_default();
         let sod = ef_sod.clone();
+        let store = match (&country, &trust) {
+            (Some(c), Some(t)) => self.trust_store(c, t).await?,
+            _ => Arc::new(TrustStore::new(vec![], vec![])),
+        };
         let mut report = marty_runtime::untrusted(move || {
-            let store = match &trust {
-                Some(t) => TrustStore::new(
-                    t.certificates
-                        .iter()
-                        .filter_map(|d| Certificate::from_der(d).ok())
-                        .collect(),
-                    t.crls
-                        .iter()
-                        .filter_map(|d| Crl::from_der(d).ok())
-                        .collect(),
-                ),
-                None => TrustStore::new(vec![], vec![]),
-            };
             pa::passive_authentication(&sod, &numbered, &store, at, false)
         })
         .await
@@ -597,6 +691,7 @@ impl Engine {
         )
         .await?;
         Ok(Verification {
+            chain_from_cache: report.chain_from_cache,
             report,
             trust_from_cache,
             trust_version,
@@ -605,8 +700,47 @@ impl Engine {
     }
 }
 
+/// How long an expectation may wait for the PKD before it is dropped.
+const EXPECTATION_WAIT: Duration = Duration::minutes(2);
+
+/// Two non-negative decimal numbers: `a >= b`.
+fn decimal_ge(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) >= (b.len(), b)
+}
+
+fn expectation_met(e: &store::Expectation, m: &pkd::TrustMaterial) -> bool {
+    if let Some(n) = &e.min_crl_number {
+        let aki = e.crl_authority_key.as_deref().map(marty_icao::hex::encode);
+        return m.crls.iter().any(|c| {
+            decimal_ge(&c.crl_number, n)
+                && aki
+                    .as_ref()
+                    .is_none_or(|k| c.authority_key_identifier_hex.eq_ignore_ascii_case(k))
+        });
+    }
+    if let Some(fp) = &e.revoked_fingerprint {
+        let fp = marty_icao::hex::encode(fp);
+        return m
+            .cscas
+            .iter()
+            .chain(&m.links)
+            .any(|c| c.revoked && c.fingerprint_sha256.eq_ignore_ascii_case(&fp));
+    }
+    true
+}
+
+fn describe_expectation(e: &store::Expectation) -> String {
+    match (&e.min_crl_number, &e.revoked_fingerprint) {
+        (Some(n), _) => format!("CRL number {n}"),
+        (_, Some(fp)) => format!("the revocation of {}", marty_icao::hex::encode(fp)),
+        _ => "an update".into(),
+    }
+}
+
 /// `csca.crl.issued` / `csca.certificate.revoked`: the country's cached trust material is
-/// stale from this event on.
+/// stale from this event on, and what the event announced is expected in the next material
+/// the PKD returns (see `trust_expectations`).
 #[derive(Debug, Clone)]
 pub struct TrustInvalidation;
 
@@ -616,10 +750,52 @@ impl marty_events::Handler for TrustInvalidation {
         tx: &mut sqlx::PgConnection,
         event: &marty_events::Envelope,
     ) -> std::result::Result<(), String> {
-        if let Some(country) = event.payload["country"].as_str() {
+        if let Some(country) = event.payload["country"]
+            .as_str()
+            .map(str::to_ascii_uppercase)
+            .filter(|c| marty_icao::country::is_alpha2(c))
+        {
+            let country = country.as_str();
             store::invalidate(tx, country)
                 .await
                 .map_err(|e| format!("invalidating trust material: {e}"))?;
+            let p = &event.payload;
+            let db = |e: sqlx::Error| format!("recording what the event announced: {e}");
+            match event.event_type.as_str() {
+                "csca.crl.issued" => {
+                    if let Some(n) = p["crl_number"].as_str().filter(|n| {
+                        !n.is_empty() && n.len() <= 48 && n.bytes().all(|b| b.is_ascii_digit())
+                    }) {
+                        let der = p["der"]
+                            .as_str()
+                            .and_then(|b| openssl::base64::decode_block(b).ok())
+                            .unwrap_or_default();
+                        let aki = marty_runtime::untrusted(move || {
+                            Crl::from_der(&der).ok().and_then(|c| c.authority_key_id)
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        store::expect(tx, country, Some((n, aki.as_deref())), None, event.id)
+                            .await
+                            .map_err(db)?;
+                    }
+                }
+                "csca.certificate.revoked"
+                    if matches!(p["type"].as_str(), Some("csca" | "link")) =>
+                {
+                    if let Some(fp) = p["fingerprint_sha256"]
+                        .as_str()
+                        .and_then(|h| marty_icao::hex::decode(h).ok())
+                        .filter(|f| f.len() == 32)
+                    {
+                        store::expect(tx, country, None, Some(&fp), event.id)
+                            .await
+                            .map_err(db)?;
+                    }
+                }
+                _ => {}
+            }
             tracing::info!(%country, event = %event.event_type, "cached trust material invalidated");
         }
         Ok(())

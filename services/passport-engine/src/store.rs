@@ -237,6 +237,74 @@ pub async fn store_trust(
 
 /// Forgets a country's cached trust material and verified chains (a CRL or a revocation
 /// changed it).
+/// What the PKD's material of a country must show before it is cached again.
+#[derive(Debug, Clone)]
+pub struct Expectation {
+    pub id: i64,
+    /// A CRL of the country with at least this number (decimal).
+    pub min_crl_number: Option<String>,
+    /// … by the key with this identifier (any key of the country when `None`).
+    pub crl_authority_key: Option<Vec<u8>>,
+    /// A CSCA or link certificate with this fingerprint, marked revoked.
+    pub revoked_fingerprint: Option<Vec<u8>>,
+    pub announced_at: OffsetDateTime,
+}
+
+pub async fn expect(
+    conn: &mut PgConnection,
+    country: &str,
+    min_crl_number: Option<(&str, Option<&[u8]>)>,
+    revoked_fingerprint: Option<&[u8]>,
+    event_id: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into trust_expectations (country_code, min_crl_number, crl_authority_key,
+             revoked_fingerprint, event_id)
+         values ($1, $2::numeric, $3, $4, $5)",
+    )
+    .bind(country)
+    .bind(min_crl_number.map(|(n, _)| n))
+    .bind(min_crl_number.and_then(|(_, aki)| aki))
+    .bind(revoked_fingerprint)
+    .bind(event_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn expectations(
+    conn: &mut PgConnection,
+    country: &str,
+) -> Result<Vec<Expectation>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select id, min_crl_number::text as min_crl_number, crl_authority_key,
+                revoked_fingerprint, announced_at
+           from trust_expectations where country_code = $1 order by id",
+    )
+    .bind(country)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Expectation {
+                id: r.try_get("id")?,
+                min_crl_number: r.try_get("min_crl_number")?,
+                crl_authority_key: r.try_get("crl_authority_key")?,
+                revoked_fingerprint: r.try_get("revoked_fingerprint")?,
+                announced_at: r.try_get("announced_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn met(conn: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from trust_expectations where id = any($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn invalidate(conn: &mut PgConnection, country: &str) -> Result<(), sqlx::Error> {
     sqlx::query("delete from trust_cache where country_code = $1")
         .bind(country)

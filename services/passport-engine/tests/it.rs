@@ -214,6 +214,11 @@ async fn issue_verify_tamper_revoke() {
     let report = p.verify(verify_request(&passport)).await;
     assert_eq!(report.verdict, "VALID", "{}", report.report_json);
     assert!(!report.trust_version.is_empty());
+    assert!(
+        !report.chain_from_cache,
+        "the first verification checks the path"
+    );
+    let first_version = report.trust_version.clone();
 
     // One byte of DG1 changed: INVALID, naming DG1.
     let mut tampered = verify_request(&passport);
@@ -221,6 +226,14 @@ async fn issue_verify_tamper_revoke() {
     tampered.data_groups[0][last] ^= 0x01;
     let report = p.verify(tampered).await;
     assert_eq!(report.verdict, "INVALID", "{}", report.report_json);
+    // The same DSC under the same trust material: the warm path, and the report says so.
+    assert!(report.chain_from_cache, "{}", report.report_json);
+    assert_eq!(report.trust_version, first_version);
+    assert!(
+        report
+            .report_json
+            .contains("verified before against the same trust material")
+    );
     let json: serde_json::Value = serde_json::from_str(&report.report_json).unwrap();
     let dg1 = json["data_groups"]
         .as_array()
@@ -246,6 +259,15 @@ async fn issue_verify_tamper_revoke() {
     .await
     .unwrap();
     assert_eq!((passports, events), (1, 1));
+    // Outside the DSC's validity the remembered path does not hold: checked again, refused.
+    let mut later = verify_request(&passport);
+    later.at = Some(prost_types::Timestamp {
+        seconds: 4_102_444_800, // 2100-01-01
+        nanos: 0,
+    });
+    let report = p.verify(later).await;
+    assert_ne!(report.verdict, "VALID", "{}", report.report_json);
+    assert!(!report.chain_from_cache, "{}", report.report_json);
 
     // Revoke the DSC at the CSCA: the CRL reaches the PKD by event, the engine's cache is
     // invalidated by the same event, and the engine reports the revocation.
@@ -283,6 +305,9 @@ async fn issue_verify_tamper_revoke() {
                 "{}",
                 report.report_json
             );
+            // New trust material: nothing remembered from the old one.
+            assert_ne!(report.trust_version, first_version);
+            assert!(!report.chain_from_cache, "{}", report.report_json);
             break;
         }
         assert!(
@@ -688,8 +713,10 @@ async fn forged_events_are_parked_not_trusted() {
     )
     .unwrap();
     let fake_ut = Rogue::new("UT", "UTO").csca;
+    // …and a CSCA for UV, a country this platform does not serve yet.
+    let fake_uv = Rogue::new("UV", "UVX");
     let ml = marty_icao::masterlist::build(
-        &[fake_ut, root.csca.clone()],
+        &[fake_ut, fake_uv.csca.clone(), root.csca.clone()],
         &signer,
         &root.csca,
         &ml_key.private,
@@ -710,12 +737,140 @@ async fn forged_events_are_parked_not_trusted() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(report.added, 1, "{report:?}");
+    assert_eq!(report.added, 2, "{report:?}");
     assert_eq!(report.rejected.len(), 1, "{report:?}");
     assert!(
         report.rejected[0].reason.contains("own country"),
         "{report:?}"
     );
+
+    // The platform starts to serve UV: from then on only its own UV CSCA is trust, whatever
+    // the master list brought before, and a CRL signed by the planted key changes nothing.
+    let own_uv = p
+        .csca
+        .csca()
+        .await
+        .create_csca(csca_pb::CreateCscaRequest {
+            country: "UV".into(),
+            mrz_country: "UVX".into(),
+            key_spec: "ec:P-256:named".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pkd = p.pkd().pkd().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let uv = loop {
+        let m = pkd
+            .get_trust_material(pkd_pb::GetTrustMaterialRequest {
+                country: "UV".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if m.cscas
+            .iter()
+            .any(|c| c.source == pkd_pb::Source::LocalEvent as i32)
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the PKD never learnt UV's CSCA");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        uv.cscas.len(),
+        1,
+        "the planted UV CSCA is still trusted: {:?}",
+        uv.cscas
+    );
+    let own_serial = own_uv.certificate.unwrap().serial_hex;
+    let alg = marty_icao::algo::default_signature_algorithm(
+        &fake_uv.key.private,
+        marty_icao::algo::DigestAlgorithm::Sha256,
+        false,
+    );
+    let rogue_crl = marty_icao::crl::build(
+        &fake_uv.csca,
+        &fake_uv.key.private,
+        &alg,
+        now - time::Duration::minutes(1),
+        now + time::Duration::days(1),
+        99,
+        &[(marty_icao::hex::decode(&own_serial).unwrap(), now)],
+    )
+    .unwrap();
+    let refused = pkd
+        .import_crl(pkd_pb::ImportCrlRequest {
+            crl: rogue_crl,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let uv = pkd
+        .get_trust_material(pkd_pb::GetTrustMaterialRequest {
+            country: "UV".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !uv.cscas[0].revoked,
+        "a foreign key revoked this platform's CSCA"
+    );
+    // A CRL that a stored CSCA (XK's) signed but that the schema cannot hold is refused by
+    // name, not as an internal error.
+    let xk_alg = root.key.signature_algorithm();
+    let same_time =
+        marty_icao::crl::build(&root.csca, &root.key.private, &xk_alg, now, now, 1, &[]).unwrap();
+    let refused = pkd
+        .import_crl(pkd_pb::ImportCrlRequest {
+            crl: same_time,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("nextUpdate"), "{refused:?}");
+
+    // A CRL announced for UT that the PKD never learns (forged here; in life, one the PKD has
+    // not processed yet): the engine trusts no material that lacks it, and says why.
+    let passport = p.issue().await;
+    assert_eq!(p.verify(verify_request(&passport)).await.verdict, "VALID");
+    let mut announced = forge(b"");
+    announced.event_type = "csca.crl.issued".into();
+    announced.key = "crl:UT".into();
+    announced.payload = serde_json::json!({ "country": "UT", "crl_number": "999999" });
+    js.publish(
+        announced.subject(),
+        serde_json::to_vec(&announced).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = p.verify(verify_request(&passport)).await;
+        if report.verdict == "INDETERMINATE" {
+            assert!(
+                report.report_json.contains("has not yet learnt")
+                    && report.report_json.contains("CRL number 999999"),
+                "{}",
+                report.report_json
+            );
+            break;
+        }
+        assert_eq!(report.verdict, "VALID", "{}", report.report_json);
+        assert!(
+            Instant::now() < deadline,
+            "the announcement never reached the engine"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A revoked CSCA anchors nothing: the PKD learns the revocation (confirmed with the CSCA

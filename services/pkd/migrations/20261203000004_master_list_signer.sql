@@ -27,3 +27,7 @@ create table master_list_signer_keys (
 );
 
 create index pkd_mls_keys_country_ix on master_list_signer_keys (country_code, created_at desc);
+
+-- The issuer a certificate was verified against is a foreign key: deleting or re-keying a
+-- certificate looks its dependants up by this index, not by a scan of the table.
+create index pkd_certificates_verified_by_ix on certificates (verified_by);

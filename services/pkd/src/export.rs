@@ -4,7 +4,7 @@
 //! The key is generated here, certified by this platform's CSCA from the PKD's CSR (profile
 //! MASTER_LIST_SIGNER) and stored only once certified, sealed under the PKD's KEK like every
 //! other private key of the platform. It is reused while its private key usage period has more
-//! than [`RENEW_BEFORE`] left and the CSCA that issued it is not revoked.
+//! than [`RENEW_BEFORE`] left and neither it nor the CSCA that issued it is revoked.
 //!
 //! Before a list is stored or returned it is verified as a receiving State would verify it:
 //! CMS signature, signer chain to the issuing CSCA, content. A list that fails is an internal
@@ -220,9 +220,12 @@ impl Pkd {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.ctx().db().pool().acquire().await?;
         if let Some((sealed, cert_der, csca_der)) = current_key(&mut conn, country, now).await? {
+            // Neither the signer's certificate nor its CSCA may be revoked.
             let csca_fp = DigestAlgorithm::Sha256.digest(&csca_der);
-            let csca_revoked = store::is_revoked(&mut conn, &csca_fp).await?;
-            if !csca_revoked {
+            let signer_fp = DigestAlgorithm::Sha256.digest(&cert_der);
+            let revoked = store::is_revoked(&mut conn, &csca_fp).await?
+                || store::is_revoked(&mut conn, &signer_fp).await?;
+            if !revoked {
                 let keys = self.ctx().keys();
                 return marty_runtime::cpu(move || -> Result<Signer> {
                     let certificate = Certificate::from_der(&cert_der).map_err(internal)?;

@@ -47,6 +47,8 @@ struct Items {
     certificates: Vec<(String, Vec<u8>)>,
     crls: Vec<(String, Vec<u8>)>,
     problems: Vec<(String, String)>,
+    /// Problem entries in all (`problems` keeps the first ones).
+    unlisted_problems: u32,
 }
 
 fn split(bytes: &[u8]) -> std::result::Result<Items, String> {
@@ -78,10 +80,15 @@ fn split(bytes: &[u8]) -> std::result::Result<Items, String> {
             continue;
         }
         if !any {
-            items.problems.push((
-                dn,
-                "the entry carries no certificate, CRL or master list".into(),
-            ));
+            // Counted, and listed up to the report's limit: a file of empty entries must not
+            // cost memory per entry.
+            items.unlisted_problems += 1;
+            if items.problems.len() < crate::service::MAX_REJECTED_LISTED {
+                items.problems.push((
+                    dn,
+                    "the entry carries no certificate, CRL or master list".into(),
+                ));
+            }
         }
     }
     Ok(items)
@@ -106,6 +113,12 @@ impl Pkd {
         source_name: &str,
         progress: impl Fn(Progress) + Send + Sync + 'static,
     ) -> Result<ImportReport> {
+        // One import at a time: each holds the whole file and its parsed items in memory.
+        let _one_at_a_time = self.importing().try_lock().map_err(|_| {
+            PkdError::Unavailable(
+                "another LDIF import is running: try again when it has finished".into(),
+            )
+        })?;
         let progress = Arc::new(progress);
         progress(Progress {
             phase: "parsing",
@@ -164,6 +177,8 @@ impl Pkd {
             crls: items.crls.len() as u32,
             ..Default::default()
         };
+        report.rejected_total += items.unlisted_problems - items.problems.len() as u32;
+        report.total += items.unlisted_problems;
         for (dn, reason) in items.problems {
             report.reject(dn, reason);
         }
@@ -281,7 +296,7 @@ impl Pkd {
                     )
                 })
                 .collect();
-            let added = store::insert_certificates(&mut tx, &rows).await?;
+            let added = store::insert_certificates(&mut tx, &rows).await?.len();
             report.duplicates += chunk.len() as u32 - added as u32;
             report.added += added as u32;
             for a in chunk {
@@ -404,6 +419,14 @@ fn verify_all(
                 done: n,
                 total,
             });
+        }
+        if cert.subject.to_string().len() > crate::service::MAX_DN_BYTES
+            || cert.issuer.to_string().len() > crate::service::MAX_DN_BYTES
+        {
+            return Err((
+                dn,
+                format!("a name longer than {} bytes", crate::service::MAX_DN_BYTES),
+            ));
         }
         let kind = cert.kind();
         let Some(kind_name) = kind_name(kind) else {

@@ -45,6 +45,9 @@ pub struct ImportReport {
     pub master_lists: u32,
 }
 
+/// Longest subject or issuer name stored (the names are indexed; a btree row holds ~2.7 kB).
+pub const MAX_DN_BYTES: usize = 2048;
+
 /// Rejections listed one by one in a report; beyond them only the count grows.
 pub const MAX_REJECTED_LISTED: usize = 1000;
 
@@ -87,6 +90,8 @@ pub struct Pkd {
     ctx: ServiceContext,
     /// One Master List Signer certification at a time.
     certifying: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// One LDIF import at a time.
+    importing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A CRL number (big-endian INTEGER contents) in decimal, as `numeric` takes it.
@@ -167,6 +172,7 @@ impl Pkd {
         Self {
             ctx,
             certifying: Default::default(),
+            importing: Default::default(),
         }
     }
 
@@ -176,6 +182,10 @@ impl Pkd {
 
     pub(crate) fn certifying(&self) -> &tokio::sync::Mutex<()> {
         &self.certifying
+    }
+
+    pub(crate) fn importing(&self) -> &tokio::sync::Mutex<()> {
+        &self.importing
     }
 
     /// Imports a master list whose signer chains to one of `roots` (DER).
@@ -290,9 +300,29 @@ impl Pkd {
         // This platform's own countries are vouched for by its CSCA service alone: a master
         // list (whoever signed it) never adds a CSCA for them.
         let own: BTreeSet<String> = store::local_countries(&mut tx).await?.into_iter().collect();
+        // Checked one by one, stored in one statement (a list holds hundreds). What is stored
+        // already was checked when it was stored: the real download repeats most certificates
+        // in list after list, and checking a CSCA's self-signature is the expensive part.
+        let all: Vec<Vec<u8>> = ml
+            .certificates
+            .iter()
+            .map(|c| c.fingerprint_sha256())
+            .collect();
+        let stored: BTreeSet<Vec<u8>> = store::stored_fingerprints(&mut tx, &all)
+            .await?
+            .into_iter()
+            .collect();
         let mut seen = BTreeSet::new();
-        let mut ids = Vec::new();
-        for cert in &ml.certificates {
+        let mut accepted = Vec::new();
+        let mut known = Vec::new();
+        for (cert, fp) in ml.certificates.iter().zip(all) {
+            if stored.contains(&fp) {
+                if seen.insert(fp.clone()) {
+                    known.push(fp);
+                }
+                report.duplicates += 1;
+                continue;
+            }
             let subject = cert.subject.to_string();
             let kind = cert.kind();
             if !matches!(kind, CertificateKind::Csca | CertificateKind::Link) {
@@ -316,36 +346,54 @@ impl Pkd {
                 );
                 continue;
             }
-            let fp = cert.fingerprint_sha256();
+            if cert.subject.to_string().len() > MAX_DN_BYTES
+                || cert.issuer.to_string().len() > MAX_DN_BYTES
+            {
+                report.reject(subject, format!("a name longer than {MAX_DN_BYTES} bytes"));
+                continue;
+            }
             if !seen.insert(fp.clone()) {
                 report.duplicates += 1;
                 continue;
             }
-            let kind_name = kind_name(kind).unwrap_or("csca");
-            let (id, added) = store::insert_certificate(
-                &mut tx,
-                &new_certificate(
+            accepted.push((cert, country, kind, fp));
+        }
+        let reference = list_id.to_string();
+        let rows: Vec<NewCertificate<'_>> = accepted
+            .iter()
+            .map(|(cert, country, kind, fp)| {
+                new_certificate(
                     cert,
-                    &country,
-                    kind_name,
-                    &fp,
+                    country,
+                    kind_name(*kind).unwrap_or("csca"),
+                    fp,
                     source,
-                    Some(list_id.to_string()),
+                    Some(reference.clone()),
                     None,
-                ),
-            )
-            .await?;
-            ids.push(id);
-            if added {
+                )
+            })
+            .collect();
+        let added: BTreeSet<Vec<u8>> = store::insert_certificates(&mut tx, &rows)
+            .await?
+            .into_iter()
+            .collect();
+        for (_, country, kind, fp) in &accepted {
+            if added.contains(fp) {
                 report.added += 1;
-                report.countries.insert(country);
-                if kind == CertificateKind::Link {
+                report.countries.insert(country.clone());
+                if *kind == CertificateKind::Link {
                     report.links += 1;
                 }
             } else {
                 report.duplicates += 1;
             }
         }
+        let fingerprints: Vec<Vec<u8>> = accepted
+            .iter()
+            .map(|(_, _, _, fp)| fp.clone())
+            .chain(known)
+            .collect();
+        let ids = store::ids_of(&mut tx, &fingerprints).await?;
         store::insert_master_list_entries(&mut tx, list_id, &ids).await?;
         tx.commit().await?;
         tracing::info!(
@@ -466,15 +514,34 @@ pub(crate) async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) 
             "the CRL has no authority key identifier, which Doc 9303 Part 12 requires".into(),
         )
     })?;
-    let candidates = store::issuers(tx, &country, Some(&aki)).await?;
+    if crl.next_update.is_some_and(|n| n <= crl.this_update) {
+        return Err(PkdError::InvalidArgument(
+            "the CRL's nextUpdate is not after its thisUpdate".into(),
+        ));
+    }
+    if crl.crl_number.as_ref().is_some_and(|n| {
+        let digits = n.iter().skip_while(|b| **b == 0).count();
+        digits > 20 || (digits == 20 && n.iter().find(|b| **b != 0).is_some_and(|b| *b >= 0x80))
+    }) {
+        return Err(PkdError::InvalidArgument(
+            "the CRL number exceeds 159 bits (RFC 5280 §5.2.3: at most 20 octets, non-negative)"
+                .into(),
+        ));
+    }
+    if crl.issuer.to_string().len() > MAX_DN_BYTES {
+        return Err(PkdError::InvalidArgument(format!(
+            "the CRL's issuer name is longer than {MAX_DN_BYTES} bytes"
+        )));
+    }
+    let candidates = store::issuers(tx, &country, Some(&aki), store::IssuerOf::Crl).await?;
     let candidates = if candidates.is_empty() {
-        store::issuers(tx, &country, None).await?
+        store::issuers(tx, &country, None, store::IssuerOf::Crl).await?
     } else {
         candidates
     };
     let crl_for_check = crl.clone();
-    let verified = marty_runtime::cpu(move || {
-        candidates.iter().any(|c| {
+    let signer = marty_runtime::cpu(move || {
+        candidates.into_iter().find(|c| {
             Certificate::from_der(&c.der)
                 .ok()
                 .is_some_and(|issuer| crl_for_check.verify_signature(&issuer).is_ok())
@@ -482,11 +549,16 @@ pub(crate) async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) 
     })
     .await
     .map_err(internal)?;
-    if !verified {
+    let Some(signer) = signer else {
+        let advice = if store::local_countries(tx).await?.contains(&country) {
+            "this platform's CSCA serves the country, and none of its keys signed it"
+        } else {
+            "import the country's CSCA (its master list) first"
+        };
         return Err(PkdError::FailedPrecondition(format!(
-            "no stored CSCA of {country} verifies this CRL: import the country's CSCA (its master list) first"
+            "no stored CSCA of {country} verifies this CRL: {advice}"
         )));
-    }
+    };
     let fingerprint = DigestAlgorithm::Sha256.digest(&crl.raw);
     let added = store::insert_crl(
         tx,
@@ -505,7 +577,15 @@ pub(crate) async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) 
     .await?;
     let serials: Vec<Vec<u8>> = crl.revoked.iter().map(|r| r.serial.clone()).collect();
     let times: Vec<OffsetDateTime> = crl.revoked.iter().map(|r| r.revocation_date).collect();
-    store::mark_listed_revoked(tx, &crl.issuer.to_string(), &serials, &times).await?;
+    store::mark_listed_revoked(
+        tx,
+        &crl.issuer.to_string(),
+        &aki,
+        signer.source == Source::LocalEvent,
+        &serials,
+        &times,
+    )
+    .await?;
     Ok(added)
 }
 
@@ -551,7 +631,13 @@ async fn learn_certificate(
         }
         None
     } else {
-        let candidates = store::issuers(tx, &country, cert.authority_key_id.as_deref()).await?;
+        let candidates = store::issuers(
+            tx,
+            &country,
+            cert.authority_key_id.as_deref(),
+            store::IssuerOf::Certificate,
+        )
+        .await?;
         let spkis: Vec<(Uuid, Vec<u8>)> = candidates
             .iter()
             .filter_map(|c| Certificate::from_der(&c.der).ok().map(|i| (c.id, i.spki)))

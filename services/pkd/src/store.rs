@@ -71,6 +71,19 @@ pub struct CertRow {
     pub revoked: bool,
 }
 
+/// The CSCA and link certificates that count as trust: not revoked, and for a country this
+/// platform's own CSCA serves only those learnt from it — whatever a master list or download
+/// brought for that country before (or after) its first own CSCA is kept, but never trusted.
+const TRUSTED_ISSUER: &str =
+    "kind in ('csca', 'link') and not revoked and (source = 'local_event' or country_code not in (
+        select country_code from certificates where source = 'local_event' and kind = 'csca'))";
+
+/// As [`TRUSTED_ISSUER`], revoked ones included: the signers a CRL may come from (a revoked
+/// CSCA still signs the CRL that lists its own revocation).
+const CRL_ISSUER: &str =
+    "kind in ('csca', 'link') and (source = 'local_event' or country_code not in (
+        select country_code from certificates where source = 'local_event' and kind = 'csca'))";
+
 const CERT_SELECT: &str =
     "select id, country_code::text as country, kind, subject_dn, serial_number,
         subject_key_identifier, not_before, not_after, der, fingerprint_sha256, source, revoked
@@ -136,15 +149,29 @@ pub async fn insert_certificate(
     }
 }
 
+/// What an issuer is looked up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerOf {
+    /// A certificate: trusted issuers only ([`TRUSTED_ISSUER`]).
+    Certificate,
+    /// A CRL: revoked issuers too ([`CRL_ISSUER`]).
+    Crl,
+}
+
 /// CSCA and link certificates of `country` whose subject key identifier is `ski` (any, when
 /// `None`): the candidates that may have signed a certificate or CRL of that country.
 pub async fn issuers(
     conn: &mut PgConnection,
     country: &str,
     ski: Option<&[u8]>,
+    of: IssuerOf,
 ) -> Result<Vec<CertRow>, sqlx::Error> {
+    let condition = match of {
+        IssuerOf::Certificate => TRUSTED_ISSUER,
+        IssuerOf::Crl => CRL_ISSUER,
+    };
     let sql = format!(
-        "{CERT_SELECT} where country_code = $1 and kind in ('csca', 'link')
+        "{CERT_SELECT} where country_code = $1 and {condition}
            and ($2::bytea is null or subject_key_identifier = $2)
          order by not_before"
     );
@@ -165,7 +192,7 @@ pub async fn issuers_of(
     countries: &[String],
 ) -> Result<Vec<CertRow>, sqlx::Error> {
     let sql = format!(
-        "{CERT_SELECT} where country_code = any($1) and kind in ('csca', 'link') order by not_before"
+        "{CERT_SELECT} where country_code = any($1) and {TRUSTED_ISSUER} order by not_before"
     );
     sqlx::query(&sql)
         .bind(countries)
@@ -200,23 +227,38 @@ pub async fn stored_master_list(
         .await
 }
 
+/// The ids of the stored certificates with these fingerprints.
+pub async fn ids_of(
+    conn: &mut PgConnection,
+    fingerprints: &[Vec<u8>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from certificates where fingerprint_sha256 = any($1)")
+        .bind(fingerprints)
+        .fetch_all(conn)
+        .await
+}
+
 /// Stores many certificates in one statement (those whose fingerprint is stored are skipped);
-/// returns how many were added.
+/// returns the fingerprints of those added.
 pub async fn insert_certificates(
     conn: &mut PgConnection,
     rows: &[NewCertificate<'_>],
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<Vec<u8>>, sqlx::Error> {
     let col = |f: &dyn Fn(&NewCertificate<'_>) -> Option<Vec<u8>>| -> Vec<Option<Vec<u8>>> {
         rows.iter().map(f).collect()
     };
-    let n = sqlx::query(
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
         "insert into certificates (country_code, kind, subject_dn, issuer_dn, serial_number,
              subject_key_identifier, authority_key_identifier, not_before, not_after, der,
              fingerprint_sha256, source, source_reference, verified_by)
          select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
              $6::bytea[], $7::bytea[], $8::timestamptz[], $9::timestamptz[], $10::bytea[],
              $11::bytea[], $12::text[], $13::text[], $14::uuid[])
-         on conflict (fingerprint_sha256) do nothing",
+         on conflict (fingerprint_sha256) do nothing
+         returning fingerprint_sha256",
     )
     .bind(rows.iter().map(|c| c.country).collect::<Vec<_>>())
     .bind(rows.iter().map(|c| c.kind).collect::<Vec<_>>())
@@ -244,10 +286,8 @@ pub async fn insert_certificates(
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|c| c.verified_by).collect::<Vec<_>>())
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n)
+    .fetch_all(conn)
+    .await
 }
 
 /// Countries whose CSCAs this PKD learnt from its own CSCA service.
@@ -290,21 +330,30 @@ pub async fn mark_revoked(
     Ok(n > 0)
 }
 
-/// Marks revoked the certificates a CRL lists: same issuer name, listed serial.
+/// Marks revoked the certificates a CRL lists: same issuer name, issued under the key that
+/// signed the CRL (authority key identifier), listed serial. Certificates this platform's
+/// CSCA issued are revoked only by a CRL whose signer the PKD learnt from that CSCA
+/// (`local_signer`): a foreign key of the same name revokes nothing of ours.
 pub async fn mark_listed_revoked(
     conn: &mut PgConnection,
     issuer_dn: &str,
+    aki: &[u8],
+    local_signer: bool,
     serials: &[Vec<u8>],
     times: &[OffsetDateTime],
 ) -> Result<u64, sqlx::Error> {
     let n = sqlx::query(
         "update certificates c set revoked = true, revoked_at = coalesce(c.revoked_at, l.at)
            from unnest($2::bytea[], $3::timestamptz[]) as l(serial, at)
-          where c.issuer_dn = $1 and c.serial_number = l.serial and not c.revoked",
+          where c.issuer_dn = $1 and c.serial_number = l.serial and not c.revoked
+            and c.authority_key_identifier = $4
+            and (c.source <> 'local_event' or $5)",
     )
     .bind(issuer_dn)
     .bind(serials)
     .bind(times)
+    .bind(aki)
+    .bind(local_signer)
     .execute(conn)
     .await?
     .rows_affected();
@@ -383,8 +432,12 @@ pub async fn trust_material(
     country: Option<&str>,
     ski: Option<&[u8]>,
 ) -> Result<(Vec<CertRow>, Vec<CrlRow>), sqlx::Error> {
+    // Revoked ones are returned (flagged) so that verifiers see them; a foreign certificate
+    // of this platform's own countries is not.
     let sql = format!(
         "{CERT_SELECT} where kind in ('csca', 'link')
+           and (source = 'local_event' or country_code not in (
+               select country_code from certificates where source = 'local_event' and kind = 'csca'))
            and ($1::text is null or country_code = $1)
            and ($2::bytea is null or subject_key_identifier = $2)
          order by country_code, not_before, fingerprint_sha256"
