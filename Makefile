@@ -10,7 +10,7 @@ SERVICE_FLAG := $(if $(SERVICE),--service $(SERVICE),)
 VENV := .venv
 ORACLE_STAMP := $(VENV)/.oracle-installed
 
-.PHONY: demo test lint deps build stop oracle fuzz-smoke bench-db bench-icao bench-events bench-services db-setup-test db-stop-test \
+.PHONY: demo test lint deps build stop oracle fuzz-smoke bench-db bench-icao bench-events bench-services bench-platform db-setup-test db-stop-test \
         db-test-connections db-upgrade db-migrate db-status db-verify db-setup
 
 deps:
@@ -53,6 +53,9 @@ bench-events: deps
 
 bench-services: deps
 	scripts/bench-services.sh
+
+bench-platform: deps
+	scripts/bench-platform.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

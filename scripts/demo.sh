@@ -100,6 +100,15 @@ else
   echo "($vectors not found: the German master list and passport are skipped)"
 fi
 
+step "marty pkd export-ml: the PKD signs the master list of what it trusts (its Master List Signer certified by UT's CSCA)"
+rm -rf "$out/UT.ml" "$out/csca-UT"
+$marty pkd export-ml --country UT --out "$out/UT.ml"
+$marty csca list --country UT --type csca --out-dir "$out/csca-UT" >/dev/null
+roots=()
+for f in "$out"/csca-UT/*.der; do roots+=(--root "$f"); done
+step "marty icao masterlist verify: the published list checked as a receiving State would (expected: VALID)"
+expect 0 $marty icao masterlist verify "$out/UT.ml" "${roots[@]}"
+
 step "marty db verify: every role tries every database with its real password"
 $marty db verify
 
@@ -108,6 +117,7 @@ cat <<MSG
 Done. Where things are:
   $out/passport/      the issued passport: EF_COM.bin, DG1.bin, DG2.bin, EF_SOD.bin
   $out/tampered/      the same with one byte of DG1 changed
+  $out/UT.ml           the master list the PKD published (also GET /v1/pkd/masterlist)
   $state/serve.log     the services' log (pid in $state/serve.pid)
   $state/postgres/     the local PostgreSQL;  $state/nats/  the local nats-server
   $state/secrets.json  generated role passwords and key-encryption keys (mode 0600)

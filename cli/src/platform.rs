@@ -583,6 +583,18 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
             connection,
         } => {
             refuse_existing(&out, force).map_err(crate::operate::InputError::from)?;
+            // Where it goes must exist before anything is signed and published.
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if !parent.is_dir() {
+                return Err(crate::operate::InputError::from(anyhow!(
+                    "--out: {} is not a directory",
+                    parent.display()
+                ))
+                .into());
+            }
             let (mut client, url) = pkd_client(&url, &connection).await?;
             let m = client
                 .export_master_list(pkd::ExportMasterListRequest {

@@ -81,8 +81,21 @@ fn download(
         .into_response()
 }
 
-async fn masterlist(State(pkd): State<Arc<Pkd>>, headers: HeaderMap) -> Response {
-    match pkd.latest_published().await {
+/// The latest published master list; `?country=CC` the latest of that issuing State.
+async fn masterlist(State(pkd): State<Arc<Pkd>>, uri: Uri, headers: HeaderMap) -> Response {
+    let country = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("country="))
+            .map(|c| c.trim().to_ascii_uppercase())
+    });
+    if let Some(c) = &country
+        && !marty_icao::country::is_alpha2(c)
+    {
+        return error(PkdError::InvalidArgument(
+            "country: an ISO 3166-1 alpha-2 code, e.g. ?country=DE".into(),
+        ));
+    }
+    match pkd.latest_published(country.as_deref()).await {
         Ok(Some((der, _))) => download(&headers, der, "application/pkcs7-mime", "masterlist.ml"),
         Ok(None) => error(PkdError::NotFound(
             "no master list has been published yet: run `marty pkd export-ml`".into(),

@@ -473,9 +473,12 @@ impl Pkd {
         Ok(store::latest_crls(&mut conn, country).await?)
     }
 
-    pub async fn latest_published(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    pub async fn latest_published(
+        &self,
+        country: Option<&str>,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let mut conn = self.ctx.db().pool().acquire().await?;
-        Ok(store::latest_published(&mut conn).await?)
+        Ok(store::latest_published(&mut conn, country).await?)
     }
 
     pub async fn jobs(&self, limit: i64) -> Result<Vec<store::JobRow>> {

@@ -569,11 +569,14 @@ pub async fn insert_master_list_entries(
 /// The latest master list this PKD published: (DER, fingerprint).
 pub async fn latest_published(
     conn: &mut PgConnection,
+    country: Option<&str>,
 ) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as(
         "select der, fingerprint_sha256 from master_lists where direction = 'published'
+            and ($1::text is null or issuer_country = $1)
           order by created_at desc limit 1",
     )
+    .bind(country)
     .fetch_optional(conn)
     .await
 }
