@@ -138,8 +138,9 @@ pub enum PkdCommand {
     },
     /// Write a synthetic ICAO PKD download for tests and benchmarks: CSCAs of mixed RSA, EC
     /// and brainpool keys, their Document Signer certificates and CRLs, master lists of the
-    /// CSCAs signed under a test root, and the real German master list when given. No
-    /// service is needed.
+    /// CSCAs signed under a test root, and real master lists and CRLs when given. No service
+    /// is needed. Test material: never import it into a PKD that serves real verifiers
+    /// (nothing removes imported trust material, and export-ml would republish it).
     MakeTestLdif {
         /// Document Signer certificates in all.
         #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -511,6 +512,19 @@ pub async fn pkd(command: PkdCommand) -> Result<ExitCode> {
             url,
             connection,
         } => {
+            // The PKD takes at most 512 MiB: a larger file is refused before it is read.
+            let size = input(
+                std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display())),
+            )?
+            .len();
+            if size > 512 * 1024 * 1024 {
+                return Err(crate::operate::InputError::from(anyhow!(
+                    "{} is {} MiB: the PKD imports LDIF files of at most 512 MiB",
+                    file.display(),
+                    size >> 20
+                ))
+                .into());
+            }
             let bytes = read(&file)?;
             let roots = root.iter().map(read_der).collect::<Result<Vec<_>>>()?;
             let (mut client, url) = pkd_client(&url, &connection).await?;

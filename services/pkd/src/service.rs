@@ -64,7 +64,8 @@ impl ImportReport {
         self.total += other.total;
         self.added += other.added;
         self.duplicates += other.duplicates;
-        self.distinct_keys += other.distinct_keys;
+        // Distinct keys are counted per list; a sum over lists would count repeats.
+        self.distinct_keys = self.distinct_keys.max(other.distinct_keys);
         self.links += other.links;
         self.countries.extend(other.countries);
         let unlisted = other
