@@ -477,7 +477,11 @@ impl Engine {
         match fetched {
             Ok(m) => {
                 // What the CSCA announced must be in it, or it is neither cached nor used.
-                let expectations = store::expectations(&mut conn, country).await?;
+                // Checked and cached under the country's lock, which the invalidation of an
+                // event takes too: no announcement slips in between the check and the write.
+                let mut tx = self.ctx.db().begin().await?;
+                store::lock_country(&mut tx, country).await?;
+                let expectations = store::expectations(&mut tx, country).await?;
                 let (met, unmet): (Vec<_>, Vec<_>) =
                     expectations.iter().partition(|e| expectation_met(e, &m));
                 let (overdue, waiting): (Vec<_>, Vec<_>) = unmet
@@ -495,8 +499,14 @@ impl Engine {
                 }
                 let done: Vec<i64> = met.iter().chain(&overdue).map(|e| e.id).collect();
                 if !done.is_empty() {
-                    store::met(&mut conn, &done).await?;
+                    store::met(&mut tx, &done).await?;
                 }
+                // Material that lacks something announced (given up on) is kept briefly only.
+                let ttl = if overdue.is_empty() {
+                    TRUST_TTL
+                } else {
+                    OVERDUE_TTL
+                };
                 let certificates = marty_runtime::untrusted(move || {
                     unrevoked_keys(
                         m.cscas
@@ -512,9 +522,10 @@ impl Engine {
                     certificates,
                     crls: m.crls.into_iter().map(|c| c.der).collect(),
                     fetched_at: now,
-                    expires_at: now + TRUST_TTL,
+                    expires_at: now + ttl,
                 };
-                store::store_trust(&mut conn, country, &t).await?;
+                store::store_trust(&mut tx, country, &t).await?;
+                tx.commit().await?;
                 Ok(Some((t, false)))
             }
             Err(e) => {
@@ -703,6 +714,10 @@ impl Engine {
 /// How long an expectation may wait for the PKD before it is dropped.
 const EXPECTATION_WAIT: Duration = Duration::minutes(2);
 
+/// How long material is cached that lacked an expectation dropped as overdue: the engine asks
+/// the PKD again soon rather than serving it for the whole [`TRUST_TTL`].
+const OVERDUE_TTL: Duration = Duration::seconds(10);
+
 /// Two non-negative decimal numbers: `a >= b`.
 fn decimal_ge(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
@@ -756,6 +771,9 @@ impl marty_events::Handler for TrustInvalidation {
             .filter(|c| marty_icao::country::is_alpha2(c))
         {
             let country = country.as_str();
+            store::lock_country(tx, country)
+                .await
+                .map_err(|e| format!("locking the country's trust cache: {e}"))?;
             store::invalidate(tx, country)
                 .await
                 .map_err(|e| format!("invalidating trust material: {e}"))?;

@@ -212,6 +212,16 @@ pub async fn cached_trust(
     .transpose()
 }
 
+/// Serialises, per country, the caching of trust material with the invalidations of events
+/// (until the transaction ends).
+pub async fn lock_country(conn: &mut PgConnection, country: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('marty.trust_cache.' || $1))")
+        .bind(country)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn store_trust(
     conn: &mut PgConnection,
     country: &str,

@@ -744,8 +744,44 @@ async fn forged_events_are_parked_not_trusted() {
         "{report:?}"
     );
 
-    // The platform starts to serve UV: from then on only its own UV CSCA is trust, whatever
-    // the master list brought before, and a CRL signed by the planted key changes nothing.
+    // While UV is foreign its CRLs are imported like any country's — but not from the future
+    // (it would stay "the newest CRL" until then).
+    let uv_alg = marty_icao::algo::default_signature_algorithm(
+        &fake_uv.key.private,
+        marty_icao::algo::DigestAlgorithm::Sha256,
+        false,
+    );
+    let uv_crl = |this: time::OffsetDateTime| {
+        marty_icao::crl::build(
+            &fake_uv.csca,
+            &fake_uv.key.private,
+            &uv_alg,
+            this,
+            this + time::Duration::days(30),
+            7,
+            &[],
+        )
+        .unwrap()
+    };
+    let mut pkd = p.pkd().pkd().await;
+    let future = pkd
+        .import_crl(pkd_pb::ImportCrlRequest {
+            crl: uv_crl(now + time::Duration::days(1000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(future.message().contains("future"), "{future:?}");
+    pkd.import_crl(pkd_pb::ImportCrlRequest {
+        crl: uv_crl(now - time::Duration::minutes(5)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // The platform starts to serve UV: from then on only its own UV CSCA and CRLs are trust,
+    // whatever the master list brought before, and a CRL signed by the planted key changes
+    // nothing.
     let own_uv = p
         .csca
         .csca()
@@ -759,7 +795,6 @@ async fn forged_events_are_parked_not_trusted() {
         .await
         .unwrap()
         .into_inner();
-    let mut pkd = p.pkd().pkd().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let uv = loop {
         let m = pkd
@@ -773,6 +808,7 @@ async fn forged_events_are_parked_not_trusted() {
         if m.cscas
             .iter()
             .any(|c| c.source == pkd_pb::Source::LocalEvent as i32)
+            && !m.crls.is_empty()
         {
             break m;
         }
@@ -785,16 +821,17 @@ async fn forged_events_are_parked_not_trusted() {
         "the planted UV CSCA is still trusted: {:?}",
         uv.cscas
     );
-    let own_serial = own_uv.certificate.unwrap().serial_hex;
-    let alg = marty_icao::algo::default_signature_algorithm(
-        &fake_uv.key.private,
-        marty_icao::algo::DigestAlgorithm::Sha256,
-        false,
+    assert!(
+        uv.crls
+            .iter()
+            .all(|c| c.source == pkd_pb::Source::LocalEvent as i32),
+        "a CRL of the planted UV key is still trust material"
     );
+    let own_serial = own_uv.certificate.unwrap().serial_hex;
     let rogue_crl = marty_icao::crl::build(
         &fake_uv.csca,
         &fake_uv.key.private,
-        &alg,
+        &uv_alg,
         now - time::Duration::minutes(1),
         now + time::Duration::days(1),
         99,

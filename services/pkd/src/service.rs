@@ -518,6 +518,13 @@ pub(crate) async fn learn_crl(tx: &mut PgConnection, crl: &Crl, source: Source) 
             "the CRL has no authority key identifier, which Doc 9303 Part 12 requires".into(),
         )
     })?;
+    // A CRL from the future would be "the newest" of its country until then.
+    if crl.this_update > OffsetDateTime::now_utc() + time::Duration::days(1) {
+        return Err(PkdError::InvalidArgument(format!(
+            "the CRL's thisUpdate {} lies in the future",
+            marty_icao::cert::rfc3339(crl.this_update)
+        )));
+    }
     if crl.next_update.is_some_and(|n| n <= crl.this_update) {
         return Err(PkdError::InvalidArgument(
             "the CRL's nextUpdate is not after its thisUpdate".into(),

@@ -457,6 +457,9 @@ pub async fn trust_material(
            from crls
           where ($1::text is null or country_code = $1)
             and ($2::bytea is null or authority_key_identifier = $2)
+            -- as for certificates: a country this platform's CSCA serves has its CRLs only
+            and (source = 'local_event' or country_code not in (
+                select country_code from certificates where source = 'local_event' and kind = 'csca'))
           order by country_code, authority_key_identifier, crl_number desc",
     )
     .bind(country)
