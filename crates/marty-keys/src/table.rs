@@ -19,6 +19,24 @@ use crate::{KeyError, KeyStore, SealedKey};
 /// The columns of [`SealedKey`], for `select` lists.
 pub const SEALED_COLUMNS: &str = "id, public_key_der, signs_with_pss, encryption_scheme, key_encryption_key_id, encrypted_private_key, nonce, wrapped_data_key, data_key_nonce";
 
+/// Binds `s` to the first nine placeholders, in the order of [`SEALED_COLUMNS`]: an insert
+/// names `{SEALED_COLUMNS}` first and its own columns from `$10` on.
+pub fn bind_sealed<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q SealedKey,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(s.key_id)
+        .bind(&s.spki)
+        .bind(s.pss)
+        .bind(&s.scheme)
+        .bind(&s.kek_id)
+        .bind(&s.ciphertext)
+        .bind(&s.nonce)
+        .bind(&s.wrapped_data_key)
+        .bind(&s.data_key_nonce)
+}
+
 impl SealedKey {
     /// Reads the [`SEALED_COLUMNS`] of a row.
     pub fn from_row(row: &PgRow) -> Result<SealedKey, sqlx::Error> {

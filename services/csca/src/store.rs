@@ -194,31 +194,21 @@ pub async fn insert_key(conn: &mut PgConnection, key: NewKey<'_>) -> Result<(), 
         marty_icao::issue::KeySpec::RsaPss { bits } => ("rsassa-pss", bits.to_string()),
     };
     let s = key.sealed;
-    sqlx::query(
-        "insert into csca_keys (id, key_label, algorithm, curve_or_size, public_key_der,
-                encrypted_private_key, encryption_scheme, key_encryption_key_id, nonce,
-                wrapped_data_key, data_key_nonce, signs_with_pss, key_spec, country_code,
-                private_key_usage_not_before, private_key_usage_not_after)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(s.key_id)
-    .bind(format!("csca-{}-{}", key.country, s.key_id))
-    .bind(algorithm)
-    .bind(curve_or_size)
-    .bind(&s.spki)
-    .bind(&s.ciphertext)
-    .bind(&s.scheme)
-    .bind(&s.kek_id)
-    .bind(&s.nonce)
-    .bind(&s.wrapped_data_key)
-    .bind(&s.data_key_nonce)
-    .bind(s.pss)
-    .bind(&key.key_spec)
-    .bind(key.country)
-    .bind(key.key_usage_not_before)
-    .bind(key.key_usage_not_after)
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "insert into csca_keys ({SEALED_COLUMNS}, key_label, algorithm, curve_or_size, key_spec,
+                country_code, private_key_usage_not_before, private_key_usage_not_after)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    );
+    marty_keys::table::bind_sealed(sqlx::query(&sql), s)
+        .bind(format!("csca-{}-{}", key.country, s.key_id))
+        .bind(algorithm)
+        .bind(curve_or_size)
+        .bind(&key.key_spec)
+        .bind(key.country)
+        .bind(key.key_usage_not_before)
+        .bind(key.key_usage_not_after)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -149,29 +149,24 @@ pub async fn insert_pending(
         marty_icao::issue::KeySpec::RsaPss { bits } => ("rsassa-pss", bits.to_string()),
     };
     let s = key.sealed;
-    sqlx::query(
-        "insert into signer_keys (id, key_label, country_code, document_type, algorithm, curve_or_size,
-                public_key_der, encrypted_private_key, encryption_scheme, key_encryption_key_id, nonce,
-                wrapped_data_key, data_key_nonce, signs_with_pss, key_spec, status)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending_certificate')",
-    )
-    .bind(s.key_id)
-    .bind(format!("ds-{}-{}-{}", key.country, key.document_type, s.key_id))
-    .bind(key.country)
-    .bind(key.document_type)
-    .bind(algorithm)
-    .bind(size)
-    .bind(&s.spki)
-    .bind(&s.ciphertext)
-    .bind(&s.scheme)
-    .bind(&s.kek_id)
-    .bind(&s.nonce)
-    .bind(&s.wrapped_data_key)
-    .bind(&s.data_key_nonce)
-    .bind(s.pss)
-    .bind(key.key_spec.to_string())
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "insert into signer_keys ({SEALED_COLUMNS}, key_label, country_code, document_type,
+                algorithm, curve_or_size, key_spec, status)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending_certificate')"
+    );
+    let key_spec = key.key_spec.to_string();
+    marty_keys::table::bind_sealed(sqlx::query(&sql), s)
+        .bind(format!(
+            "ds-{}-{}-{}",
+            key.country, key.document_type, s.key_id
+        ))
+        .bind(key.country)
+        .bind(key.document_type)
+        .bind(algorithm)
+        .bind(size)
+        .bind(&key_spec)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

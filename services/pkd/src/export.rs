@@ -374,28 +374,18 @@ async fn insert_key(
     csca: &Certificate,
     key_usage_not_after: OffsetDateTime,
 ) -> Result<()> {
-    sqlx::query(&format!(
-        "insert into {KEY_TABLE} (id, country_code, public_key_der, signs_with_pss,
-             encrypted_private_key, encryption_scheme, key_encryption_key_id, nonce,
-             wrapped_data_key, data_key_nonce, certificate_der, csca_der, not_after,
-             key_usage_not_after)
+    let sql = format!(
+        "insert into {KEY_TABLE} ({SEALED_COLUMNS}, country_code, certificate_der, csca_der,
+             not_after, key_usage_not_after)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    ))
-    .bind(s.key_id)
-    .bind(country)
-    .bind(&s.spki)
-    .bind(s.pss)
-    .bind(&s.ciphertext)
-    .bind(&s.scheme)
-    .bind(&s.kek_id)
-    .bind(&s.nonce)
-    .bind(&s.wrapped_data_key)
-    .bind(&s.data_key_nonce)
-    .bind(&certificate.raw)
-    .bind(&csca.raw)
-    .bind(certificate.not_after)
-    .bind(key_usage_not_after)
-    .execute(conn)
-    .await?;
+    );
+    marty_keys::table::bind_sealed(sqlx::query(&sql), s)
+        .bind(country)
+        .bind(&certificate.raw)
+        .bind(&csca.raw)
+        .bind(certificate.not_after)
+        .bind(key_usage_not_after)
+        .execute(conn)
+        .await?;
     Ok(())
 }
