@@ -122,8 +122,7 @@ pub struct DocumentSigner {
     /// Signer creation in this process, one at a time (a CSR round trip each).
     creating: tokio::sync::Mutex<()>,
     /// Signatures waiting for a worker.
-    jobs: tokio::sync::mpsc::Sender<Job>,
-    queue: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>,
+    jobs: marty_runtime::batch::BatchQueue<Job>,
 }
 
 impl std::fmt::Debug for DocumentSigner {
@@ -171,7 +170,6 @@ impl DocumentSigner {
             .to_owned();
         let keys = ctx.keys();
         // Bounded: under overload callers wait for room rather than the process for memory.
-        let (jobs, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         Ok(Self {
             ctx,
             policy,
@@ -181,8 +179,7 @@ impl DocumentSigner {
             csca_url,
             opened: Mutex::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
-            jobs,
-            queue: tokio::sync::Mutex::new(queue),
+            jobs: marty_runtime::batch::BatchQueue::new(4 * MAX_BATCH),
         })
     }
 
@@ -579,7 +576,7 @@ impl DocumentSigner {
             reply,
         };
         self.jobs
-            .send(job)
+            .push(job)
             .await
             .map_err(|_| SignerError::Unavailable("the Document Signer is shutting down".into()))?;
         answer
@@ -593,25 +590,7 @@ impl DocumentSigner {
     /// commit — before answering. Under load the queue fills while a batch is in flight, so
     /// the database work of a signature shrinks with the load; alone, a job is a batch of one.
     pub async fn work(self: Arc<Self>, stop: marty_runtime::Shutdown) -> anyhow::Result<()> {
-        loop {
-            let batch = {
-                let mut queue = self.queue.lock().await;
-                let first = tokio::select! {
-                    _ = stop.wait() => return Ok(()),
-                    job = queue.recv() => match job {
-                        Some(job) => job,
-                        None => return Ok(()),
-                    },
-                };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match queue.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                batch
-            };
+        while let Some(batch) = self.jobs.next_batch(&stop, MAX_BATCH).await {
             let mut groups: Vec<((String, String), Vec<Job>)> = Vec::new();
             for job in batch {
                 let key = (job.country.clone(), job.document_type.clone());
@@ -624,6 +603,7 @@ impl DocumentSigner {
                 self.sign_group(&country, &document_type, jobs).await;
             }
         }
+        Ok(())
     }
 
     async fn sign_group(&self, country: &str, document_type: &str, jobs: Vec<Job>) {

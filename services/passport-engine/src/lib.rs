@@ -34,16 +34,24 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     build,
 };
 
+/// Workers recording verifications (each holds one pooled connection while it inserts).
+const RECORDERS: usize = 2;
+
 fn build(ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>> {
     Box::pin(async move {
         let engine = Arc::new(service::Engine::new(ctx));
         let server = marty_proto::passport::v1::passport_engine_server::PassportEngineServer::new(
-            api::Api::new(engine),
+            api::Api::new(engine.clone()),
         )
         .max_decoding_message_size(marty_runtime::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(marty_runtime::MAX_MESSAGE_BYTES);
-        Ok(ServiceParts::new()
-            .grpc(server)
+        let mut parts = ServiceParts::new().grpc(server);
+        // Two recorders: one inserts while the next batch gathers.
+        for _ in 0..RECORDERS {
+            let engine = engine.clone();
+            parts = parts.task("validation-recorder", move |stop| engine.recorder(stop));
+        }
+        Ok(parts
             .consume("marty.csca.crl.issued", service::TrustInvalidation)
             .consume("marty.csca.certificate.revoked", service::TrustInvalidation))
     })

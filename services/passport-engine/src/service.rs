@@ -35,6 +35,7 @@ use marty_icao::trust::TrustStore;
 use marty_proto::pkd::v1 as pkd;
 use marty_proto::signer::v1 as signer;
 use marty_runtime::ServiceContext;
+use marty_runtime::batch::BatchQueue;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -92,7 +93,19 @@ pub struct Engine {
     /// issuance costs a round trip and a query there. The signature itself always comes from
     /// the signer active at that moment.
     signer_country: Arc<Mutex<HashMap<String, (String, std::time::Instant)>>>,
+    /// Verifications waiting to be recorded: the recording workers insert what is queued in
+    /// one statement (one commit for many verifications under load), and each verification
+    /// answers only once its record committed.
+    records: Arc<BatchQueue<RecordJob>>,
 }
+
+type RecordJob = (
+    store::NewValidation,
+    tokio::sync::oneshot::Sender<Result<()>>,
+);
+
+/// The most verifications recorded by one statement.
+const MAX_RECORD_BATCH: usize = 64;
 
 /// How long the engine trusts its memory of the Document Signer's country.
 const SIGNER_COUNTRY_TTL: StdDuration = StdDuration::from_secs(30);
@@ -179,7 +192,50 @@ impl Engine {
             ctx,
             stores: Default::default(),
             signer_country: Default::default(),
+            records: Arc::new(BatchQueue::new(4 * MAX_RECORD_BATCH)),
         }
+    }
+
+    /// Records a verification (see [`Engine::recorder`]); returns once it committed.
+    async fn record(&self, v: store::NewValidation) -> Result<()> {
+        let gone = || EngineError::Unavailable("the Passport Engine is shutting down".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.records.push((v, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// A recording worker: inserts the queued verifications in one statement, then answers
+    /// each of their callers. Nothing of a failed batch committed, and each caller learns it.
+    pub async fn recorder(self: Arc<Self>, stop: marty_runtime::Shutdown) -> anyhow::Result<()> {
+        while let Some(batch) = self.records.next_batch(&stop, MAX_RECORD_BATCH).await {
+            let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let recorded = async {
+                let mut conn = self.ctx.db().pool().acquire().await?;
+                store::record_validations(&mut conn, &rows).await
+            }
+            .await
+            .map_err(EngineError::from);
+            match recorded {
+                Ok(()) => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    if let EngineError::Internal(ref cause) = e {
+                        tracing::error!(
+                            error = format!("{cause:#}"),
+                            verifications = rows.len(),
+                            "recording verifications failed"
+                        );
+                    }
+                    for reply in replies {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn signer_client(
@@ -447,19 +503,35 @@ impl Engine {
         Ok(store::page(&mut conn, after, limit).await?)
     }
 
-    /// Trust material of `country`: fresh from the cache, else from the PKD (and cached),
-    /// else a cached entry within the stale limit. `None` when there is none.
+    /// The trust store of `country`: from fresh cached material, else from the PKD's (then
+    /// cached), else from cached material within the stale limit; with the material's
+    /// version and whether it came from the cache. `None` when there is none.
+    ///
+    /// Each call reads the cache entry's version and expiry (a small row); the material itself
+    /// is read and parsed only when this process has no store of that version — the database
+    /// stays the truth (an event's invalidation deletes the entry, in whichever engine process
+    /// consumed it), the memory saves the reading.
     async fn trust(
         &self,
         country: &str,
         notes: &mut Vec<String>,
-    ) -> Result<Option<(CachedTrust, bool)>> {
+    ) -> Result<Option<(VersionedStore, bool)>> {
         let now = OffsetDateTime::now_utc();
         let mut conn = self.ctx.db().pool().acquire().await?;
-        let cached = store::cached_trust(&mut conn, country).await?;
-        if let Some(c) = cached.as_ref().filter(|c| c.expires_at > now) {
-            return Ok(Some((c.clone(), true)));
+        if let Some(stamp) = store::trust_stamp(&mut conn, country).await?
+            && stamp.expires_at > now
+        {
+            if let Some(store) = self.remembered_store(country, &stamp.version) {
+                return Ok(Some(((stamp.version, store), true)));
+            }
+            if let Some(c) = store::cached_trust(&mut conn, country).await?
+                && c.expires_at > now
+            {
+                let store = self.trust_store(country, &c).await?;
+                return Ok(Some(((c.version, store), true)));
+            }
         }
+        drop(conn);
         let fetched = async {
             let mut client = self.pkd_client()?;
             let call = client.get_trust_material(pkd::GetTrustMaterialRequest {
@@ -526,17 +598,22 @@ impl Engine {
                 };
                 store::store_trust(&mut tx, country, &t).await?;
                 tx.commit().await?;
-                Ok(Some((t, false)))
+                let store = self.trust_store(country, &t).await?;
+                Ok(Some(((t.version, store), false)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, %country, "trust material from the PKD unavailable");
+                let cached =
+                    store::cached_trust(&mut *self.ctx.db().pool().acquire().await?, country)
+                        .await?;
                 match cached {
                     Some(c) if now - c.fetched_at <= TRUST_STALE_LIMIT => {
                         notes.push(format!(
                             "the PKD could not be reached ({e}); trust material cached at {} was used",
                             marty_icao::cert::rfc3339(c.fetched_at)
                         ));
-                        Ok(Some((c, true)))
+                        let store = self.trust_store(country, &c).await?;
+                        Ok(Some(((c.version, store), true)))
                     }
                     _ => {
                         notes.push(format!("the PKD could not be reached and no trust material of {country} is cached: {e}"));
@@ -582,17 +659,21 @@ impl Engine {
         Ok(active.country)
     }
 
-    /// The trust store of `country`'s material `t`: the one built before for this version, or
-    /// a new one.
-    async fn trust_store(&self, country: &str, t: &CachedTrust) -> Result<Arc<TrustStore>> {
-        if let Some((version, store)) = self
-            .stores
+    /// The trust store this process built for `country`'s material of `version`, if any.
+    fn remembered_store(&self, country: &str, version: &str) -> Option<Arc<TrustStore>> {
+        self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(country)
-            && *version == t.version
-        {
-            return Ok(store.clone());
+            .filter(|(v, _)| v == version)
+            .map(|(_, store)| store.clone())
+    }
+
+    /// The trust store of `country`'s material `t`: the one built before for this version, or
+    /// a new one.
+    async fn trust_store(&self, country: &str, t: &CachedTrust) -> Result<Arc<TrustStore>> {
+        if let Some(store) = self.remembered_store(country, &t.version) {
+            return Ok(store);
         }
         let (certificates, crls) = (t.certificates.clone(), t.crls.clone());
         let store = marty_runtime::untrusted(move || {
@@ -659,20 +740,14 @@ impl Engine {
             Some(c) => self.trust(c, &mut notes).await?,
             None => None,
         };
-        let (trust, trust_from_cache) = match trust {
-            Some((t, from_cache)) => (Some(t), from_cache),
-            None => (None, false),
-        };
         let found_trust = trust.is_some();
-        let trust_version = trust
-            .as_ref()
-            .map(|t| t.version.clone())
-            .unwrap_or_default();
+        let ((trust_version, store), trust_from_cache) = trust.unwrap_or_else(|| {
+            (
+                (String::new(), Arc::new(TrustStore::new(vec![], vec![]))),
+                false,
+            )
+        });
         let sod = ef_sod.clone();
-        let store = match (&country, &trust) {
-            (Some(c), Some(t)) => self.trust_store(c, t).await?,
-            _ => Arc::new(TrustStore::new(vec![], vec![])),
-        };
         let mut report = marty_runtime::untrusted(move || {
             pa::passive_authentication(&sod, &numbered, &store, at, false)
         })
@@ -688,18 +763,14 @@ impl Engine {
         for n in notes.iter().rev() {
             report.warnings.insert(0, n.clone());
         }
-        let sod_sha256 = DigestAlgorithm::Sha256.digest(&ef_sod);
-        let json = serde_json::to_value(&report).map_err(internal)?;
-        let mut conn = self.ctx.db().pool().acquire().await?;
-        let passport = store::id_by_sod_sha256(&mut conn, &sod_sha256).await?;
-        let request_id = store::record_validation(
-            &mut conn,
-            passport,
-            &sod_sha256,
-            report.verdict.as_str(),
-            &json,
-            requested_by,
-        )
+        let request_id = Uuid::new_v4();
+        self.record(store::NewValidation {
+            id: request_id,
+            sod_sha256: DigestAlgorithm::Sha256.digest(&ef_sod),
+            verdict: report.verdict.as_str(),
+            report: serde_json::to_value(&report).map_err(internal)?,
+            requested_by: requested_by.to_owned(),
+        })
         .await?;
         Ok(Verification {
             chain_from_cache: report.chain_from_cache,

@@ -148,36 +148,73 @@ pub async fn page(
     .collect()
 }
 
-/// The passport issued here with the EF.SOD of this SHA-256, if any (an index on the digest).
-pub async fn id_by_sod_sha256(
-    conn: &mut PgConnection,
-    sod_sha256: &[u8],
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select id from passports where sha256(ef_sod) = $1 limit 1")
-        .bind(sod_sha256)
-        .fetch_optional(conn)
-        .await
+/// A verification to record.
+#[derive(Debug)]
+pub struct NewValidation {
+    /// Chosen by the engine, so that a batch's callers know their row without relying on
+    /// the order of `returning`.
+    pub id: Uuid,
+    pub sod_sha256: Vec<u8>,
+    pub verdict: &'static str,
+    pub report: serde_json::Value,
+    pub requested_by: String,
 }
 
-pub async fn record_validation(
+/// Records a batch of verifications in one statement, each linked to the passport issued
+/// here with the EF.SOD of its SHA-256, if any (an index on the digest).
+pub async fn record_validations(
     conn: &mut PgConnection,
-    passport: Option<Uuid>,
-    sod_sha256: &[u8],
-    verdict: &str,
-    report: &serde_json::Value,
-    requested_by: &str,
-) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "insert into validation_requests (passport_id, sod_sha256, verdict, report, requested_by)
-         values ($1, $2, $3, $4, $5) returning id",
+    records: &[NewValidation],
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+    let digests: Vec<Vec<u8>> = records.iter().map(|r| r.sod_sha256.clone()).collect();
+    let verdicts: Vec<&str> = records.iter().map(|r| r.verdict).collect();
+    let reports: Vec<&serde_json::Value> = records.iter().map(|r| &r.report).collect();
+    let callers: Vec<&str> = records.iter().map(|r| r.requested_by.as_str()).collect();
+    sqlx::query(
+        "insert into validation_requests (id, passport_id, sod_sha256, verdict, report, requested_by)
+         select i, (select p.id from passports p where sha256(p.ef_sod) = d limit 1), d, v, r, b
+           from unnest($1::uuid[], $2::bytea[], $3::text[], $4::jsonb[], $5::text[]) as input(i, d, v, r, b)",
     )
-    .bind(passport)
-    .bind(sod_sha256)
-    .bind(verdict)
-    .bind(report)
-    .bind(requested_by)
-    .fetch_one(conn)
-    .await
+    .bind(ids)
+    .bind(digests)
+    .bind(verdicts)
+    .bind(reports)
+    .bind(callers)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The version and age of a country's cached trust material, without the material.
+#[derive(Debug, Clone)]
+pub struct TrustStamp {
+    pub version: String,
+    pub fetched_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+pub async fn trust_stamp(
+    conn: &mut PgConnection,
+    country: &str,
+) -> Result<Option<TrustStamp>, sqlx::Error> {
+    let r = sqlx::query(
+        "select version, fetched_at, expires_at from trust_cache where country_code = $1",
+    )
+    .bind(country)
+    .fetch_optional(conn)
+    .await?;
+    r.map(|r| {
+        Ok(TrustStamp {
+            version: r.try_get("version")?,
+            fetched_at: r.try_get("fetched_at")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
 }
 
 /// Cached trust material of a country.

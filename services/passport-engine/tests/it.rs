@@ -243,14 +243,49 @@ async fn issue_verify_tamper_revoke() {
         .unwrap();
     assert_ne!(dg1["status"], "match", "{dg1}");
 
-    // Each verification is recorded in the engine's database.
+    // Each verification is recorded in the engine's database, linked to the passport issued
+    // here only when its EF.SOD is the one stored (the tampered DG1 keeps the same EF.SOD).
     let mut conn = p.db.admin_on("marty_passport_engine").await;
-    let recorded: Vec<(String,)> =
-        sqlx::query_as("select verdict from validation_requests order by requested_at")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(recorded, [("VALID".to_owned(),), ("INVALID".to_owned(),)]);
+    let recorded: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select verdict, passport_id::text from validation_requests order by requested_at",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            ("VALID".to_owned(), Some(passport.id.clone())),
+            ("INVALID".to_owned(), Some(passport.id.clone()))
+        ]
+    );
+    // Concurrent verifications share the recorders' statements; each answer names its own
+    // committed row, with its own verdict.
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..48 {
+        let mut client = p.engine.passport().await;
+        let mut r = verify_request(&passport);
+        if i % 3 == 0 {
+            r.data_groups[0][10] ^= 0x01;
+        }
+        burst.spawn(async move { client.verify_passport(r).await.unwrap().into_inner() });
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = burst.join_next().await {
+        answers.push(a.unwrap());
+    }
+    for a in &answers {
+        let (verdict,): (String,) =
+            sqlx::query_as("select verdict from validation_requests where id = $1::uuid")
+                .bind(&a.request_id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(verdict, a.verdict, "request {}", a.request_id);
+    }
+    let ids: std::collections::BTreeSet<_> = answers.iter().map(|a| &a.request_id).collect();
+    assert_eq!(ids.len(), 48);
+    assert_eq!(answers.iter().filter(|a| a.verdict == "VALID").count(), 32);
     // The issuance and its event committed together.
     let (passports, events): (i64, i64) = sqlx::query_as(
         "select (select count(*) from passports), (select count(*) from outbox where event_type = 'passport_engine.passport.issued')",
