@@ -148,6 +148,21 @@ enum DbCommand {
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout: u64,
     },
+    /// The drift gate: applied vs embedded migrations, the live schema vs the one the
+    /// migrations build (in a scratch database), grants and default privileges vs the policy.
+    ///
+    /// Each finding on one line; exits 1 on any.
+    Drift {
+        #[command(flatten)]
+        filter: ServiceFilter,
+        /// Print machine-readable JSON on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up service databases with a verifiable manifest; `backup verify FILE` checks one.
+    Backup(crate::backup::BackupArgs),
+    /// Restore a service's database from a dump (checked, hardened, then put in place).
+    Restore(crate::backup::RestoreArgs),
     /// Each service's app role connects to its own database; prints latency; exit 1 on failure.
     TestConnections {
         /// Print machine-readable JSON on standard output instead of text.
@@ -376,6 +391,36 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        DbCommand::Drift { filter, json } => {
+            marty_db::ensure_isolated(&config, marty_db::Probe::Admin).await?;
+            let mut reports = Vec::new();
+            for service in filter.services() {
+                let report =
+                    marty_db::gate::drift_gate(&config, service, migrator(service)).await?;
+                if !json {
+                    for f in &report.findings {
+                        println!("{service}: {}: {}", f.area, f.detail);
+                    }
+                    if report.findings.is_empty() {
+                        println!(
+                            "{service}: no drift (migrations, schema and privileges of {} are what this build makes)",
+                            report.database
+                        );
+                    }
+                }
+                reports.push(report);
+            }
+            if json {
+                print_json(&reports)?;
+            }
+            Ok(if reports.iter().all(|r| r.findings.is_empty()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        DbCommand::Backup(args) => crate::backup::backup(&config, args).await,
+        DbCommand::Restore(args) => crate::backup::restore(&config, args).await,
         DbCommand::Migrate { filter, json } => {
             marty_db::ensure_isolated(&config, marty_db::Probe::Role(marty_config::Role::Owner))
                 .await?;

@@ -12,6 +12,7 @@
 //! With `--json`, an error is also printed on standard output as `{"error": …, "kind": …}`
 //! so that a script reading the output learns why there is no result.
 
+mod backup;
 mod bench;
 mod commands;
 mod events;

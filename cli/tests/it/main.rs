@@ -4,7 +4,9 @@
 // Test helpers fail loudly by design.
 #![allow(clippy::unwrap_used)]
 
+mod backup;
 mod db;
+mod drift;
 mod events;
 mod harness;
 mod icao;

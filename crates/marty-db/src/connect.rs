@@ -119,6 +119,43 @@ impl ConnectTarget {
         }
     }
 
+    /// A libpq client program (`pg_dump`, `pg_restore`) aimed at this target through its
+    /// environment: the password travels in `PGPASSWORD` of the child only, never on a command
+    /// line another user could read in `ps`; the `PG*` variables of the caller's environment
+    /// are cleared so that none of them redirects the program.
+    pub fn libpq_command(&self, program: &std::path::Path) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PG") {
+                c.env_remove(k);
+            }
+        }
+        c.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.database)
+            .env("PGSSLMODE", self.sslmode.as_str())
+            .env(
+                "PGCONNECT_TIMEOUT",
+                self.connect_timeout.as_secs().max(2).to_string(),
+            )
+            .env("PGAPPNAME", "marty")
+            // No password file of the caller's: the configured password or none.
+            .env("PGPASSFILE", "/dev/null");
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p.expose_secret());
+        }
+        if !self.session_settings.is_empty() {
+            let options: Vec<String> = self
+                .session_settings
+                .iter()
+                .map(|(k, v)| format!("-c {k}={}", v.replace(' ', "\\ ")))
+                .collect();
+            c.env("PGOPTIONS", options.join(" "));
+        }
+        c
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{}:{} (database {}, role {})",

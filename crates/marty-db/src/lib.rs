@@ -1,5 +1,8 @@
 //! Marty's database-per-service platform.
 //!
+//! - [`backup`]: verified backup and restore of one service's database.
+//! - [`gate`]: the drift gate (`marty db drift`): migrations, schema and privileges of a live
+//!   database against a reference built from the embedded migrations.
 //! - [`provision`]: `marty db setup`, idempotent and convergent provisioning of the roles,
 //!   databases and hardening of each service, with drift repair.
 //! - [`migrate`]: running each service's embedded migrations as its owner role, and status.
@@ -13,8 +16,10 @@
 //! role, migrations as `owner`, checks as the role being checked. Nothing runs as a superuser
 //! that does not have to.
 
+pub mod backup;
 pub mod connect;
 pub mod drift;
+pub mod gate;
 pub mod isolation;
 pub mod local;
 pub mod migrate;
@@ -52,6 +57,8 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("{0}")]
+    Backup(String),
     #[error("local PostgreSQL: {0}")]
     Local(String),
 }

@@ -74,7 +74,7 @@ pub async fn applied(conn: &mut PgConnection) -> Result<Vec<AppliedMigration>, D
         return Ok(Vec::new());
     }
     let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(&format!(
-        "select version, description, checksum from {MIGRATIONS_TABLE} where success order by version"
+        "select version, description, checksum from public.{MIGRATIONS_TABLE} where success order by version"
     ))
     .fetch_all(&mut *conn)
     .await

@@ -211,6 +211,34 @@ pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport,
     Ok(report)
 }
 
+/// Applies `service`'s role model to `database`, a copy of its database on the service's
+/// server (a restore, before it takes the configured name): owner, CONNECT, schema and
+/// default privileges, grants on what exists, drift repairs, the service's mark — everything
+/// `setup` does for the database itself, so a dump made elsewhere keeps none of its grants.
+pub async fn harden_copy(
+    config: &Config,
+    service: Service,
+    database: &str,
+) -> Result<SetupReport, DbError> {
+    let mut db = config.database(service).clone();
+    db.database = database.to_owned();
+    let server = ConnectTarget::admin(config.admin()).at(&db.host, db.port, db.sslmode);
+    let mut report = SetupReport::default();
+    let mut servers = Servers {
+        connections: Vec::new(),
+        locks: Vec::new(),
+    };
+    let outcome = async {
+        let conn = servers.get(&server).await?;
+        let caps = admin_capabilities(conn).await?;
+        provision_service(config, &db, conn, &server, &caps, &mut report).await
+    }
+    .await;
+    servers.close().await;
+    outcome?;
+    Ok(report)
+}
+
 async fn admin_capabilities(conn: &mut PgConnection) -> Result<AdminCapabilities, DbError> {
     let (user, superuser, createrole, createdb): (String, bool, bool, bool) = sqlx::query_as(
         "select rolname::text, rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user",

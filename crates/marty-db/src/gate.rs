@@ -1,0 +1,267 @@
+//! `marty db drift`: the drift gate. A service's live database against what its embedded
+//! migrations and the role model produce:
+//!
+//! 1. applied migrations against the embedded ones (missing, unknown, checksum changed);
+//! 2. the live schema against a reference built in a scratch database on the same server —
+//!    hardened by `setup`'s code, then migrated by this binary — compared object by object:
+//!    tables, columns (type, nullability, default, identity), constraints, indexes, triggers,
+//!    views and routines;
+//! 3. grants on every relation and the default privileges, against the same reference, and
+//!    every deviation of the role model [`crate::drift`] knows.
+//!
+//! The live database is read as the service's `readonly` role; the reference is built as its
+//! `owner` and dropped whatever happens.
+
+use std::collections::BTreeMap;
+
+use marty_config::{Config, Role, Service};
+use serde::Serialize;
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection};
+
+use crate::connect::{CATALOG_SEARCH_PATH, ConnectTarget};
+use crate::migrate::applied;
+use crate::sql::ident;
+use crate::{DbError, SqlContext};
+
+/// One finding of the gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// `migrations`, `schema` or `privileges`.
+    pub area: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub service: Service,
+    pub database: String,
+    pub findings: Vec<Finding>,
+}
+
+/// Every object the comparison covers, as `kind name` → definition. Names are qualified by
+/// schema; definitions come from PostgreSQL's own deparsers, so two databases built by the
+/// same statements give the same text.
+const SCHEMA_ITEMS: &str = "
+select 'table ' || n.nspname::text || '.' || c.relname::text,
+       'kind ' || c.relkind::text || ', persistence ' || c.relpersistence::text
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and %OWN%
+union all
+select 'column ' || n.nspname || '.' || c.relname || '.' || a.attname,
+       format_type(a.atttypid, a.atttypmod)
+       || case when a.attnotnull then ' not null' else '' end
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+       || case a.attidentity when 'a' then ' identity always' when 'd' then ' identity by default' else '' end
+       || case a.attgenerated when 's' then ' generated' else '' end
+       || coalesce(' collate ' || nullif(co.collname, 'default'), '')
+  from pg_attribute a
+  join pg_class c on c.oid = a.attrelid
+  join pg_namespace n on n.oid = c.relnamespace
+  left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+  left join pg_collation co on co.oid = a.attcollation
+ where a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'p', 'v', 'm', 'f') and %OWN%
+union all
+select 'constraint ' || n.nspname || '.' || c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
+  from pg_constraint k join pg_class c on c.oid = k.conrelid join pg_namespace n on n.oid = c.relnamespace
+ where %OWN%
+union all
+select 'index ' || n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
+  from pg_index x join pg_class i on i.oid = x.indexrelid join pg_namespace n on n.oid = i.relnamespace
+ where %OWN%
+union all
+select 'trigger ' || n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+  from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+ where not t.tgisinternal and %OWN%
+union all
+select 'view ' || n.nspname || '.' || c.relname, md5(pg_get_viewdef(c.oid))
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('v', 'm') and %OWN%
+union all
+select 'routine ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       'returns ' || pg_get_function_result(p.oid) || ', body ' || md5(coalesce(p.prosrc, ''))
+       || case when p.prosecdef then ', security definer' else '' end
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where %OWN%
+union all
+select 'schema ' || n.nspname, pg_get_userbyid(n.nspowner)::text
+  from pg_namespace n where %OWN%
+";
+
+/// Grants on relations and default privileges, as `kind name` → ACL.
+const PRIVILEGE_ITEMS: &str = "
+select 'grants on ' || n.nspname || '.' || c.relname,
+       coalesce(array_to_string(array(select x::text from unnest(c.relacl) x order by 1), ' '), '(owner only)')
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and %OWN%
+union all
+select 'default privileges of ' || pg_get_userbyid(d.defaclrole) || ' on '
+       || case d.defaclobjtype when 'r' then 'tables' when 'S' then 'sequences' when 'f' then 'functions'
+                               when 'T' then 'types' when 'n' then 'schemas' else d.defaclobjtype::text end
+       || coalesce(' in ' || n.nspname, ''),
+       array_to_string(array(select x::text from unnest(d.defaclacl) x order by 1), ' ')
+  from pg_default_acl d left join pg_namespace n on n.oid = d.defaclnamespace
+union all
+select 'grants on schema ' || n.nspname,
+       coalesce(array_to_string(array(select x::text from unnest(n.nspacl) x order by 1), ' '), '(owner only)')
+  from pg_namespace n where %OWN%
+";
+
+const OWN: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
+     and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'";
+
+async fn items(conn: &mut PgConnection, query: &str) -> Result<BTreeMap<String, String>, DbError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(&query.replace("%OWN%", OWN))
+        .fetch_all(&mut *conn)
+        .await
+        .context(|| "reading the schema from the catalogs".into())?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Findings for every item that differs between `live` and `reference`.
+fn compare(
+    area: &'static str,
+    live: &BTreeMap<String, String>,
+    reference: &BTreeMap<String, String>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (name, want) in reference {
+        match live.get(name) {
+            None => out.push(Finding {
+                area,
+                detail: format!("{name}: missing (the migrations create it: {want})"),
+            }),
+            Some(got) if got != want => out.push(Finding {
+                area,
+                detail: format!("{name}: is `{got}`, the migrations make `{want}`"),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, got) in live {
+        if !reference.contains_key(name) {
+            out.push(Finding {
+                area,
+                detail: format!("{name}: not made by any migration (`{got}`)"),
+            });
+        }
+    }
+    out
+}
+
+/// Runs the gate for `service`.
+pub async fn drift_gate(
+    config: &Config,
+    service: Service,
+    migrator: &Migrator,
+) -> Result<DriftReport, DbError> {
+    let db = config.database(service);
+    let mut report = DriftReport {
+        service,
+        database: db.database.clone(),
+        findings: Vec::new(),
+    };
+    let mut live = ConnectTarget::role(db, Role::Readonly)?
+        .with_session_settings(&[("search_path", CATALOG_SEARCH_PATH.to_owned())])
+        .connect()
+        .await?;
+    let applied = applied(&mut live).await?;
+    for m in migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+    {
+        match applied.iter().find(|a| a.version == m.version) {
+            None => report.findings.push(Finding {
+                area: "migrations",
+                detail: format!(
+                    "{} ({}): embedded in this build, not applied (run `marty db migrate --service {service}`)",
+                    m.version, m.description
+                ),
+            }),
+            Some(a) if *a.checksum != *m.checksum => report.findings.push(Finding {
+                area: "migrations",
+                detail: format!(
+                    "{} ({}): applied with other contents than the file embedded (checksum changed: an applied migration was edited)",
+                    m.version, m.description
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    for a in &applied {
+        if !migrator.iter().any(|m| m.version == a.version) {
+            report.findings.push(Finding {
+                area: "migrations",
+                detail: format!(
+                    "{} ({}): applied, unknown to this build",
+                    a.version, a.description
+                ),
+            });
+        }
+    }
+    let live_schema = items(&mut live, SCHEMA_ITEMS).await?;
+    let live_privileges = items(&mut live, PRIVILEGE_ITEMS).await?;
+    let role_model = crate::drift::database_drift(&mut live, service, &db.database).await?;
+    live.close().await.ok();
+
+    let (reference_schema, reference_privileges) = reference(config, service, migrator).await?;
+    report
+        .findings
+        .extend(compare("schema", &live_schema, &reference_schema));
+    report.findings.extend(compare(
+        "privileges",
+        &live_privileges,
+        &reference_privileges,
+    ));
+    for d in role_model {
+        let finding = Finding {
+            area: "privileges",
+            detail: format!("{}: {}", d.area, d.problem),
+        };
+        if !report.findings.contains(&finding) {
+            report.findings.push(finding);
+        }
+    }
+    Ok(report)
+}
+
+/// The schema and privileges the role model and the migrations produce, built in a scratch
+/// database on the service's server (dropped afterwards).
+async fn reference(
+    config: &Config,
+    service: Service,
+    migrator: &Migrator,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), DbError> {
+    let db = config.database(service);
+    let scratch = format!("marty_drift_{}_{}", service.id(), std::process::id());
+    let mut admin = ConnectTarget::admin(config.admin())
+        .at(&db.host, db.port, db.sslmode)
+        .connect()
+        .await?;
+    let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&scratch));
+    sqlx::raw_sql(&drop)
+        .execute(&mut admin)
+        .await
+        .context(|| format!("dropping {scratch}"))?;
+    let built = async {
+        // Created and hardened by `setup`'s own code, as the live database was.
+        crate::provision::harden_copy(config, service, &scratch).await?;
+        // Migrated as `marty db migrate` does it, with what it does after the migrations.
+        let mut copy = db.clone();
+        copy.database = scratch.clone();
+        crate::migrate::migrate(&copy, migrator).await?;
+        let mut readonly = ConnectTarget::role(db, Role::Readonly)?
+            .with_database(&scratch)
+            .with_session_settings(&[("search_path", CATALOG_SEARCH_PATH.to_owned())])
+            .connect()
+            .await?;
+        let schema = items(&mut readonly, SCHEMA_ITEMS).await?;
+        let privileges = items(&mut readonly, PRIVILEGE_ITEMS).await?;
+        readonly.close().await.ok();
+        Ok::<_, DbError>((schema, privileges))
+    }
+    .await;
+    let _ = sqlx::raw_sql(&drop).execute(&mut admin).await;
+    admin.close().await.ok();
+    built
+}
