@@ -102,6 +102,12 @@ async fn backup_drop_restore_every_service_and_refuse_bad_dumps() {
                 .unwrap();
         assert!(list.status.success(), "{}", show(&list));
         assert!(stdout(&list).contains("TABLE DATA public outbox"));
+        // Only the owner reads a dump (it holds sealed keys and personal data).
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // No partial file is left behind.
         assert!(!dump.with_extension("dump.partial").exists());
     }
@@ -171,6 +177,28 @@ async fn backup_drop_restore_every_service_and_refuse_bad_dumps() {
     // grant did not come back, and the services' roles work.
     let out = db.marty(&["db", "verify"]);
     assert!(out.status.success(), "{}", show(&out));
+    // ... and the drift gate finds them as the migrations make them (a dump's round trip
+    // re-parses CHECK constraints: not drift).
+    let out = db.marty(&["db", "drift"]);
+    assert!(out.status.success(), "{}", show(&out));
+    // The service's app role reads its migration history (a service checks it at start).
+    for service in Service::ALL {
+        let mut app = marty_db::connect_role(db.config().database(service), Role::App)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        assert!(n > 0, "{service}");
+        assert!(
+            sqlx::query("delete from _sqlx_migrations")
+                .execute(&mut app)
+                .await
+                .is_err(),
+            "{service}: the app role must not rewrite the history"
+        );
+    }
     let mut csca = db.admin_on("marty_csca").await;
     let leaked: bool = sqlx::query_scalar(
         "select has_table_privilege('marty_pkd_readonly', 'public.outbox', 'SELECT')",

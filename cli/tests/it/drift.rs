@@ -24,6 +24,11 @@ async fn the_drift_gate_is_clean_after_migrate_and_names_each_change() {
     .await;
     db.exec("marty_pkd", "alter table outbox add column note text")
         .await;
+    db.exec("marty_csca", "alter table outbox enable row level security")
+        .await;
+    // A role setting the gate has no business changing (roles are setup's).
+    db.exec("postgres", "alter role marty_csca_app connection limit 7")
+        .await;
     db.exec(
         "marty_passport_engine",
         "drop index pe_validation_requests_sod_sha256_ix",
@@ -52,6 +57,10 @@ async fn the_drift_gate_is_clean_after_migrate_and_names_each_change() {
         "{text}"
     );
     assert!(
+        has("csca: schema: table public.outbox: ", "row level security"),
+        "{text}"
+    );
+    assert!(
         has(
             "pkd: schema: column public.outbox.note: ",
             "not made by any migration"
@@ -77,6 +86,7 @@ async fn the_drift_gate_is_clean_after_migrate_and_names_each_change() {
     for l in &lines {
         assert!(
             l.starts_with("csca: migrations: ")
+                || l.starts_with("csca: schema: table public.outbox: ")
                 || l.starts_with("pkd: schema: column public.outbox.note")
                 || l.starts_with(
                     "passport_engine: schema: index public.pe_validation_requests_sod_sha256_ix"
@@ -93,6 +103,15 @@ async fn the_drift_gate_is_clean_after_migrate_and_names_each_change() {
     assert_eq!(json[0]["service"], "pkd");
     assert_eq!(json[0]["findings"].as_array().unwrap().len(), 1, "{json}");
     assert_eq!(json[0]["findings"][0]["area"], "schema");
+
+    let mut admin = db.admin().await;
+    let limit: i32 =
+        sqlx::query_scalar("select rolconnlimit from pg_roles where rolname = 'marty_csca_app'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(limit, 7, "the drift gate changed a role");
+    drop(admin);
 
     // The reference databases are gone.
     let mut admin = db.admin().await;

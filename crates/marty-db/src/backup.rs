@@ -23,6 +23,7 @@
 //! restore agree whatever order the rows come back in.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -174,12 +175,7 @@ fn stream_to_file(
         s
     });
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(io)?;
+        let mut file = create_private(path).map_err(io)?;
         let mut hash = Sha256::new();
         let mut bytes = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -228,13 +224,38 @@ pub fn mib(n: u64) -> String {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DbError> {
     let io = |e: std::io::Error| failed(format!("{}: {e}", path.display()));
     let tmp = path.with_extension("partial");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let mut f = create_private(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     sync_dir(path);
     Ok(())
 }
+
+/// A new file only the owner can read (a dump holds sealed keys and personal data), created
+/// afresh: a leftover is removed first, and neither an existing file nor a symbolic link
+/// planted in its place is followed (`O_EXCL`, `O_NOFOLLOW`).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+}
+
+/// `O_NOFOLLOW` of Linux, the platform Marty's servers run on (its value differs by
+/// architecture).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+const O_NOFOLLOW: i32 = 0o400000;
 
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent()
@@ -256,7 +277,11 @@ pub async fn backup(
     let started_at = now();
     let pg_dump = client_program("pg_dump")?;
     let dir = out.join(service.id());
-    std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     let target = ConnectTarget::role(db, Role::Readonly)?
         .with_session_settings(&[("search_path", CATALOG_SEARCH_PATH.to_owned())]);
     let mut conn = target.connect().await?;
@@ -701,6 +726,26 @@ pub async fn restore(
             "{service}: applying the role model to the restored copy"
         ));
         let hardening = crate::provision::harden_copy(config, service, &scratch).await?;
+        // The migrations' history as `marty db migrate` leaves it: readable by the service's
+        // roles (a service checks its version at start), written by the owner only. The
+        // restored table predates the copy's default privileges, so it is granted here.
+        let mut owner = ConnectTarget::role(db, Role::Owner)?
+            .with_database(&scratch)
+            .connect()
+            .await?;
+        let (app, readonly) = (db.role_name(Role::App), db.role_name(Role::Readonly));
+        exec(
+            &mut owner,
+            &format!(
+                "GRANT SELECT ON public.{table} TO {}, {}; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.{table} FROM {}",
+                ident(&app),
+                ident(&readonly),
+                ident(&app),
+                table = crate::provision::MIGRATIONS_TABLE
+            ),
+        )
+        .await?;
+        owner.close().await.ok();
         if !hardening.unrepaired.is_empty() {
             return Err(failed(format!(
                 "the restored copy keeps deviations setup cannot repair:\n  - {}",
@@ -863,7 +908,8 @@ pub async fn verify_backup(
         return Ok(check);
     }
     let mut admin = admin_on_server(config, service).await?;
-    let scratch = format!("marty_verify_{}_{}", service.id(), std::process::id());
+    // A fixed name: a run interrupted before its drop is cleared by the next one.
+    let scratch = format!("marty_verify_{}", service.id());
     let restored =
         restore_into_scratch(config, service, &mut admin, file, &scratch, &progress).await;
     let _ = drop_database(&mut admin, &scratch).await;

@@ -45,6 +45,9 @@ pub struct DriftReport {
 const SCHEMA_ITEMS: &str = "
 select 'table ' || n.nspname::text || '.' || c.relname::text,
        'kind ' || c.relkind::text || ', persistence ' || c.relpersistence::text
+       || ', replica identity ' || c.relreplident::text
+       || case when c.relrowsecurity then ', row level security' else '' end
+       || case when c.relforcerowsecurity then ' (forced)' else '' end
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and %OWN%
 union all
@@ -70,7 +73,8 @@ select 'index ' || n.nspname || '.' || i.relname, pg_get_indexdef(i.oid)
   from pg_index x join pg_class i on i.oid = x.indexrelid join pg_namespace n on n.oid = i.relnamespace
  where %OWN%
 union all
-select 'trigger ' || n.nspname || '.' || c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
+select 'trigger ' || n.nspname || '.' || c.relname || '.' || t.tgname,
+       pg_get_triggerdef(t.oid) || case t.tgenabled when 'D' then ' (disabled)' when 'R' then ' (replica only)' when 'A' then ' (always)' else '' end
   from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
  where not t.tgisinternal and %OWN%
 union all
@@ -82,6 +86,25 @@ select 'routine ' || n.nspname || '.' || p.proname || '(' || pg_get_function_ide
        'returns ' || pg_get_function_result(p.oid) || ', body ' || md5(coalesce(p.prosrc, ''))
        || case when p.prosecdef then ', security definer' else '' end
   from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where %OWN%
+union all
+select 'rule ' || n.nspname || '.' || c.relname || '.' || r.rulename,
+       pg_get_ruledef(r.oid) || case r.ev_enabled when 'D' then ' (disabled)' else '' end
+  from pg_rewrite r join pg_class c on c.oid = r.ev_class join pg_namespace n on n.oid = c.relnamespace
+ where r.rulename <> '_RETURN' and %OWN%
+union all
+select 'policy ' || n.nspname || '.' || c.relname || '.' || p.polname,
+       p.polcmd::text || ' ' || case when p.polpermissive then 'permissive' else 'restrictive' end
+       || ' using ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '-')
+       || ' check ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-')
+  from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
+ where %OWN%
+union all
+select 'sequence ' || n.nspname || '.' || c.relname,
+       format_type(q.seqtypid, null) || ' start ' || q.seqstart || ' increment ' || q.seqincrement
+       || ' min ' || q.seqmin || ' max ' || q.seqmax || ' cache ' || q.seqcache
+       || case when q.seqcycle then ' cycle' else '' end
+  from pg_sequence q join pg_class c on c.oid = q.seqrelid join pg_namespace n on n.oid = c.relnamespace
  where %OWN%
 union all
 select 'schema ' || n.nspname, pg_get_userbyid(n.nspowner)::text
@@ -115,7 +138,28 @@ async fn items(conn: &mut PgConnection, query: &str) -> Result<BTreeMap<String, 
         .fetch_all(&mut *conn)
         .await
         .context(|| "reading the schema from the catalogs".into())?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(name, definition)| {
+            let definition = if name.starts_with("constraint ") && definition.starts_with("CHECK") {
+                normalise_check(&definition)
+            } else {
+                definition
+            };
+            (name, definition)
+        })
+        .collect())
+}
+
+/// A CHECK constraint's text without its parentheses and spaces: PostgreSQL deparses the
+/// expression it stored, and a restored dump re-parses that text, which adds parentheses
+/// (`(a)::text` and `((a)::text)` are one constraint). What remains still names every
+/// column, operator and constant.
+fn normalise_check(definition: &str) -> String {
+    definition
+        .chars()
+        .filter(|c| !matches!(c, '(' | ')' | ' '))
+        .collect()
 }
 
 /// Findings for every item that differs between `live` and `reference`.
@@ -233,7 +277,8 @@ async fn reference(
     migrator: &Migrator,
 ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), DbError> {
     let db = config.database(service);
-    let scratch = format!("marty_drift_{}_{}", service.id(), std::process::id());
+    // A fixed name: a run interrupted before its drop is cleared by the next one.
+    let scratch = format!("marty_drift_{}", service.id());
     let mut admin = ConnectTarget::admin(config.admin())
         .at(&db.host, db.port, db.sslmode)
         .connect()

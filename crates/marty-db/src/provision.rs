@@ -188,7 +188,7 @@ pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport,
             // Each service database may live on its own server; provision it there.
             let server = admin_target.at(&db.host, db.port, db.sslmode);
             let conn = servers.get(&server).await?;
-            provision_service(config, db, conn, &server, &caps, &mut report).await?;
+            provision_service(config, db, conn, &server, &caps, &mut report, false).await?;
         }
         // Settings made for every role of a server reach the service roles too.
         for (_, conn) in servers.connections.iter_mut() {
@@ -215,6 +215,7 @@ pub async fn setup(config: &Config, services: &[Service]) -> Result<SetupReport,
 /// server (a restore, before it takes the configured name): owner, CONNECT, schema and
 /// default privileges, grants on what exists, drift repairs, the service's mark — everything
 /// `setup` does for the database itself, so a dump made elsewhere keeps none of its grants.
+/// Roles are left as they are: they belong to the cluster, and only `setup` converges them.
 pub async fn harden_copy(
     config: &Config,
     service: Service,
@@ -231,7 +232,7 @@ pub async fn harden_copy(
     let outcome = async {
         let conn = servers.get(&server).await?;
         let caps = admin_capabilities(conn).await?;
-        provision_service(config, &db, conn, &server, &caps, &mut report).await
+        provision_service(config, &db, conn, &server, &caps, &mut report, true).await
     }
     .await;
     servers.close().await;
@@ -286,6 +287,7 @@ async fn provision_service(
     server: &ConnectTarget,
     caps: &AdminCapabilities,
     report: &mut SetupReport,
+    database_only: bool,
 ) -> Result<(), DbError> {
     let service = db.service;
     let policy = config.role_policy();
@@ -294,7 +296,9 @@ async fn provision_service(
     let readonly = db.role_name(Role::Readonly);
 
     let mut created_roles = BTreeSet::new();
-    for role in Role::ALL {
+    // A copy of the database (restore, the drift gate's reference) changes no role: roles are
+    // the cluster's, and only `setup` converges them.
+    for role in Role::ALL.into_iter().filter(|_| !database_only) {
         let name = db.role_name(role);
         let mut rec = Recorder {
             report,
@@ -306,7 +310,7 @@ async fn provision_service(
         }
         revoke_memberships(admin, &name, &mut rec).await?;
     }
-    {
+    if !database_only {
         let mut rec = Recorder {
             report,
             scope: app.clone(),
@@ -328,11 +332,13 @@ async fn provision_service(
     }
     // Members from outside, settings beyond the policy, password expiry.
     let roles: Vec<String> = Role::ALL.iter().map(|r| db.role_name(*r)).collect();
-    let drifts = drift::role_drift(admin, &roles, &caps.user).await?;
-    report.repair(admin, drifts).await;
+    if !database_only {
+        let drifts = drift::role_drift(admin, &roles, &caps.user).await?;
+        report.repair(admin, drifts).await;
+    }
 
     // An administrator without SUPERUSER acts on the database through membership in its owner.
-    if !caps.superuser {
+    if !caps.superuser && !database_only {
         let member: bool = sqlx::query_scalar("select pg_has_role(current_user, $1, 'MEMBER')")
             .bind(&owner)
             .fetch_one(&mut *admin)
@@ -388,7 +394,10 @@ async fn provision_service(
     conn.close().await.ok();
 
     // Prove each pre-existing role's password is the configured one by logging in with it.
-    for role in Role::ALL.into_iter().filter(|r| !created_roles.contains(r)) {
+    for role in Role::ALL
+        .into_iter()
+        .filter(|r| !created_roles.contains(r) && !database_only)
+    {
         let name = db.role_name(role);
         let target = ConnectTarget::role(db, role)?;
         match target.try_connect().await {
