@@ -35,6 +35,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::connect::{CATALOG_SEARCH_PATH, ConnectTarget};
 use crate::migrate::{AppliedMigration, applied};
+use crate::provision::exec;
 use crate::sql::ident;
 use crate::{DbError, SqlContext};
 
@@ -120,13 +121,13 @@ async fn table_sums(conn: &mut PgConnection) -> Result<Vec<TableSum>, DbError> {
         .execute(&mut *conn)
         .await
         .context(|| "setting the checksum session".into())?;
-    let tables: Vec<(String, String)> = sqlx::query_as(
+    let tables: Vec<(String, String)> = sqlx::query_as(&format!(
         "select n.nspname::text, c.relname::text
            from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-          where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')
-            and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
+          where c.relkind = 'r' and {}
           order by 1, 2",
-    )
+        crate::drift::OWN_SCHEMAS
+    ))
     .fetch_all(&mut *conn)
     .await
     .context(|| "listing tables".into())?;
@@ -505,14 +506,6 @@ async fn admin_on_server(config: &Config, service: Service) -> Result<PgConnecti
         .await
 }
 
-async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), DbError> {
-    sqlx::raw_sql(sql)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .context(|| format!("running `{sql}`"))
-}
-
 async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool, DbError> {
     sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
         .bind(name)
@@ -521,7 +514,7 @@ async fn database_exists(conn: &mut PgConnection, name: &str) -> Result<bool, Db
         .context(|| format!("looking up database {name}"))
 }
 
-async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), DbError> {
+pub(crate) async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), DbError> {
     exec(
         conn,
         &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)),

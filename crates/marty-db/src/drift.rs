@@ -30,7 +30,7 @@ pub struct Drift {
 
 /// Objects, columns, schemas and functions of these schemas are the service's own; the
 /// catalogs' are PostgreSQL's.
-const OWN_SCHEMAS: &str = "n.nspname not in ('pg_catalog', 'information_schema')
+pub(crate) const OWN_SCHEMAS: &str = "n.nspname not in ('pg_catalog', 'information_schema')
      and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'";
 
 /// A grantee as SQL: `PUBLIC` or a quoted role name.

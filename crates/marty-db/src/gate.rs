@@ -21,7 +21,6 @@ use sqlx::{Connection, PgConnection};
 
 use crate::connect::{CATALOG_SEARCH_PATH, ConnectTarget};
 use crate::migrate::applied;
-use crate::sql::ident;
 use crate::{DbError, SqlContext};
 
 /// One finding of the gate.
@@ -130,8 +129,8 @@ select 'grants on schema ' || n.nspname,
   from pg_namespace n where %OWN%
 ";
 
-const OWN: &str = "n.nspname not in ('pg_catalog', 'information_schema') \
-     and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'";
+/// The service's own schemas (see [`crate::drift`]).
+const OWN: &str = crate::drift::OWN_SCHEMAS;
 
 async fn items(conn: &mut PgConnection, query: &str) -> Result<BTreeMap<String, String>, DbError> {
     let rows: Vec<(String, String)> = sqlx::query_as(&query.replace("%OWN%", OWN))
@@ -283,11 +282,7 @@ async fn reference(
         .at(&db.host, db.port, db.sslmode)
         .connect()
         .await?;
-    let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&scratch));
-    sqlx::raw_sql(&drop)
-        .execute(&mut admin)
-        .await
-        .context(|| format!("dropping {scratch}"))?;
+    crate::backup::drop_database(&mut admin, &scratch).await?;
     let built = async {
         // Created and hardened by `setup`'s own code, as the live database was.
         crate::provision::harden_copy(config, service, &scratch).await?;
@@ -306,7 +301,7 @@ async fn reference(
         Ok::<_, DbError>((schema, privileges))
     }
     .await;
-    let _ = sqlx::raw_sql(&drop).execute(&mut admin).await;
+    let _ = crate::backup::drop_database(&mut admin, &scratch).await;
     admin.close().await.ok();
     built
 }

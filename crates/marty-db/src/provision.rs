@@ -261,7 +261,7 @@ async fn admin_capabilities(conn: &mut PgConnection) -> Result<AdminCapabilities
     Ok(AdminCapabilities { user, superuser })
 }
 
-async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), DbError> {
+pub(crate) async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), DbError> {
     sqlx::raw_sql(sql)
         .execute(&mut *conn)
         .await
