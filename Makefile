@@ -29,12 +29,13 @@ test: deps lint oracle
 	MARTY_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --workspace --exclude marty-bench --no-fail-fast
 	scripts/fuzz.sh 10
 
-## oracle: the independent Python verifier's virtualenv (asn1crypto + cryptography).
+## oracle: the independent verifiers' virtualenv (asn1crypto + cryptography, grpcio, promtool).
 oracle: $(ORACLE_STAMP)
 
-$(ORACLE_STAMP): scripts/oracle-requirements.txt
+$(ORACLE_STAMP): scripts/oracle-requirements.txt scripts/ensure-promtool.sh
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/oracle-requirements.txt
+	scripts/ensure-promtool.sh $(VENV)/bin
 	touch $@
 
 ## fuzz-smoke: 10 s per fuzz target (FUZZ_SECONDS=300 for a longer run).

@@ -135,8 +135,17 @@ enum DbCommand {
     },
     /// Prove isolation: every role tries every database; prints the matrix and an audit.
     ///
-    /// Exits 1 on any deviation from the declared policy.
+    /// Exit codes, for a periodic job: 0 verified; 1 a deviation was proven (or the check
+    /// could not run: the error is on stderr); 2 nothing deviates but something could not be
+    /// decided (a lock, the deadline); 3 invalid configuration. `--metrics-file` keeps a
+    /// Prometheus textfile (`marty_isolation_verified`, `marty_isolation_last_run_timestamp_seconds`)
+    /// that deploy/prometheus/alerts.yml watches: a run that fails to finish leaves the file's
+    /// timestamp to age, which the staleness alert catches.
     Verify {
+        /// Also write the outcome as Prometheus text to this file (replaced atomically; for
+        /// node_exporter's textfile collector).
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<std::path::PathBuf>,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
@@ -461,7 +470,11 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::Status { json } => {
             let mut rows = Vec::new();
             for db in config.databases() {
-                rows.push(status::status(db, migrator(db.service)).await);
+                let mut row = status::status(db, migrator(db.service)).await;
+                row.pool = scrape_metrics(config.api(db.service))
+                    .await
+                    .and_then(|text| status::PoolFigures::from_metrics(&text));
+                rows.push(row);
             }
             if json {
                 print_json(&rows)?;
@@ -482,6 +495,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             json,
             concurrency,
             timeout,
+            metrics_file,
         } => {
             let report = verify::verify(
                 &config,
@@ -494,10 +508,17 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             } else {
                 print!("{}", verify::render(&report));
             }
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            if let Some(path) = metrics_file {
+                marty_db::backup::write_atomically(
+                    &path,
+                    report.to_prometheus().as_bytes(),
+                    0o644,
+                )?;
+            }
+            Ok(match report.outcome {
+                _ if report.passed() => ExitCode::SUCCESS,
+                verify::VerifyOutcome::NotProven => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
             })
         }
         DbCommand::TestConnections { json } => {
@@ -534,6 +555,31 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// A running service's `/metrics`, or `None` when nothing answers within a second.
+async fn scrape_metrics(api: &marty_config::ServiceApi) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = match api.listen_host.as_str() {
+        "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+        h => h,
+    };
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect((host, api.http_port))
+            .await
+            .ok()?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8(response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), get)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn print_status(s: &status::ServiceStatus) {
@@ -588,6 +634,43 @@ fn print_status(s: &status::ServiceStatus) {
             conns.join(", ")
         }
     );
+    match &s.pool {
+        Some(p) => println!(
+            "  pool:        {} of {} in use ({:.0}% saturated), {} waiting, mean wait {:.1} ms",
+            p.in_use,
+            p.max,
+            p.saturation * 100.0,
+            p.waiting,
+            p.mean_wait_seconds * 1000.0
+        ),
+        None => println!("  pool:        service not running (no /metrics answer)"),
+    }
+    if let Some(o) = &s.outbox {
+        println!(
+            "  outbox:      {} unpublished, oldest {:.0} s",
+            o.backlog,
+            o.oldest_unpublished_age_secs.unwrap_or(0.0)
+        );
+    }
+    match &s.last_backup {
+        Some(b) => println!(
+            "  last backup: {} ({} ago, {})",
+            b.finished_at,
+            human_age(b.age_seconds),
+            b.dump_file
+        ),
+        None => println!("  last backup: never"),
+    }
+}
+
+fn human_age(seconds: f64) -> String {
+    let s = seconds as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 fn dev_postgres(action: DevAction) -> Result<ExitCode> {

@@ -6,10 +6,12 @@
 
 mod backup;
 mod db;
+mod deployment;
 mod drift;
 mod events;
 mod harness;
 mod icao;
+mod monitoring;
 mod platform;
 mod privileges;
 mod services;

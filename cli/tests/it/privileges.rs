@@ -474,7 +474,8 @@ async fn verify_finishes_when_a_table_is_locked_or_a_server_is_silent() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // Undecided, not violated: exit 2 (a periodic job tells the two apart).
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let text = stdout(&out);
     assert!(
         text.contains("waited for a lock held by another session"),

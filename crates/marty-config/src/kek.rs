@@ -111,11 +111,16 @@ impl KekSource {
     }
 }
 
+/// Permission bits a file holding a secret must not have: group write, anything for others.
+pub(crate) const SECRET_FILE_FORBIDDEN: u32 = 0o037;
+
 fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
     let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
+    // Group read is allowed (a Kubernetes Secret volume reaches a non-root process only
+    // through `fsGroup`); group write and anything for others is not.
+    if mode & SECRET_FILE_FORBIDDEN != 0 {
         return Err(format!(
             "is readable by other users (mode {:o}); run `chmod 600 {}`",
             mode & 0o777,

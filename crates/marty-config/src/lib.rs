@@ -15,6 +15,7 @@
 //! | `<SERVICE>_DB_HOST`, `<SERVICE>_DB_PORT` | host/port of one service (`CSCA_DB_HOST`, …) |
 //! | `<SERVICE>_DATABASE_URL` | full URL of one service database (`PKD_SERVICE_DATABASE_URL` for the PKD) |
 //! | `MARTY_<SERVICE>_<ROLE>_PASSWORD` | password of a role, e.g. `MARTY_CSCA_APP_PASSWORD` |
+//! | `MARTY_<SERVICE>_<ROLE>_PASSWORD_FILE` | the same in a file (not world-readable), re-read on reload (SIGHUP) |
 //! | `MARTY_DATABASE_URL` | the legacy shared database `marty_dev` |
 //! | `DB_USER`, `DB_PASSWORD` | administrative credentials used by `marty db setup` only |
 //! | `MARTY_ADMIN_DATABASE_URL` | the administrative connection as one URL |
@@ -1224,6 +1225,7 @@ impl<'a> Loader<'a> {
                 });
             let candidate = self
                 .env_value(&service.password_env(role))
+                .or(self.password_file(service, role)?)
                 .or(from_url)
                 .or(self.file_value(&["services", id, "passwords", role.as_str()])?)
                 .or_else(|| {
@@ -1267,6 +1269,41 @@ impl<'a> Loader<'a> {
             passwords,
             secrets_file: generates.then(|| secrets_path.to_path_buf()),
         })
+    }
+
+    /// `MARTY_<SERVICE>_<ROLE>_PASSWORD_FILE`: the password in a file (a mounted Kubernetes
+    /// Secret, a file an operator rotates), re-read whenever the configuration is reloaded, so
+    /// a running service picks up a rotated password on SIGHUP. Like a KEK file, it must not be
+    /// readable by others (group read is allowed: that is how Secret volumes reach a non-root
+    /// process through `fsGroup`).
+    fn password_file(
+        &self,
+        service: Service,
+        role: Role,
+    ) -> Result<Option<(String, Origin)>, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let var = format!("{}_FILE", service.password_env(role));
+        let Some(path) = self.env.get(&var) else {
+            return Ok(None);
+        };
+        let bad = |message: String| ConfigError::Env {
+            var: var.clone(),
+            message: format!("{path}: {message}"),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        if meta.permissions().mode() & kek::SECRET_FILE_FORBIDDEN != 0 {
+            return Err(bad(format!(
+                "is readable by other users (mode {:o}); run `chmod 600 {path}`",
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let password = text.trim_end_matches(['\n', '\r']).to_owned();
+        if password.is_empty() {
+            return Err(bad("is empty".into()));
+        }
+        Ok(Some((password, Origin::Env { var })))
     }
 
     fn service_url(&self, service: Service) -> Result<Option<ParsedUrl>, ConfigError> {

@@ -120,6 +120,52 @@ fn shipped_files_name_the_design_databases() {
 }
 
 #[test]
+fn a_password_file_is_read_at_each_load_and_must_not_be_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let prod = Fixture::new("production", &shipped("production"));
+    let file = prod.dir.path().join("csca-app.password");
+    fs::write(&file, "first\n").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let env = prod
+        .env()
+        .with("MARTY_ENV", "production")
+        .with("DB_HOST", "pg.example.org")
+        .with("MARTY_CSCA_APP_PASSWORD_FILE", file.display().to_string());
+    let err = Config::load_from(&env).unwrap_err().to_string();
+    assert!(
+        err.contains("MARTY_CSCA_APP_PASSWORD_FILE") && err.contains("readable by other users"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("first"),
+        "the password must not be echoed: {err}"
+    );
+    // Group-readable is how a Secret volume reaches a non-root process (fsGroup).
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(
+        expose(config.database(Service::Csca).password(Role::App).unwrap()),
+        "first"
+    );
+    // A rotated file is what the next load (a reload) sees.
+    fs::write(&file, "second").unwrap();
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(
+        expose(config.database(Service::Csca).password(Role::App).unwrap()),
+        "second"
+    );
+    // The variable with the value itself still wins.
+    let config = Config::load_from(&env.clone().with("MARTY_CSCA_APP_PASSWORD", "direct")).unwrap();
+    assert_eq!(
+        expose(config.database(Service::Csca).password(Role::App).unwrap()),
+        "direct"
+    );
+    fs::write(&file, "\n").unwrap();
+    let err = Config::load_from(&env).unwrap_err().to_string();
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[test]
 fn production_without_db_host_names_the_variable_and_file() {
     let prod = Fixture::new("production", &shipped("production"));
     let err = Config::load_from(&prod.env().with("MARTY_ENV", "production")).unwrap_err();

@@ -221,11 +221,12 @@ pub fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DbError> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename, so that a reader
+/// sees the old file or the new one, never a part; the file gets `mode`.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DbError> {
     let io = |e: std::io::Error| failed(format!("{}: {e}", path.display()));
     let tmp = path.with_extension("partial");
-    let mut f = create_private(&tmp).map_err(io)?;
+    let mut f = create_fresh(&tmp, mode).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
@@ -237,6 +238,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DbError> {
 /// afresh: a leftover is removed first, and neither an existing file nor a symbolic link
 /// planted in its place is followed (`O_EXCL`, `O_NOFOLLOW`).
 fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    create_fresh(path, 0o600)
+}
+
+fn create_fresh(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -246,7 +251,7 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(O_NOFOLLOW)
         .open(path)
 }
@@ -344,13 +349,23 @@ pub async fn backup(
             made_by: format!("marty {}", env!("CARGO_PKG_VERSION")),
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| failed(e.to_string()))?;
-        write_atomically(&dir.join(MANIFEST), &json)?;
+        write_atomically(&dir.join(MANIFEST), &json, 0o600)?;
         Ok::<_, DbError>(manifest)
     })();
     if outcome.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    outcome
+    let manifest = outcome?;
+    // Recorded in the database so that the service itself can report the backup's age.
+    crate::monitor::record_backup(db, &manifest)
+        .await
+        .map_err(|e| {
+            failed(format!(
+                "{service}: the dump and its manifest are complete in {}, but recording the backup in the database failed, so its age will not show in monitoring: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(manifest)
 }
 
 /// The manifest of the dump `file` (the [`MANIFEST`] in its directory that names it), if any.
@@ -738,6 +753,8 @@ pub async fn restore(
             ),
         )
         .await?;
+        // A dump made before the backup history existed gets an empty one.
+        crate::monitor::ensure_backup_history(&mut owner, db).await?;
         owner.close().await.ok();
         if !hardening.unrepaired.is_empty() {
             return Err(failed(format!(

@@ -6,6 +6,8 @@
 //! - [`provision`]: `marty db setup`, idempotent and convergent provisioning of the roles,
 //!   databases and hardening of each service, with drift repair.
 //! - [`migrate`]: running each service's embedded migrations as its owner role, and status.
+//! - [`monitor`]: database-side figures for `/metrics` and `marty db status`, and the backup
+//!   history that lets a service report the age of its last backup.
 //! - [`verify`]: the isolation proof: every role tries every database, plus a catalog audit.
 //! - [`isolation`]: the guard that refuses a configuration in which a service would use a
 //!   database that is not its own, deciding "same database" by the servers' own identity.
@@ -23,6 +25,7 @@ pub mod gate;
 pub mod isolation;
 pub mod local;
 pub mod migrate;
+pub mod monitor;
 pub mod provision;
 pub mod scram;
 mod sql;

@@ -52,6 +52,7 @@ pub async fn migrate(db: &ServiceDatabase, migrator: &Migrator) -> Result<Migrat
     .execute(&mut conn)
     .await
     .context(|| format!("{service}: protecting {MIGRATIONS_TABLE}"))?;
+    crate::monitor::ensure_backup_history(&mut conn, db).await?;
     conn.unlock().await.map_err(failed)?;
     conn.close().await.ok();
     Ok(MigrateOutcome {

@@ -75,6 +75,14 @@ const READONLY_SEQUENCE_PRIVILEGES: &[&str] = &["SELECT"];
 /// sqlx's bookkeeping table: the app role may read it (status) but never rewrite history.
 pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
+/// Tables the platform keeps in every service database beside the service's own: the
+/// migrations' history and the backup history. The `app` role may read them, never write.
+pub const PLATFORM_TABLES: [&str; 2] = [MIGRATIONS_TABLE, crate::monitor::BACKUP_HISTORY_TABLE];
+
+pub(crate) fn is_platform_table(name: &str) -> bool {
+    PLATFORM_TABLES.contains(&name)
+}
+
 struct Recorder<'a> {
     report: &'a mut SetupReport,
     scope: String,
@@ -878,7 +886,7 @@ pub(crate) fn relation_grant_allowed(
     if grantee == app {
         return match kind {
             "S" => matches!(privilege, "SELECT" | "USAGE"),
-            _ if relation == MIGRATIONS_TABLE => privilege == "SELECT",
+            _ if is_platform_table(relation) => privilege == "SELECT",
             _ => matches!(privilege, "SELECT" | "INSERT" | "UPDATE" | "DELETE"),
         };
     }
@@ -987,7 +995,7 @@ async fn ensure_existing_relations(
             }
             continue;
         }
-        if name == MIGRATIONS_TABLE {
+        if is_platform_table(&name) {
             if a_ins || a_upd || a_del {
                 exec(
                     conn,

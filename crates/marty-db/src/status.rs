@@ -35,6 +35,59 @@ pub struct ServiceStatus {
     pub size_bytes: Option<i64>,
     /// Sessions connected to this database, per role.
     pub connections: BTreeMap<String, i64>,
+    /// Events written but not yet published, and the age of the oldest.
+    pub outbox: Option<marty_events::outbox::OutboxMetrics>,
+    pub last_backup: Option<crate::monitor::LastBackup>,
+    /// The running service's connection pool, from its `/metrics` (absent when it is not
+    /// running).
+    pub pool: Option<PoolFigures>,
+}
+
+/// A running service's pool as its `/metrics` reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolFigures {
+    pub in_use: f64,
+    pub idle: f64,
+    pub max: f64,
+    pub saturation: f64,
+    pub waiting: f64,
+    /// Mean wait for a connection since the service started.
+    pub mean_wait_seconds: f64,
+}
+
+impl PoolFigures {
+    /// Reads the figures from a Prometheus text exposition; `None` when the pool's metrics
+    /// are not in it.
+    pub fn from_metrics(text: &str) -> Option<Self> {
+        let mut p = PoolFigures::default();
+        let (mut wait_sum, mut wait_count, mut seen) = (0.0, 0.0, false);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let metric = name.split('{').next().unwrap_or(name);
+            match metric {
+                "marty_db_pool_connections" if name.contains("state=\"in_use\"") => {
+                    p.in_use = value;
+                    seen = true;
+                }
+                "marty_db_pool_connections" if name.contains("state=\"idle\"") => p.idle = value,
+                "marty_db_pool_max_connections" => p.max = value,
+                "marty_db_pool_saturation" => p.saturation = value,
+                "marty_db_pool_waiting" => p.waiting = value,
+                "marty_db_pool_wait_seconds_sum" => wait_sum = value,
+                "marty_db_pool_wait_seconds_count" => wait_count = value,
+                _ => {}
+            }
+        }
+        if wait_count > 0.0 {
+            p.mean_wait_seconds = wait_sum / wait_count;
+        }
+        seen.then_some(p)
+    }
 }
 
 /// Reads the status of `db` as its readonly role; an unreachable database is reported, not an
@@ -52,6 +105,9 @@ pub async fn status(db: &ServiceDatabase, migrator: &Migrator) -> ServiceStatus 
         modified: Vec::new(),
         size_bytes: None,
         connections: BTreeMap::new(),
+        outbox: None,
+        last_backup: None,
+        pool: None,
     };
     if let Err(e) = fill(db, migrator, &mut out).await {
         out.error = Some(e.to_string());
@@ -74,14 +130,9 @@ async fn fill(
     .context(|| "reading server version and size".into())?;
     out.server_version = Some(version);
     out.size_bytes = Some(size);
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select coalesce(usename::text, '(background)'), count(*) from pg_stat_activity
-         where datname = current_database() group by 1 order by 1",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .context(|| "reading connections".into())?;
-    out.connections = rows.into_iter().collect();
+    out.connections = crate::monitor::connections(&mut conn).await?;
+    out.last_backup = crate::monitor::last_backup(&mut conn).await?;
+    out.outbox = marty_events::outbox::metrics(&mut conn).await.ok();
     let done = applied(&mut conn).await?;
     for m in migrator
         .iter()

@@ -189,6 +189,54 @@ impl VerifyReport {
     pub fn passed(&self) -> bool {
         self.deviations == 0
     }
+
+    /// The report as Prometheus text, for node_exporter's textfile collector (or any scraper
+    /// of a file): a periodic `marty db verify --metrics-file` keeps it current, and the alert
+    /// fires when it says "not verified" or when it grows old.
+    pub fn to_prometheus(&self) -> String {
+        let finished = time::OffsetDateTime::parse(
+            &self.finished_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(0);
+        let outcome = match self.outcome {
+            VerifyOutcome::Verified => "verified",
+            VerifyOutcome::Violated => "violated",
+            VerifyOutcome::NotProven => "not_proven",
+        };
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, labels: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
+            ));
+        };
+        gauge(
+            "marty_isolation_verified",
+            "1 when the last `marty db verify` proved every cell and audit check as the policy declares.",
+            "",
+            u8::from(self.passed() && self.outcome == VerifyOutcome::Verified).to_string(),
+        );
+        gauge(
+            "marty_isolation_deviations",
+            "Cells and audit checks of the last verify run that deviate from the policy.",
+            &format!("{{outcome=\"{outcome}\"}}"),
+            self.deviations.to_string(),
+        );
+        gauge(
+            "marty_isolation_last_run_timestamp_seconds",
+            "When the last verify run finished (Unix time).",
+            "",
+            finished.to_string(),
+        );
+        gauge(
+            "marty_isolation_run_duration_seconds",
+            "How long the last verify run took.",
+            "",
+            format!("{:.3}", self.duration_ms as f64 / 1000.0),
+        );
+        out
+    }
 }
 
 /// The declared policy of DESIGN §3.

@@ -112,6 +112,7 @@ pub struct Application {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     check: marty_db::startup::DatabaseCheck,
+    migrator: &'static sqlx::migrate::Migrator,
     nats_url: String,
     grace: Duration,
 }
@@ -191,10 +192,11 @@ impl Application {
                 .map(|s| (s, config.api(s).url.clone()))
                 .collect(),
         );
+        let metrics = Arc::new(Registry::default());
         let ctx = ServiceContext {
             service,
             environment: config.environment,
-            db: ServiceDb::new(pool),
+            db: ServiceDb::new(pool, metrics.clone(), service),
             keys,
             policy,
             api: marty_config::ServiceApi {
@@ -203,7 +205,7 @@ impl Application {
                 ..api
             },
             peers,
-            metrics: Arc::new(Registry::default()),
+            metrics,
             wake: Arc::new(tokio::sync::Notify::new()),
         };
         let parts = (descriptor.build)(ctx.clone())
@@ -226,6 +228,7 @@ impl Application {
             grpc_addr,
             http_addr,
             check,
+            migrator: descriptor.migrator,
             nats_url: config.nats_url().to_owned(),
             grace: config.runtime().shutdown_grace,
         })
@@ -268,6 +271,7 @@ impl Application {
             grpc,
             http,
             check,
+            migrator,
             nats_url,
             grace,
             ..
@@ -347,6 +351,7 @@ impl Application {
             service,
             db: ctx.db.clone(),
             migration_version: check.migration_version,
+            migrator,
             system_identifier: check.system_identifier,
             metrics: ctx.metrics.clone(),
             shutdown: serving.clone(),

@@ -8,39 +8,66 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use marty_config::{CscaPolicy, Service, ServiceApi, SignerPolicy};
 use marty_keys::KeyStore;
+use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::metrics::Registry;
 
 /// The service's own database, through its `app` role.
+///
+/// Every wait for a pooled connection goes through [`ServiceDb::begin`] or
+/// [`ServiceDb::acquire`], so that the pool's saturation shows in `/metrics` as the number of
+/// callers waiting and as the `marty_db_pool_wait_seconds` histogram.
 #[derive(Debug, Clone)]
 pub struct ServiceDb {
     pool: PgPool,
     waiting: Arc<AtomicI64>,
+    metrics: Arc<Registry>,
+    service: &'static str,
 }
 
 impl ServiceDb {
-    pub(crate) fn new(pool: PgPool) -> Self {
+    pub(crate) fn new(pool: PgPool, metrics: Arc<Registry>, service: Service) -> Self {
         Self {
             pool,
             waiting: Arc::new(AtomicI64::new(0)),
+            metrics,
+            service: service.id(),
         }
     }
 
-    /// A transaction; time spent waiting for a connection is visible as
-    /// `marty_db_pool_waiting`.
+    /// A transaction.
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let tx = self.pool.begin().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        tx
+        self.timed(self.pool.begin()).await
     }
 
-    /// The pool, for single statements outside a transaction.
+    /// A pooled connection, for statements outside a transaction.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.timed(self.pool.acquire()).await
+    }
+
+    async fn timed<T>(
+        &self,
+        wait: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let started = Instant::now();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let got = wait.await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.observe(
+            "marty_db_pool_wait_seconds",
+            "Time callers waited for a connection of the service's pool.",
+            &[("service", self.service)],
+            started.elapsed().as_secs_f64(),
+        );
+        got
+    }
+
+    /// The pool itself (for a caller that needs its options or hands it to a library).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

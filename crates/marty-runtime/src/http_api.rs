@@ -24,6 +24,7 @@ pub(crate) struct HttpState {
     pub service: Service,
     pub db: ServiceDb,
     pub migration_version: i64,
+    pub migrator: &'static sqlx::migrate::Migrator,
     pub system_identifier: i64,
     pub metrics: Arc<Registry>,
     pub shutdown: Shutdown,
@@ -100,6 +101,23 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         &[("service", service), ("state", "idle")],
         idle,
     );
+    let max = f64::from(pool.options().get_max_connections());
+    m.set(
+        "marty_db_pool_max_connections",
+        "Connections the service's pool may open.",
+        &labels,
+        max,
+    );
+    m.set(
+        "marty_db_pool_saturation",
+        "Share of the pool's connections in use (1 = every connection busy).",
+        &labels,
+        if max > 0.0 {
+            (size - idle).max(0.0) / max
+        } else {
+            0.0
+        },
+    );
     m.set(
         "marty_db_pool_waiting",
         "Requests waiting for a pooled connection.",
@@ -119,6 +137,16 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         &labels,
         if ready { 1.0 } else { 0.0 },
     );
+    // The database as it sees itself: size, sessions, migrations, last backup.
+    let health = async {
+        let mut conn = pool.acquire().await.ok()?;
+        marty_db::monitor::health(&mut conn, state.migrator)
+            .await
+            .ok()
+    };
+    if let Ok(Some(h)) = tokio::time::timeout(READY_TIMEOUT, health).await {
+        database_metrics(m, service, &h);
+    }
     // The outbox as the database sees it; skipped (and kept at its last value) when the
     // database does not answer in time, so a scrape never hangs.
     let outbox = async {
@@ -185,6 +213,61 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         m.render(),
     )
         .into_response()
+}
+
+fn database_metrics(m: &Registry, service: &str, h: &marty_db::monitor::DatabaseHealth) {
+    let labels = [("service", service)];
+    m.set(
+        "marty_db_size_bytes",
+        "Size of the service's database.",
+        &labels,
+        h.size_bytes as f64,
+    );
+    let by_role: Vec<(Vec<(&str, &str)>, f64)> = h
+        .connections
+        .iter()
+        .map(|(role, n)| {
+            (
+                vec![("service", service), ("role", role.as_str())],
+                *n as f64,
+            )
+        })
+        .collect();
+    m.set_all(
+        "marty_db_connections",
+        "Sessions connected to the service's database, per role (all clients, not only this process).",
+        &by_role,
+    );
+    m.set(
+        "marty_migrations_pending",
+        "Migrations the binary embeds that the database has not applied.",
+        &labels,
+        h.pending_migrations as f64,
+    );
+    let (at, age) = match &h.last_backup {
+        Some(b) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            (Some(now - b.age_seconds), b.age_seconds)
+        }
+        None => (None, f64::INFINITY),
+    };
+    m.set(
+        "marty_backup_age_seconds",
+        "Time since the last successful `marty db backup` of the service's database (+Inf: never).",
+        &labels,
+        age,
+    );
+    if let Some(at) = at {
+        m.set(
+            "marty_backup_last_success_timestamp_seconds",
+            "When the last successful backup of the service's database finished (Unix time).",
+            &labels,
+            at.round(),
+        );
+    }
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response {

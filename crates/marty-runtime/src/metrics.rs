@@ -90,6 +90,19 @@ impl Registry {
         });
     }
 
+    /// Replaces every value of a gauge at once (label sets absent from `rows` disappear), so
+    /// a scrape never sees half of an update.
+    pub fn set_all(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        rows: &[(Vec<(&str, &str)>, f64)],
+    ) {
+        self.with_family(name, help, Kind::Gauge, |f| {
+            f.values = rows.iter().map(|(p, v)| (labels(p), *v)).collect();
+        });
+    }
+
     /// Records one observation, in seconds, in a latency histogram.
     pub fn observe(
         &self,
@@ -165,7 +178,11 @@ impl Registry {
 }
 
 fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
         format!("{v}")

@@ -51,6 +51,24 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Prometheus' `promtool`: `$MARTY_PROMTOOL`, else the one `make test` extracts into the
+/// virtualenv (scripts/ensure-promtool.sh), else one on PATH.
+pub fn promtool() -> PathBuf {
+    if let Some(p) = std::env::var_os("MARTY_PROMTOOL") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/promtool");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("promtool").arg("--version").output();
+    assert!(
+        on_path.is_ok_and(|o| o.status.success()),
+        "promtool is not installed: run `make test` (scripts/ensure-promtool.sh puts it in .venv/bin), or set MARTY_PROMTOOL"
+    );
+    PathBuf::from("promtool")
+}
+
 fn python_script(
     script: &str,
     dir: &Path,

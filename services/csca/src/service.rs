@@ -320,7 +320,7 @@ impl Csca {
         // that is going to be refused must not cost them. (The check is repeated under the
         // country's lock below, which decides.)
         if let Some(current) =
-            store::current_csca(&mut *self.ctx.db().pool().acquire().await?, &country).await?
+            store::current_csca(&mut *self.ctx.db().acquire().await?, &country).await?
             && Self::check_usable(&current, now, "issue").is_ok()
         {
             return Err(Self::already_has(&country, &current));
@@ -400,7 +400,7 @@ impl Csca {
         let country = domain::country(country)?;
         let now = OffsetDateTime::now_utc();
         let current = {
-            let mut conn = self.ctx.db().pool().acquire().await?;
+            let mut conn = self.ctx.db().acquire().await?;
             store::current_csca(&mut conn, &country).await?
         }
         .ok_or_else(|| {
@@ -553,7 +553,7 @@ impl Csca {
         match &outcome {
             Ok(_) => {}
             Err(CscaError::InvalidArgument(why)) | Err(CscaError::FailedPrecondition(why)) => {
-                let mut conn = self.ctx.db().pool().acquire().await?;
+                let mut conn = self.ctx.db().acquire().await?;
                 store::record_request(&mut conn, &req.requester, req.kind, &req.csr_der, Err(why))
                     .await?;
             }
@@ -694,7 +694,7 @@ impl Csca {
         let reason = domain::revocation_reason(reason)?;
         let country = country.map(domain::country).transpose()?;
         let found = {
-            let mut conn = self.ctx.db().pool().acquire().await?;
+            let mut conn = self.ctx.db().acquire().await?;
             self.find_one(&mut conn, serial, country.as_deref()).await?
         };
         let mut tx = self.begin().await?;
@@ -824,7 +824,7 @@ impl Csca {
     /// run it: the country lock and the re-check inside it issue each CRL once.
     pub async fn renew_due_crls(&self) -> Result<usize> {
         let countries = {
-            let mut conn = self.ctx.db().pool().acquire().await?;
+            let mut conn = self.ctx.db().acquire().await?;
             store::countries(&mut conn).await?
         };
         let margin = Duration::days(i64::from(self.policy.crl_renew_before_days));
@@ -857,7 +857,7 @@ impl Csca {
 
     pub async fn latest_crl(&self, country: &str) -> Result<CrlRow> {
         let country = domain::country(country)?;
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         store::latest_crl(&mut conn, &country)
             .await?
             .ok_or_else(|| CscaError::NotFound(format!("{country} has no CRL yet")))
@@ -866,7 +866,7 @@ impl Csca {
     /// The current CSCA certificate of `country`.
     pub async fn current(&self, country: &str) -> Result<CertRow> {
         let country = domain::country(country)?;
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         store::current_csca(&mut conn, &country)
             .await?
             .map(|k| k.certificate)
@@ -879,7 +879,7 @@ impl Csca {
         country: Option<&str>,
         fingerprint: Option<&[u8]>,
     ) -> Result<CertRow> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         match (serial, fingerprint) {
             (_, Some(fp)) => store::by_fingerprint(&mut conn, fp).await?.ok_or_else(|| {
                 CscaError::NotFound(format!(
@@ -898,7 +898,7 @@ impl Csca {
     }
 
     pub async fn list(&self, at: OffsetDateTime, filter: &ListFilter) -> Result<Vec<CertRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::list(&mut conn, at, filter).await?)
     }
 }

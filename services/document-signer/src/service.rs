@@ -249,7 +249,7 @@ impl DocumentSigner {
     pub async fn active(&self, country: &str, document_type: &str) -> Result<SignerRow> {
         let country = self.country(country)?;
         let document_type = self.document_type(document_type)?;
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         store::active(&mut conn, &country, &document_type)
             .await?
             .ok_or_else(|| {
@@ -324,7 +324,7 @@ impl DocumentSigner {
         .await
         .map_err(internal)??;
         {
-            let mut conn = self.ctx.db().pool().acquire().await?;
+            let mut conn = self.ctx.db().acquire().await?;
             store::insert_pending(
                 &mut conn,
                 PendingKey {
@@ -340,7 +340,7 @@ impl DocumentSigner {
         let (dsc, csca_cert) = match certified {
             Ok(c) => c,
             Err(e) => {
-                let mut conn = self.ctx.db().pool().acquire().await?;
+                let mut conn = self.ctx.db().acquire().await?;
                 store::delete_pending(&mut conn, key_id).await?;
                 return Err(e);
             }
@@ -487,7 +487,7 @@ impl DocumentSigner {
     pub async fn rotate_due(&self) -> Result<usize> {
         let margin = Duration::days(i64::from(self.policy.rotate_before_days));
         let (active, revoked) = {
-            let mut conn = self.ctx.db().pool().acquire().await?;
+            let mut conn = self.ctx.db().acquire().await?;
             (
                 store::all_active(&mut conn).await?,
                 store::revoked_without_successor(&mut conn).await?,
@@ -810,7 +810,7 @@ impl DocumentSigner {
         document_reference: Option<&str>,
         limit: i64,
     ) -> Result<Vec<store::AuditRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::list_audit(&mut conn, before, document_reference, limit).await?)
     }
 }

@@ -210,7 +210,7 @@ impl Engine {
         while let Some(batch) = self.records.next_batch(&stop, MAX_RECORD_BATCH).await {
             let (rows, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let recorded = async {
-                let mut conn = self.ctx.db().pool().acquire().await?;
+                let mut conn = self.ctx.db().acquire().await?;
                 store::record_validations(&mut conn, &rows).await
             }
             .await
@@ -334,12 +334,9 @@ impl Engine {
         };
         if h.document_number.trim().is_empty() {
             // Allocated: a collision (1 in 33^8 per pair) ends as ALREADY_EXISTS below.
-        } else if store::by_number(
-            &mut *self.ctx.db().pool().acquire().await?,
-            &document_number,
-        )
-        .await?
-        .is_some()
+        } else if store::by_number(&mut *self.ctx.db().acquire().await?, &document_number)
+            .await?
+            .is_some()
         {
             // Checked before anything is signed; the unique constraint decides races.
             return Err(EngineError::AlreadyExists(format!(
@@ -481,7 +478,7 @@ impl Engine {
     /// The passport of `document_number`, issued now if there is none (the reference's
     /// ProcessPassport): a specimen holder, the sample face.
     pub async fn get(&self, id: Option<Uuid>, number: Option<&str>) -> Result<PassportRow> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         let found = match (id, number) {
             (Some(id), _) => store::by_id(&mut conn, id).await?,
             (None, Some(n)) => store::by_number(&mut conn, n).await?,
@@ -499,7 +496,7 @@ impl Engine {
         after: Option<(OffsetDateTime, Uuid)>,
         limit: i64,
     ) -> Result<Vec<PassportRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::page(&mut conn, after, limit).await?)
     }
 
@@ -517,7 +514,7 @@ impl Engine {
         notes: &mut Vec<String>,
     ) -> Result<Option<(VersionedStore, bool)>> {
         let now = OffsetDateTime::now_utc();
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         if let Some(stamp) = store::trust_stamp(&mut conn, country).await?
             && stamp.expires_at > now
         {
@@ -604,8 +601,7 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(error = %e, %country, "trust material from the PKD unavailable");
                 let cached =
-                    store::cached_trust(&mut *self.ctx.db().pool().acquire().await?, country)
-                        .await?;
+                    store::cached_trust(&mut *self.ctx.db().acquire().await?, country).await?;
                 match cached {
                     Some(c) if now - c.fetched_at <= TRUST_STALE_LIMIT => {
                         notes.push(format!(

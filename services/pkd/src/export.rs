@@ -76,14 +76,14 @@ impl Pkd {
     pub async fn export_master_list(&self, country: &str) -> Result<Published> {
         let country = self.issuing_country(country).await?;
         let job = store::start_job(
-            &mut *self.ctx().db().pool().acquire().await?,
+            &mut *self.ctx().db().acquire().await?,
             "publish_master_list",
             &format!("export:{country}"),
             0,
         )
         .await?;
         let result = self.export_in(&country).await;
-        let mut conn = self.ctx().db().pool().acquire().await?;
+        let mut conn = self.ctx().db().acquire().await?;
         match &result {
             Ok(p) => store::finish_job(&mut conn, job, p.certificate_count as i32, None).await?,
             Err(e) => store::finish_job(&mut conn, job, 0, Some(&e.to_string())).await?,
@@ -94,7 +94,7 @@ impl Pkd {
     /// The country whose master list this is: the one asked for, which must be a country this
     /// platform's CSCA serves, or the only such country.
     async fn issuing_country(&self, requested: &str) -> Result<String> {
-        let own = store::local_countries(&mut *self.ctx().db().pool().acquire().await?).await?;
+        let own = store::local_countries(&mut *self.ctx().db().acquire().await?).await?;
         let requested = requested.trim().to_ascii_uppercase();
         if requested.is_empty() {
             return match own.as_slice() {
@@ -125,7 +125,7 @@ impl Pkd {
 
     async fn export_in(&self, country: &str) -> Result<Published> {
         let signer = self.master_list_signer(country).await?;
-        let mut conn = self.ctx().db().pool().acquire().await?;
+        let mut conn = self.ctx().db().acquire().await?;
         let (certificates, _) = store::trust_material(&mut conn, None, None).await?;
         drop(conn);
         let ders: Vec<Vec<u8>> = certificates
@@ -218,7 +218,7 @@ impl Pkd {
     async fn master_list_signer(&self, country: &str) -> Result<Signer> {
         let _one_at_a_time = self.certifying().lock().await;
         let now = OffsetDateTime::now_utc();
-        let mut conn = self.ctx().db().pool().acquire().await?;
+        let mut conn = self.ctx().db().acquire().await?;
         if let Some((sealed, cert_der, csca_der)) = current_key(&mut conn, country, now).await? {
             // Neither the signer's certificate nor its CSCA may be revoked.
             let csca_fp = DigestAlgorithm::Sha256.digest(&csca_der);
@@ -322,7 +322,7 @@ impl Pkd {
             .and_then(|(_, end)| end)
             .unwrap_or(certificate.not_after)
             .min(certificate.not_after);
-        let mut conn = self.ctx().db().pool().acquire().await?;
+        let mut conn = self.ctx().db().acquire().await?;
         insert_key(
             &mut conn,
             &sealed,

@@ -145,14 +145,14 @@ impl Pkd {
         }
         let total = items.master_lists.len() + items.certificates.len() + items.crls.len();
         let job = store::start_job(
-            &mut *self.ctx().db().pool().acquire().await?,
+            &mut *self.ctx().db().acquire().await?,
             "ldif_import",
             source_name,
             i32::try_from(total).unwrap_or(i32::MAX),
         )
         .await?;
         let result = self.import_items(items, roots, job, progress).await;
-        let mut conn = self.ctx().db().pool().acquire().await?;
+        let mut conn = self.ctx().db().acquire().await?;
         match &result {
             Ok(r) => {
                 let done = (r.added + r.duplicates + r.rejected_total) as i32;
@@ -192,11 +192,9 @@ impl Pkd {
             });
             let fingerprint = DigestAlgorithm::Sha256.digest(&der);
             // The same list again: every certificate in it is stored already.
-            if let Some(n) = store::stored_master_list(
-                &mut *self.ctx().db().pool().acquire().await?,
-                &fingerprint,
-            )
-            .await?
+            if let Some(n) =
+                store::stored_master_list(&mut *self.ctx().db().acquire().await?, &fingerprint)
+                    .await?
             {
                 report.duplicates += n.max(0) as u32;
                 report.total += n.max(0) as u32;

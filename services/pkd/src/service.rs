@@ -215,7 +215,7 @@ impl Pkd {
         })
         .await?;
         let job = store::start_job(
-            &mut *self.ctx.db().pool().acquire().await?,
+            &mut *self.ctx.db().acquire().await?,
             "master_list_import",
             source_name,
             i32::try_from(ml.certificates.len()).unwrap_or(i32::MAX),
@@ -224,7 +224,7 @@ impl Pkd {
         let result = self
             .import_master_list_in(ml, der, roots, source, job)
             .await;
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         match &result {
             Ok(r) => {
                 store::finish_job(&mut conn, job, r.added as i32 + r.duplicates as i32, None)
@@ -419,7 +419,7 @@ impl Pkd {
         })
         .await?;
         let job = store::start_job(
-            &mut *self.ctx.db().pool().acquire().await?,
+            &mut *self.ctx.db().acquire().await?,
             "crl_import",
             source_name,
             1,
@@ -440,7 +440,7 @@ impl Pkd {
             })
         }
         .await;
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         match &result {
             Ok(_) => store::finish_job(&mut conn, job, 1, None).await?,
             Err(e) => store::finish_job(&mut conn, job, 0, Some(&e.to_string())).await?,
@@ -455,7 +455,7 @@ impl Pkd {
         country: Option<&str>,
         ski: Option<&[u8]>,
     ) -> Result<TrustMaterial> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         let (certificates, crls) = store::trust_material(&mut conn, country, ski).await?;
         Ok(TrustMaterial {
             version: version_of(&certificates, &crls),
@@ -465,12 +465,12 @@ impl Pkd {
     }
 
     pub async fn document_signers(&self) -> Result<Vec<CertRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::document_signers(&mut conn).await?)
     }
 
     pub async fn latest_crls(&self, country: &str) -> Result<Vec<CrlRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::latest_crls(&mut conn, country).await?)
     }
 
@@ -478,12 +478,12 @@ impl Pkd {
         &self,
         country: Option<&str>,
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::latest_published(&mut conn, country).await?)
     }
 
     pub async fn jobs(&self, limit: i64) -> Result<Vec<store::JobRow>> {
-        let mut conn = self.ctx.db().pool().acquire().await?;
+        let mut conn = self.ctx.db().acquire().await?;
         Ok(store::jobs(&mut conn, limit).await?)
     }
 }

@@ -1,0 +1,372 @@
+//! The shipped deployments (deploy/docker-compose.yml, deploy/k8s/) checked offline: the
+//! Kubernetes manifests by a schema validator (`kubernetes-validate --strict`), and both by
+//! loading each workload's own environment into Marty's real configuration — it must resolve
+//! (hosts, passwords, KEKs, listeners), keep every service on its own database as the isolation
+//! guard sees it, probe the port the service listens on, and hand each workload only the
+//! secrets its role needs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use marty_config::{Config, Env, Role, Service};
+use marty_testkit::tools::{python, repo};
+use serde_yaml::Value;
+
+use crate::harness::show;
+
+const KEK: &str = "9f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+
+fn yaml_documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// Loads the production configuration the way a workload would, from `env`.
+fn load(env: &BTreeMap<String, String>) -> Config {
+    let mut pairs: Vec<(String, String)> = env.clone().into_iter().collect();
+    pairs.push((
+        "MARTY_CONFIG_DIR".into(),
+        repo().join("config").display().to_string(),
+    ));
+    pairs.push(("MARTY_STATE_DIR".into(), "/nonexistent/marty-state".into()));
+    Config::load_from(&Env::from_pairs(pairs)).unwrap_or_else(|e| panic!("{e}\n{env:?}"))
+}
+
+/// The secret-carrying variables a workload's environment names, by service.
+fn secrets_named(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.keys()
+        .filter(|k| k.contains("_PASSWORD") || k.contains("_KEK"))
+        .cloned()
+        .collect()
+}
+
+/// Checks what a service workload may see: only its own app password (and KEK).
+fn assert_least_secrets(service: Service, env: &BTreeMap<String, String>) {
+    let prefix = format!("MARTY_{}_", service.env_prefix());
+    for var in secrets_named(env) {
+        let own_app = var.starts_with(&service.password_env(Role::App));
+        let own_kek = var.starts_with(&format!("{prefix}KEK"));
+        assert!(
+            own_app || own_kek,
+            "the {service} workload receives {var}, which it does not need"
+        );
+    }
+}
+
+fn check_service_config(service: Service, env: &BTreeMap<String, String>, http_probe_port: u16) {
+    let config = load(env);
+    assert!(
+        config.isolation_conflicts().is_empty(),
+        "{service}: {:?}",
+        config.isolation_conflicts()
+    );
+    config
+        .database(service)
+        .password(Role::App)
+        .unwrap_or_else(|e| panic!("{service}: {e}"));
+    if [Service::Csca, Service::DocumentSigner, Service::Pkd].contains(&service) {
+        config
+            .kek(service)
+            .unwrap_or_else(|e| panic!("{service}: {e}"));
+    }
+    let api = config.api(service);
+    assert_eq!(
+        api.listen_host, "0.0.0.0",
+        "{service} must listen beyond loopback"
+    );
+    assert_eq!(
+        api.http_port, http_probe_port,
+        "{service}: probes hit another port"
+    );
+    assert_least_secrets(service, env);
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_give_each_workload_a_working_least_privilege_config() {
+    let dir = repo().join("deploy/k8s");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let validator = python().with_file_name("kubernetes-validate");
+    let out = std::process::Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", validator.display()));
+    assert!(out.status.success(), "{}", show(&out));
+    let text = show(&out);
+    assert!(!text.contains("ERROR"), "{text}");
+
+    let docs: Vec<Value> = files.iter().flat_map(|f| yaml_documents(f)).collect();
+    let kind = |k: &'static str| docs.iter().filter(move |d| str_of(&d["kind"]) == k);
+    // The schema validator does not know CloudNativePG's Cluster: its shape is checked here.
+    let clusters: Vec<&Value> = kind("Cluster").collect();
+    assert_eq!(clusters.len(), 4, "a PostgreSQL cluster per service");
+    for c in &clusters {
+        assert_eq!(str_of(&c["apiVersion"]), "postgresql.cnpg.io/v1");
+        assert!(c["spec"]["instances"].as_u64().unwrap() >= 1);
+        assert!(!str_of(&c["spec"]["storage"]["size"]).is_empty());
+        let role = &c["spec"]["managed"]["roles"][0];
+        assert_eq!(str_of(&role["name"]), "marty_admin");
+        assert_eq!(role["superuser"].as_bool(), Some(false));
+    }
+    let nats = kind("StatefulSet")
+        .find(|d| str_of(&d["metadata"]["name"]) == "marty-nats")
+        .unwrap();
+    assert_eq!(nats["spec"]["replicas"].as_u64(), Some(3));
+    let conf = kind("ConfigMap").next().unwrap()["data"]["nats.conf"].clone();
+    assert!(
+        str_of(&conf).contains("jetstream")
+            && str_of(&conf).matches("nats://marty-nats-").count() == 3
+    );
+
+    let secrets: BTreeMap<String, &Value> = kind("Secret")
+        .map(|s| (str_of(&s["metadata"]["name"]).to_owned(), s))
+        .collect();
+    let files_dir = tempfile::tempdir().unwrap();
+    // A workload's environment as the kubelet builds it: values, Secret references, files.
+    let environment = |pod: &Value| -> BTreeMap<String, String> {
+        let container = &pod["containers"][0];
+        let mut volumes = BTreeMap::new();
+        for v in pod["volumes"].as_sequence().unwrap() {
+            if let Some(name) = v["secret"]["secretName"].as_str() {
+                assert!(
+                    secrets.contains_key(name),
+                    "volume of unknown Secret {name}"
+                );
+                volumes.insert(str_of(&v["name"]).to_owned(), name.to_owned());
+            }
+        }
+        let mut mounts = BTreeMap::new();
+        for m in container["volumeMounts"].as_sequence().unwrap() {
+            if let Some(secret) = volumes.get(str_of(&m["name"])) {
+                mounts.insert(str_of(&m["mountPath"]).to_owned(), secret.clone());
+            }
+        }
+        let mut env = BTreeMap::new();
+        for e in container["env"].as_sequence().unwrap() {
+            let name = str_of(&e["name"]).to_owned();
+            let value = if let Some(v) = e["value"].as_str() {
+                v.to_owned()
+            } else {
+                let s = str_of(&e["valueFrom"]["secretKeyRef"]["name"]);
+                assert!(secrets.contains_key(s), "{name}: unknown Secret {s}");
+                format!("from-secret-{s}")
+            };
+            if name.ends_with("_FILE") {
+                // The file must come from a mounted Secret: write what the kubelet would.
+                let (mount, secret) = mounts
+                    .iter()
+                    .find(|(m, _)| value.starts_with(m.as_str()))
+                    .unwrap_or_else(|| panic!("{name}={value} is not in a mounted Secret"));
+                let _ = mount;
+                let local = files_dir
+                    .path()
+                    .join(value.trim_start_matches('/').replace('/', "_"));
+                let content = if name.contains("_KEK") {
+                    KEK.to_owned()
+                } else {
+                    format!("password-of-{secret}")
+                };
+                std::fs::write(&local, content).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o440)).unwrap();
+                env.insert(name, local.display().to_string());
+            } else {
+                env.insert(name, value);
+            }
+        }
+        env
+    };
+
+    for service in Service::ALL {
+        let name = format!("marty-{}", service.id().replace('_', "-"));
+        let deployment = kind("Deployment")
+            .find(|d| str_of(&d["metadata"]["name"]) == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(str_of)
+                .collect::<Vec<_>>(),
+            ["serve", service.id()]
+        );
+        assert_eq!(
+            str_of(&container["livenessProbe"]["httpGet"]["path"]),
+            "/healthz"
+        );
+        assert_eq!(
+            str_of(&container["readinessProbe"]["httpGet"]["path"]),
+            "/readyz"
+        );
+        let http = container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| str_of(&p["name"]) == "http")
+            .unwrap()["containerPort"]
+            .as_u64()
+            .unwrap() as u16;
+        let env = environment(pod);
+        assert_eq!(
+            env[&format!("{}_DB_HOST", service.env_prefix())],
+            format!("{name}-db-rw"),
+            "{service} must use its own cluster"
+        );
+        check_service_config(service, &env, http);
+        let config = load(&env);
+        // Each database on its own server: four distinct hosts.
+        let hosts: std::collections::BTreeSet<_> = Service::ALL
+            .iter()
+            .map(|s| config.database(*s).host.clone())
+            .collect();
+        assert_eq!(hosts.len(), 4, "{hosts:?}");
+        assert!(
+            kind("Service").any(|s| str_of(&s["metadata"]["name"]) == name),
+            "no Service {name}"
+        );
+
+        // The migration Job: this service's owner, nothing else.
+        let job = kind("Job")
+            .find(|d| str_of(&d["metadata"]["name"]) == format!("{name}-migrate"))
+            .unwrap_or_else(|| panic!("no migration Job for {service}"));
+        let pod = &job["spec"]["template"]["spec"];
+        let args: Vec<&str> = pod["containers"][0]["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(str_of)
+            .collect();
+        assert_eq!(args, ["db", "migrate", "--service", service.id()]);
+        let env = environment(pod);
+        let config = load(&env);
+        config
+            .database(service)
+            .password(Role::Owner)
+            .unwrap_or_else(|e| panic!("{service} migration: {e}"));
+        for var in secrets_named(&env) {
+            assert!(
+                var.starts_with(&service.password_env(Role::Owner)),
+                "the {service} migration Job receives {var}"
+            );
+        }
+    }
+    // The setup Job: the administrator and every role it creates.
+    let setup = kind("Job")
+        .find(|d| str_of(&d["metadata"]["name"]) == "marty-db-setup")
+        .unwrap();
+    let config = load(&environment(&setup["spec"]["template"]["spec"]));
+    assert_eq!(config.admin().user, "marty_admin");
+    for service in Service::ALL {
+        for role in Role::ALL {
+            config.database(service).password(role).unwrap();
+        }
+    }
+}
+
+/// `${VAR:?message}` and `${VAR:-default}` as docker compose interpolates them.
+fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find('}').unwrap() + at;
+        let inner = &rest[at + 2..end];
+        let (name, fallback) = match inner.find(":?").or_else(|| inner.find(":-")) {
+            Some(i) => (&inner[..i], Some((&inner[i..i + 2], &inner[i + 2..]))),
+            None => (inner, None),
+        };
+        match (vars.get(name), fallback) {
+            (Some(v), _) => out.push_str(v),
+            (None, Some((":-", default))) => out.push_str(default),
+            (None, _) => panic!("compose needs {name}: {inner}"),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
+    let example = std::fs::read_to_string(repo().join("deploy/marty.env.example")).unwrap();
+    let mut vars: BTreeMap<String, String> = example
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    for v in vars.values_mut().filter(|v| v.len() == 64) {
+        *v = KEK.to_owned();
+    }
+    let raw = std::fs::read_to_string(repo().join("deploy/docker-compose.yml")).unwrap();
+    let compose: Value = serde_yaml::from_str(&interpolate(&raw, &vars)).unwrap();
+    let services = &compose["services"];
+    let env_of = |name: &str| -> BTreeMap<String, String> {
+        services[name]["environment"]
+            .as_mapping()
+            .unwrap_or_else(|| panic!("no service {name}"))
+            .iter()
+            .map(|(k, v)| (str_of(k).to_owned(), str_of(v).to_owned()))
+            .collect()
+    };
+    let migrate = load(&env_of("migrate"));
+    for service in Service::ALL {
+        for role in Role::ALL {
+            migrate.database(service).password(role).unwrap();
+        }
+    }
+    let command = services["migrate"]["command"][2].as_str().unwrap();
+    assert!(
+        command.contains("marty db setup") && command.contains("marty db migrate"),
+        "{command}"
+    );
+    for service in Service::ALL {
+        let name = service.id().replace('_', "-");
+        let s = &services[name.as_str()];
+        assert_eq!(
+            str_of(&s["depends_on"]["migrate"]["condition"]),
+            "service_completed_successfully",
+            "{service} must start after the migrations"
+        );
+        let test: Vec<&str> = s["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(str_of)
+            .collect();
+        let probe = test.last().unwrap();
+        assert!(probe.ends_with("/readyz"), "{probe}");
+        let port: u16 = probe
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/readyz")
+            .parse()
+            .unwrap();
+        check_service_config(service, &env_of(&name), port);
+        let published: Vec<&str> = s["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(str_of)
+            .collect();
+        assert!(
+            published.contains(&format!("{port}:{port}").as_str()),
+            "{published:?}"
+        );
+    }
+}
