@@ -9,24 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}; rows=${2:-300000}
-cargo build -q --release -p marty-cli
-marty=$PWD/target/release/marty
-state=$(mktemp -d /tmp/marty-bench-backup-XXXXXX)
-chmod 755 "$state"
-export MARTY_STATE_DIR=$state MARTY_ENV=development MARTY_CONFIG_DIR=$PWD/config
-unset DB_HOST DB_PORT MARTY_ADMIN_DATABASE_URL DB_USER DB_PASSWORD MARTY_NATS_URL RUST_LOG
-cleanup() { $marty dev postgres stop >/dev/null 2>&1 || true; rm -rf "$state"; }
-trap cleanup EXIT
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s–%s", lo, hi}'; }
-secs() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>"$state/last.err" || { cat "$state/last.err" >&2; exit 1; }; e=$(date +%s%N); awk -v d=$(( e - s )) 'BEGIN {printf "%.3f", d / 1e9}'; }
-
-$marty dev postgres start >/dev/null
-$marty db setup >/dev/null
-$marty db migrate >/dev/null
-eval "$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print("export PGHOST=%s PGPORT=%s PGUSER=%s PGPASSWORD=%s" % (c["host"], c["port"], c["admin_user"], c["admin_password"]))' "$state/postgres/cluster.json")"
-export PGDATABASE=postgres
-bin=$(dirname "$(readlink -f "$(command -v pg_ctl 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")")
+. scripts/bench-common.sh
 db=marty_passport_engine
 echo "loading $rows outbox rows (about 1 KiB of JSON each) into $db…" >&2
 psql -q -d $db -v ON_ERROR_STOP=1 <<SQL
@@ -50,7 +33,6 @@ for i in $(seq "$rounds"); do
   echo "  round $i: backup plain ${t}s marty ${t2}s, restore plain ${t3}s marty ${t4}s" >&2
 done
 mb() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.1f", b / s / 1048576}'; }
-ratios() { local -n a=$1 b=$2; for j in "${!a[@]}"; do awk -v p="${a[$j]}" -v m="${b[$j]}" 'BEGIN {printf "%.2f ", p / m}'; done; }
 rb=$(ratios plain_b marty_b); rr=$(ratios plain_r marty_r)
 echo
 echo "database $db: $(awk -v b="$size" 'BEGIN {printf "%.0f", b / 1048576}') MiB on disk, $rows outbox rows; dump $(awk -v b="$bytes" 'BEGIN {printf "%.1f", b / 1048576}') MiB"

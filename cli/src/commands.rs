@@ -172,6 +172,10 @@ enum DbCommand {
     Backup(crate::backup::BackupArgs),
     /// Restore a service's database from a dump (checked, hardened, then put in place).
     Restore(crate::backup::RestoreArgs),
+    /// Copy each service's tables out of the shared legacy database, resumably, with parity.
+    SplitLegacy(crate::split::SplitArgs),
+    /// Build a legacy shared database from the current schemas (for testing split-legacy).
+    LegacyFixture(crate::split::FixtureArgs),
     /// Each service's app role connects to its own database; prints latency; exit 1 on failure.
     TestConnections {
         /// Print machine-readable JSON on standard output instead of text.
@@ -430,6 +434,8 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
         }
         DbCommand::Backup(args) => crate::backup::backup(&config, args).await,
         DbCommand::Restore(args) => crate::backup::restore(&config, args).await,
+        DbCommand::SplitLegacy(args) => crate::split::split_legacy(&config, args).await,
+        DbCommand::LegacyFixture(args) => crate::split::legacy_fixture(&config, args).await,
         DbCommand::Migrate { filter, json } => {
             marty_db::ensure_isolated(&config, marty_db::Probe::Role(marty_config::Role::Owner))
                 .await?;

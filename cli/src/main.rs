@@ -21,6 +21,7 @@ mod load;
 mod operate;
 mod platform;
 mod serve;
+mod split;
 mod test_ldif;
 
 use std::process::ExitCode;

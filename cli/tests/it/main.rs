@@ -15,4 +15,5 @@ mod monitoring;
 mod platform;
 mod privileges;
 mod services;
+mod split;
 mod toolkit;

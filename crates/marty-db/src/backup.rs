@@ -112,7 +112,7 @@ pub fn client_program(name: &str) -> Result<PathBuf, DbError> {
 }
 
 /// Session settings that make a row's text form the same on every server and session.
-const STABLE_TEXT: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+pub(crate) const STABLE_TEXT: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
      SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1";
 
 /// Row counts and checksums of every table of the connected database, in name order.

@@ -11,6 +11,8 @@
 //! - [`verify`]: the isolation proof: every role tries every database, plus a catalog audit.
 //! - [`isolation`]: the guard that refuses a configuration in which a service would use a
 //!   database that is not its own, deciding "same database" by the servers' own identity.
+//! - [`split`]: `marty db split-legacy`, copying each service's tables out of the shared
+//!   pre-split database with parity proven per table, and the fixture that builds one.
 //! - [`startup`]: what a service proves about its own database before it serves.
 //! - [`local`]: a private PostgreSQL cluster for development and the tests.
 //!
@@ -28,6 +30,7 @@ pub mod migrate;
 pub mod monitor;
 pub mod provision;
 pub mod scram;
+pub mod split;
 mod sql;
 pub mod startup;
 pub mod status;
