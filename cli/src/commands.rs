@@ -176,6 +176,8 @@ enum DbCommand {
     SplitLegacy(crate::split::SplitArgs),
     /// Build a legacy shared database from the current schemas (for testing split-legacy).
     LegacyFixture(crate::split::FixtureArgs),
+    /// Rotate a role's password with an overlap (two logins), then remove the old one.
+    RotatePassword(crate::rotate::RotateArgs),
     /// Each service's app role connects to its own database; prints latency; exit 1 on failure.
     TestConnections {
         /// Print machine-readable JSON on standard output instead of text.
@@ -436,6 +438,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::Restore(args) => crate::backup::restore(&config, args).await,
         DbCommand::SplitLegacy(args) => crate::split::split_legacy(&config, args).await,
         DbCommand::LegacyFixture(args) => crate::split::legacy_fixture(&config, args).await,
+        DbCommand::RotatePassword(args) => crate::rotate::rotate_password(&config, args).await,
         DbCommand::Migrate { filter, json } => {
             marty_db::ensure_isolated(&config, marty_db::Probe::Role(marty_config::Role::Owner))
                 .await?;

@@ -20,6 +20,7 @@ mod icao;
 mod load;
 mod operate;
 mod platform;
+mod rotate;
 mod serve;
 mod split;
 mod test_ldif;

@@ -68,15 +68,22 @@ pub async fn run(args: ServeArgs, config: &Config) -> Result<ExitCode> {
 
 async fn serve_one(service: Service, config: &Config) -> Result<ExitCode> {
     // The runtime logs where it listens once it is ready.
-    let app = Application::build(descriptor(service), config).await?;
+    // SIGHUP (and a periodic check) picks up a rotated database credential.
+    let app = Application::build(descriptor(service), config)
+        .await?
+        .reload_from(marty_config::Env::from_process());
     app.run_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Sends SIGTERM to a child (the `kill` utility: no unsafe signal code in this crate).
 fn terminate(pid: u32) {
+    signal(pid, "-TERM");
+}
+
+fn signal(pid: u32, which: &str) {
     let _ = std::process::Command::new("kill")
-        .arg("-TERM")
+        .arg(which)
         .arg(pid.to_string())
         .status();
 }
@@ -98,16 +105,33 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
         children.push((d.service, child));
     }
     let grace = config.runtime().shutdown_grace + Duration::from_secs(10);
-    // Wait for a signal, or for a child to end on its own (then the others stop too).
+    let pids: Vec<u32> = children.iter().filter_map(|(_, c)| c.id()).collect();
+    // Wait for a signal, or for a child to end on its own (then the others stop too); SIGHUP
+    // goes on to every service (a credential reload).
     let first_exit = {
         let waits = children.iter_mut().map(|(service, child)| {
             let service = *service;
             Box::pin(async move { (service, child.wait().await) })
         });
-        let any_exit = futures::future::select_all(waits);
-        tokio::select! {
-            _ = marty_runtime::terminate_signal() => None,
-            ((service, status), _, _) = any_exit => Some((service, status)),
+        let mut any_exit = futures::future::select_all(waits);
+        let term = marty_runtime::terminate_signal();
+        tokio::pin!(term);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                _ = &mut term => break None,
+                ((service, status), _, _) = &mut any_exit => break Some((service, status)),
+                Some(()) = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    for pid in &pids {
+                        signal(*pid, "-HUP");
+                    }
+                }
+            }
         }
     };
     if let Some((service, status)) = &first_exit {

@@ -334,6 +334,56 @@ async fn backup_drop_restore_every_service_and_refuse_bad_dumps() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(show(&out).contains("pkd's database"), "{}", show(&out));
 
+    // A dump whose schema was changed by hand (a trigger that runs on every write) is refused
+    // before it replaces anything, though its data matches its manifest.
+    db.exec(
+        "marty_document_signer",
+        "create function audit_leak() returns trigger language plpgsql as $$ begin return new; end $$;
+         create trigger leak before insert on outbox for each row execute function audit_leak()",
+    )
+    .await;
+    let tampered = tmp.path().join("tampered");
+    let out = db.marty(&[
+        "db",
+        "backup",
+        "--service",
+        "document_signer",
+        "--out",
+        tampered.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    db.exec(
+        "marty_document_signer",
+        "drop trigger leak on outbox; drop function audit_leak()",
+    )
+    .await;
+    let out = db.marty(&[
+        "db",
+        "restore",
+        "--service",
+        "document_signer",
+        "--from",
+        dump_of(&tampered, Service::DocumentSigner)
+            .to_str()
+            .unwrap(),
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = show(&out);
+    assert!(
+        text.contains("not what this build's migrations make") && text.contains("leak"),
+        "{text}"
+    );
+    let triggers: i64 = sqlx::query_scalar("select count(*) from pg_trigger where tgname = 'leak'")
+        .fetch_one(&mut db.admin_on("marty_document_signer").await)
+        .await
+        .unwrap();
+    assert_eq!(triggers, 0, "the live database must be untouched");
+    assert_eq!(
+        databases_like(&db, "%\\_\\_re%").await,
+        Vec::<String>::new()
+    );
+
     // A manifest whose table checksum was altered: verify names the table.
     let edited = tmp.path().join("edited");
     std::fs::create_dir_all(edited.join("csca")).unwrap();

@@ -174,6 +174,8 @@ fn kubernetes_manifests_validate_and_give_each_workload_a_working_least_privileg
                     .join(value.trim_start_matches('/').replace('/', "_"));
                 let content = if name.contains("_KEK") {
                     KEK.to_owned()
+                } else if name.ends_with("_LOGIN_FILE") {
+                    str_of(&secrets[secret.as_str()]["stringData"]["username"]).to_owned()
                 } else {
                     format!("password-of-{secret}")
                 };

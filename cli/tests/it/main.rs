@@ -14,6 +14,7 @@ mod icao;
 mod monitoring;
 mod platform;
 mod privileges;
+mod rotation;
 mod services;
 mod split;
 mod toolkit;

@@ -51,7 +51,10 @@ use serde_yaml::{Mapping, Value};
 pub use env::Env;
 pub use kek::{KekConfig, KekSecret};
 pub use runtime::{CscaPolicy, LogFormat, RuntimeSettings, ServiceApi, SignerPolicy};
-pub use secrets::{generate_password, write_private, write_private_new};
+pub use secrets::{
+    alternate_login, forget_alternate, generate_password, record_rotation, stored_password,
+    write_private, write_private_new,
+};
 pub use service::{Role, Service, UnknownService};
 
 use expand::{ExpandError, expand};
@@ -241,13 +244,32 @@ pub struct ServiceDatabase {
     /// How long a request may wait for a pooled connection before failing.
     pub acquire_timeout: Duration,
     passwords: BTreeMap<Role, SecretString>,
+    /// The login that carries each role's credential when it is not the role itself (the
+    /// role's alternate, during and after a password rotation).
+    logins: BTreeMap<Role, String>,
     /// Where development passwords would be generated, when the environment generates them.
     secrets_file: Option<PathBuf>,
 }
 
 impl ServiceDatabase {
+    /// The role that holds the grants and owns the objects, e.g. `marty_csca_app`.
     pub fn role_name(&self, role: Role) -> String {
         self.service.role_name(role)
+    }
+
+    /// The login the credential of `role` belongs to: the role itself, or its alternate
+    /// (`marty_csca_app_alt`), a member of it, after `marty db rotate-password`. Sessions of
+    /// the alternate `SET ROLE` to the role at once, so that they act exactly as it.
+    pub fn login_name(&self, role: Role) -> String {
+        self.logins
+            .get(&role)
+            .cloned()
+            .unwrap_or_else(|| self.role_name(role))
+    }
+
+    /// The development secrets file, when this environment keeps passwords there.
+    pub fn secrets_file(&self) -> Option<&Path> {
+        self.secrets_file.as_deref()
     }
 
     /// The password of `role`, or an error naming the variable that would supply it.
@@ -569,6 +591,7 @@ const SERVICE_KEYS: &[&str] = &[
     "sslmode",
     "pool",
     "passwords",
+    "logins",
     "api",
 ];
 const SERVICE_KEYS_WITH_POLICY: &[&str] = &[
@@ -578,6 +601,7 @@ const SERVICE_KEYS_WITH_POLICY: &[&str] = &[
     "sslmode",
     "pool",
     "passwords",
+    "logins",
     "api",
     "policy",
 ];
@@ -638,6 +662,7 @@ impl<'a> Loader<'a> {
             )?;
             loader.check_keys(&["services", s.id(), "pool"], POOL_KEYS)?;
             loader.check_keys(&["services", s.id(), "passwords"], ROLE_KEYS)?;
+            loader.check_keys(&["services", s.id(), "logins"], ROLE_KEYS)?;
             loader.check_keys(&["services", s.id(), "api"], runtime::API_KEYS)?;
             if let Some(keys) = policy {
                 loader.check_keys(&["services", s.id(), "policy"], keys)?;
@@ -895,6 +920,7 @@ impl<'a> Loader<'a> {
                 &local_host,
                 &local_port,
                 stored,
+                &stored_secrets.logins,
                 &secrets_path,
                 generate && environment != Environment::Production,
                 Duration::from_secs(connect_timeout_secs),
@@ -1119,6 +1145,7 @@ impl<'a> Loader<'a> {
         local_host: &Option<Candidate>,
         local_port: &Option<Candidate>,
         stored: &BTreeMap<String, String>,
+        stored_logins: &BTreeMap<String, String>,
         secrets_path: &Path,
         generates: bool,
         connect_timeout: Duration,
@@ -1208,8 +1235,14 @@ impl<'a> Loader<'a> {
         }
 
         let mut passwords = BTreeMap::new();
+        let mut logins = BTreeMap::new();
         for role in Role::ALL {
-            let name = service.role_name(role);
+            let base = service.role_name(role);
+            let login = self.login_of(service, role, stored_logins)?;
+            let name = login.clone();
+            if login != base {
+                logins.insert(role, login);
+            }
             let from_url = url
                 .as_ref()
                 .filter(|u| u.user.as_deref() == Some(name.as_str()))
@@ -1267,8 +1300,53 @@ impl<'a> Loader<'a> {
             connect_timeout,
             acquire_timeout,
             passwords,
+            logins,
             secrets_file: generates.then(|| secrets_path.to_path_buf()),
         })
+    }
+
+    /// The login of `role`: `MARTY_<SERVICE>_<ROLE>_LOGIN` > `…_LOGIN_FILE` (e.g. the
+    /// `username` key of a mounted basic-auth Secret) > `services.<id>.logins.<role>` > the
+    /// secrets file > the role itself. Only the role or its alternate are accepted.
+    fn login_of(
+        &self,
+        service: Service,
+        role: Role,
+        stored: &BTreeMap<String, String>,
+    ) -> Result<String, ConfigError> {
+        let base = service.role_name(role);
+        let var = format!(
+            "MARTY_{}_{}_LOGIN",
+            service.env_prefix(),
+            role.as_str().to_ascii_uppercase()
+        );
+        let (login, origin) = if let Some(v) = self.env.get(&var) {
+            (v.trim().to_owned(), var.clone())
+        } else if let Some(path) = self.env.get(&format!("{var}_FILE")) {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Env {
+                var: format!("{var}_FILE"),
+                message: format!("{path}: cannot read it: {e}"),
+            })?;
+            (text.trim().to_owned(), format!("{var}_FILE"))
+        } else if let Some((v, _)) =
+            self.file_value(&["services", service.id(), "logins", role.as_str()])?
+        {
+            (v, format!("services.{}.logins.{role}", service.id()))
+        } else if let Some(v) = stored.get(&base) {
+            (v.clone(), "the secrets file".to_owned())
+        } else {
+            return Ok(base);
+        };
+        if login != base && login != secrets::alternate_login(&base) {
+            return Err(ConfigError::Env {
+                var: origin,
+                message: format!(
+                    "{login:?} is not a login of {base}: expected {base} or {}",
+                    secrets::alternate_login(&base)
+                ),
+            });
+        }
+        Ok(login)
     }
 
     /// `MARTY_<SERVICE>_<ROLE>_PASSWORD_FILE`: the password in a file (a mounted Kubernetes

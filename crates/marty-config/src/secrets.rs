@@ -35,6 +35,15 @@ struct SecretsDoc {
     /// every key it sealed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     keks: BTreeMap<String, String>,
+    /// Role name → the login that currently carries its credential, when it is the role's
+    /// alternate (`marty_csca_app_alt`) after `marty db rotate-password`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    logins: BTreeMap<String, String>,
+}
+
+/// The alternate login of a service role, used by password rotation.
+pub fn alternate_login(role_name: &str) -> String {
+    format!("{role_name}_alt")
 }
 
 /// What the secrets file supplies.
@@ -42,6 +51,7 @@ struct SecretsDoc {
 pub(crate) struct StoredSecrets {
     pub passwords: BTreeMap<String, String>,
     pub keks: BTreeMap<String, String>,
+    pub logins: BTreeMap<String, String>,
 }
 
 /// Returns the passwords for `names` and the KEKs for `services` from the file. When the file
@@ -67,9 +77,22 @@ pub(crate) fn load(
                         "not a Marty secrets file ({e}); expected {{\"passwords\": {{\"<role>\": \"<password>\", …}}, \"keks\": {{\"<service>\": \"<64 hex digits>\", …}}}} — fix or remove it (removing it gives every role a new password at the next `marty db setup`, and makes the services' stored private keys unreadable)"
                     ))
                 })?;
-                if let Some(unknown) = doc.passwords.keys().find(|k| !names.contains(k)) {
+                let known = |k: &String| {
+                    names.contains(k) || names.iter().any(|n| alternate_login(n) == *k)
+                };
+                if let Some(unknown) = doc.passwords.keys().find(|k| !known(k)) {
                     return Err(err(format!(
                         "holds a password for {unknown:?}, which is not one of Marty's roles"
+                    )));
+                }
+                if let Some((role, login)) = doc.logins.iter().find(|(role, login)| {
+                    !names.contains(role)
+                        || **login != alternate_login(role)
+                        || !doc.passwords.contains_key(*login)
+                }) {
+                    return Err(err(format!(
+                        "names {login:?} as the login of {role:?}: it must be that role's alternate ({}) with a password in the file",
+                        alternate_login(role)
                     )));
                 }
                 if let Some((role, _)) = doc.passwords.iter().find(|(_, p)| p.is_empty()) {
@@ -158,13 +181,74 @@ fn select(doc: &SecretsDoc, names: &[String], services: &[&str]) -> StoredSecret
     StoredSecrets {
         passwords: names
             .iter()
-            .filter_map(|n| doc.passwords.get(n).map(|p| (n.clone(), p.clone())))
+            .flat_map(|n| [n.clone(), alternate_login(n)])
+            .filter_map(|n| doc.passwords.get(&n).map(|p| (n, p.clone())))
             .collect(),
+        logins: doc.logins.clone(),
         keks: services
             .iter()
             .filter_map(|s| doc.keks.get(*s).map(|k| ((*s).to_owned(), k.clone())))
             .collect(),
     }
+}
+
+/// Records a rotation in the secrets file: `login` (the role `role_name` or its alternate)
+/// gets `password` and becomes the role's login. The other login's password stays, so that
+/// both work until the rotation is finished. Under the file's lock, replaced atomically.
+pub fn record_rotation(
+    path: &Path,
+    role_name: &str,
+    login: &str,
+    password: &str,
+) -> Result<(), ConfigError> {
+    update(path, |doc| {
+        doc.passwords.insert(login.to_owned(), password.to_owned());
+        if login == role_name {
+            doc.logins.remove(role_name);
+        } else {
+            doc.logins.insert(role_name.to_owned(), login.to_owned());
+        }
+    })
+}
+
+/// The password the secrets file holds for `login`, if any.
+pub fn stored_password(path: &Path, login: &str) -> Result<Option<String>, ConfigError> {
+    let err = |message: String| ConfigError::Secrets {
+        path: path.to_path_buf(),
+        message,
+    };
+    check_private(path).map_err(err)?;
+    let bytes = fs::read(path).map_err(|e| err(e.to_string()))?;
+    let doc: SecretsDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| err(format!("not a Marty secrets file ({e})")))?;
+    Ok(doc.passwords.get(login).cloned())
+}
+
+/// Removes the password of a role's alternate login once a rotation away from it finished
+/// (the role's own entry stays: the file holds every role).
+pub fn forget_alternate(path: &Path, login: &str) -> Result<(), ConfigError> {
+    update(path, |doc| {
+        doc.passwords.remove(login);
+    })
+}
+
+fn update(path: &Path, change: impl FnOnce(&mut SecretsDoc)) -> Result<(), ConfigError> {
+    let err = |message: String| ConfigError::Secrets {
+        path: path.to_path_buf(),
+        message,
+    };
+    let lock = File::create(lock_path(path)).map_err(|e| err(e.to_string()))?;
+    lock.lock().map_err(|e| err(format!("cannot lock: {e}")))?;
+    check_private(path).map_err(err)?;
+    let bytes = fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut doc: SecretsDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| err(format!("not a Marty secrets file ({e})")))?;
+    change(&mut doc);
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(&doc).map_err(|e| err(e.to_string()))?,
+    )
+    .map_err(|e| err(e.to_string()))
 }
 
 /// A fresh random password of URL- and SQL-safe characters.

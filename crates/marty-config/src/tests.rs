@@ -355,7 +355,7 @@ fn unknown_keys_are_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords, api, policy",
+            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords, logins, api, policy",
             f.file("development")
         )
     );

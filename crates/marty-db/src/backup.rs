@@ -767,6 +767,35 @@ pub async fn restore(
                     .join("\n  - ")
             )));
         }
+        // The schema must be what this build's migrations make (up to the dump's version): a
+        // dump with a hand-added table, trigger or function would otherwise become the
+        // service's database, and the service would run whatever it holds.
+        progress(format!(
+            "{service}: comparing the restored schema with what the migrations make"
+        ));
+        let upto = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                migrator
+                    .iter()
+                    .filter(|m| restored.migrations.iter().any(|a| a.version == m.version))
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: migrator.ignore_missing,
+            locking: migrator.locking,
+            no_tx: migrator.no_tx,
+        };
+        let findings = crate::gate::compare_database(config, service, &upto, &scratch).await?;
+        if !findings.is_empty() {
+            return Err(failed(format!(
+                "the dump's schema is not what this build's migrations make, so it is not put in place:\n  - {}",
+                findings
+                    .iter()
+                    .map(|f| format!("{}: {}", f.area, f.detail))
+                    .collect::<Vec<_>>()
+                    .join("\n  - ")
+            )));
+        }
         Ok::<_, DbError>((restored, pending, hardening))
     }
     .await;

@@ -29,6 +29,45 @@ pub struct ConnectTarget {
     pub session_settings: Vec<(String, String)>,
 }
 
+/// When a pool's credential last changed, so that older connections can be retired.
+#[derive(Debug)]
+pub struct CredentialEpoch {
+    started: std::time::Instant,
+    /// Milliseconds after `started` of the last change (0: never changed).
+    changed_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for CredentialEpoch {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            changed_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl CredentialEpoch {
+    /// Marks the credential as changed now.
+    pub fn changed(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.changed_ms
+            .store(ms.max(1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a connection of age `age` was opened after the last change.
+    pub fn opened_after_change(&self, age: Duration) -> bool {
+        let changed = self.changed_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if changed == 0 {
+            return true;
+        }
+        let since_change = self
+            .started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(changed));
+        age < since_change
+    }
+}
+
 impl std::fmt::Debug for ConnectTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
@@ -37,17 +76,37 @@ impl std::fmt::Debug for ConnectTarget {
 
 impl ConnectTarget {
     /// `role` connecting to its service's own database.
+    ///
+    /// The credential may belong to the role's alternate login (after a password rotation);
+    /// the session then takes the role at once (`role` in the startup packet), so that it
+    /// acts, owns and is checked exactly as the role.
     pub fn role(db: &ServiceDatabase, role: Role) -> Result<Self, DbError> {
-        Ok(Self {
+        Ok(Self::login(
+            db,
+            role,
+            &db.login_name(role),
+            db.password(role)?.clone(),
+        ))
+    }
+
+    /// `login` (the role itself or its alternate) with `password`, acting as `role`.
+    pub fn login(db: &ServiceDatabase, role: Role, login: &str, password: SecretString) -> Self {
+        let base = db.role_name(role);
+        let session_settings = if login == base {
+            Vec::new()
+        } else {
+            vec![("role".to_owned(), base)]
+        };
+        Self {
             host: db.host.clone(),
             port: db.port,
             database: db.database.clone(),
-            user: db.role_name(role),
-            password: Some(db.password(role)?.clone()),
+            user: login.to_owned(),
+            password: Some(password),
             sslmode: db.sslmode,
             connect_timeout: db.connect_timeout,
-            session_settings: Vec::new(),
-        })
+            session_settings,
+        }
     }
 
     /// The administrative role connecting to its maintenance database. Its sessions resolve
@@ -166,16 +225,48 @@ impl ConnectTarget {
     /// A pool of connections to this target (runtime use: relays, consumers, services), sized
     /// by the service's pool settings; a request waits at most `acquire_timeout` for one.
     pub fn pool(&self, settings: PoolSettings, acquire_timeout: Duration) -> sqlx::PgPool {
+        self.pool_options(settings, acquire_timeout)
+            .connect_lazy_with(self.options())
+    }
+
+    fn pool_options(
+        &self,
+        settings: PoolSettings,
+        acquire_timeout: Duration,
+    ) -> sqlx::postgres::PgPoolOptions {
         sqlx::postgres::PgPoolOptions::new()
             .min_connections(settings.min_connections)
             .max_connections(settings.max_connections)
             .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(self.options())
     }
 
     /// A pool for `db`'s role, with the service's configured pool settings.
     pub fn service_pool(db: &ServiceDatabase, role: Role) -> Result<sqlx::PgPool, DbError> {
         Ok(Self::role(db, role)?.pool(db.pool, db.acquire_timeout))
+    }
+
+    /// As [`Self::service_pool`], for a pool whose credential can change while it runs
+    /// (`CredentialEpoch::changed` after [`sqlx::Pool::set_connect_options`]): a connection
+    /// opened before the last change is closed instead of handed out, so that sessions of a
+    /// rotated credential drain as the pool is used, without an in-flight query being cut.
+    pub fn rotating_service_pool(
+        db: &ServiceDatabase,
+        role: Role,
+        epoch: std::sync::Arc<CredentialEpoch>,
+    ) -> Result<sqlx::PgPool, DbError> {
+        let target = Self::role(db, role)?;
+        Ok(target
+            .pool_options(db.pool, db.acquire_timeout)
+            .before_acquire(move |_conn, meta| {
+                let fresh = epoch.opened_after_change(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            })
+            .connect_lazy_with(target.options()))
+    }
+
+    /// The connection options (for [`sqlx::Pool::set_connect_options`]).
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options()
     }
 
     fn options(&self) -> PgConnectOptions {

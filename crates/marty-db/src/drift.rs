@@ -646,6 +646,7 @@ pub async fn role_drift(
            join pg_roles r on r.oid = am.roleid
            join pg_roles m on m.oid = am.member
           where r.rolname = any($1) and not m.rolname = any($3) and m.rolname <> $2
+            and m.rolname <> (r.rolname || '_alt')
           order by 1, 2",
     )
     .bind(roles)

@@ -268,6 +268,29 @@ pub async fn drift_gate(
     Ok(report)
 }
 
+/// Schema and privilege findings of `database` (on `service`'s server, e.g. a restored copy
+/// before it is put in place) against a reference built from `migrator`.
+pub(crate) async fn compare_database(
+    config: &Config,
+    service: Service,
+    migrator: &Migrator,
+    database: &str,
+) -> Result<Vec<Finding>, DbError> {
+    let db = config.database(service);
+    let mut conn = ConnectTarget::role(db, Role::Readonly)?
+        .with_database(database)
+        .with_session_settings(&[("search_path", CATALOG_SEARCH_PATH.to_owned())])
+        .connect()
+        .await?;
+    let schema = items(&mut conn, SCHEMA_ITEMS).await?;
+    let privileges = items(&mut conn, PRIVILEGE_ITEMS).await?;
+    conn.close().await.ok();
+    let (reference_schema, reference_privileges) = reference(config, service, migrator).await?;
+    let mut findings = compare("schema", &schema, &reference_schema);
+    findings.extend(compare("privileges", &privileges, &reference_privileges));
+    Ok(findings)
+}
+
 /// The schema and privileges the role model and the migrations produce, built in a scratch
 /// database on the service's server (dropped afterwards).
 async fn reference(

@@ -5,6 +5,7 @@
 //!   database against a reference built from the embedded migrations.
 //! - [`provision`]: `marty db setup`, idempotent and convergent provisioning of the roles,
 //!   databases and hardening of each service, with drift repair.
+//! - [`rotate`]: password rotation with an overlap (a role and its alternate login).
 //! - [`migrate`]: running each service's embedded migrations as its owner role, and status.
 //! - [`monitor`]: database-side figures for `/metrics` and `marty db status`, and the backup
 //!   history that lets a service report the age of its last backup.
@@ -29,6 +30,7 @@ pub mod local;
 pub mod migrate;
 pub mod monitor;
 pub mod provision;
+pub mod rotate;
 pub mod scram;
 pub mod split;
 mod sql;

@@ -83,9 +83,9 @@ pub(crate) fn is_platform_table(name: &str) -> bool {
     PLATFORM_TABLES.contains(&name)
 }
 
-struct Recorder<'a> {
-    report: &'a mut SetupReport,
-    scope: String,
+pub(crate) struct Recorder<'a> {
+    pub(crate) report: &'a mut SetupReport,
+    pub(crate) scope: String,
 }
 
 impl Recorder<'_> {
@@ -339,7 +339,14 @@ async fn provision_service(
         ensure_role_settings(admin, &app, &wanted, &mut rec).await?;
     }
     // Members from outside, settings beyond the policy, password expiry.
-    let roles: Vec<String> = Role::ALL.iter().map(|r| db.role_name(*r)).collect();
+    // The alternate logins too: nobody may be made a member of one either.
+    let roles: Vec<String> = Role::ALL
+        .iter()
+        .flat_map(|r| {
+            let name = db.role_name(*r);
+            [marty_config::alternate_login(&name), name]
+        })
+        .collect();
     if !database_only {
         let drifts = drift::role_drift(admin, &roles, &caps.user).await?;
         report.repair(admin, drifts).await;
@@ -401,12 +408,26 @@ async fn provision_service(
     report.repair(&mut conn, drifts).await;
     conn.close().await.ok();
 
+    // A credential that belongs to a role's alternate login: that login exists, as safe as
+    // the role, and is a member of the role and of nothing else.
+    for role in Role::ALL.into_iter().filter(|_| !database_only) {
+        let login = db.login_name(role);
+        if login != db.role_name(role) {
+            let limit = policy.connection_limits.get(&role).copied().unwrap_or(-1);
+            let mut rec = Recorder {
+                report,
+                scope: login.clone(),
+            };
+            ensure_alternate(admin, db, role, limit, &mut rec).await?;
+        }
+    }
+
     // Prove each pre-existing role's password is the configured one by logging in with it.
     for role in Role::ALL
         .into_iter()
         .filter(|r| !created_roles.contains(r) && !database_only)
     {
-        let name = db.role_name(role);
+        let name = db.login_name(role);
         let target = ConnectTarget::role(db, role)?;
         match target.try_connect().await {
             Ok(conn) => {
@@ -517,7 +538,10 @@ async fn ensure_role(
         (createrole, "NOCREATEROLE"),
         (bypassrls, "NOBYPASSRLS"),
         (replication, "NOREPLICATION"),
-        (!login, "LOGIN"),
+        // While the credential is the alternate's (password rotation), whether the role
+        // itself may log in is the rotation's business: during the overlap it must, after
+        // `--finish` it must not.
+        (!login && db.login_name(role) == name, "LOGIN"),
     ] {
         if wrong {
             fixes.push(fix.to_owned());
@@ -535,6 +559,94 @@ async fn ensure_role(
         rec.change(format!("repaired attributes: {}", fixes.join(", ")));
     }
     Ok(false)
+}
+
+/// Creates or repairs the alternate login of `role` (see `marty db rotate-password`): LOGIN
+/// with none of the dangerous attributes, the role's connection limit, the configured
+/// password when it is created, membership in the role and in nothing else.
+pub(crate) async fn ensure_alternate(
+    conn: &mut PgConnection,
+    db: &ServiceDatabase,
+    role: Role,
+    limit: i32,
+    rec: &mut Recorder<'_>,
+) -> Result<(), DbError> {
+    let base = db.role_name(role);
+    let login = marty_config::alternate_login(&base);
+    let exists: bool =
+        sqlx::query_scalar("select exists (select from pg_roles where rolname = $1)")
+            .bind(&login)
+            .fetch_one(&mut *conn)
+            .await
+            .context(|| format!("looking for role {login}"))?;
+    let attributes = format!(
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT {limit}"
+    );
+    if exists {
+        exec(conn, &format!("ALTER ROLE {} {attributes}", ident(&login))).await?;
+    } else {
+        let verifier = scram::verifier(crate::connect::expose_password(db, role)?);
+        exec(
+            conn,
+            &format!(
+                "CREATE ROLE {} {attributes} PASSWORD {}",
+                ident(&login),
+                literal(&verifier)
+            ),
+        )
+        .await?;
+        rec.change(format!("created the alternate login of {base}"));
+    }
+    let member: bool = sqlx::query_scalar("select pg_has_role($1, $2, 'MEMBER')")
+        .bind(&login)
+        .bind(&base)
+        .fetch_one(&mut *conn)
+        .await
+        .context(|| format!("checking membership of {login} in {base}"))?;
+    if !member {
+        exec(
+            conn,
+            &format!("GRANT {} TO {}", ident(&base), ident(&login)),
+        )
+        .await?;
+        rec.change(format!("granted {base} to its alternate login"));
+    }
+    let others: Vec<String> = sqlx::query_scalar(
+        "select r.rolname::text from pg_auth_members am
+           join pg_roles r on r.oid = am.roleid join pg_roles m on m.oid = am.member
+          where m.rolname = $1 and r.rolname <> $2",
+    )
+    .bind(&login)
+    .bind(&base)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading memberships of {login}"))?;
+    for other in others {
+        exec(
+            conn,
+            &format!("REVOKE {} FROM {}", ident(&other), ident(&login)),
+        )
+        .await?;
+        rec.change(format!("revoked membership of {login} in {other}"));
+    }
+    let members: Vec<String> = sqlx::query_scalar(
+        "select m.rolname::text from pg_auth_members am
+           join pg_roles r on r.oid = am.roleid join pg_roles m on m.oid = am.member
+          where r.rolname = $1",
+    )
+    .bind(&login)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("reading members of {login}"))?;
+    for member in members {
+        exec(
+            conn,
+            &format!("REVOKE {} FROM {}", ident(&login), ident(&member)),
+        )
+        .await?;
+        rec.change(format!("revoked membership of {member} in {login}"));
+    }
+    Ok(())
 }
 
 /// A service role is a member of no other role, and no other role is a member of it, except
@@ -557,6 +669,10 @@ async fn revoke_memberships(
     .context(|| format!("reading memberships of {name}"))?;
     for (granted, member) in rows {
         if Service::parse_role_name(&member).is_none() {
+            continue;
+        }
+        // The role's own alternate login (password rotation) is its one allowed member.
+        if granted == name && member == marty_config::alternate_login(name) {
             continue;
         }
         exec(

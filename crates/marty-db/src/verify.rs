@@ -678,9 +678,11 @@ async fn audit_roles(config: &Config) -> Result<Vec<Finding>, DbError> {
         .with_session_settings(&probe_settings())
         .connect()
         .await?;
+    // With the alternate logins of password rotation: nobody may be a member of one either.
     let roles: Vec<String> = Service::ALL
         .iter()
         .flat_map(|s| Role::ALL.map(|r| s.role_name(r)))
+        .flat_map(|name| [marty_config::alternate_login(&name), name])
         .collect();
     let drifts = drift::role_drift(&mut conn, &roles, &admin_user).await?;
     findings.extend(drift_findings(
@@ -778,7 +780,13 @@ async fn audit_roles(config: &Config) -> Result<Vec<Finding>, DbError> {
         .into_iter()
         // An administrator may be a member of an owner role to manage it; a service role may be
         // a member of nothing.
-        .filter(|(member, _)| Service::parse_role_name(member).is_some())
+        .filter(|(member, role)| {
+            Service::parse_role_name(member).is_some()
+                // A role's alternate login (password rotation) belongs in that role only.
+                || (member.ends_with("_alt")
+                    && Service::parse_role_name(member.trim_end_matches("_alt")).is_some()
+                    && *member != marty_config::alternate_login(role))
+        })
         .map(|(member, role)| format!("{member} in {role}"))
         .collect();
     // Each membership is its own cause (one REVOKE each).

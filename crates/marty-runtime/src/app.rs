@@ -113,8 +113,19 @@ pub struct Application {
     http_addr: SocketAddr,
     check: marty_db::startup::DatabaseCheck,
     migrator: &'static sqlx::migrate::Migrator,
+    credential: Credential,
     nats_url: String,
     grace: Duration,
+}
+
+/// What the pool logs in with, and how a new one reaches it.
+struct Credential {
+    epoch: Arc<marty_db::connect::CredentialEpoch>,
+    login: String,
+    password: secrecy::SecretString,
+    /// The environment the configuration is read again from on reload (none: no reload).
+    env: Option<marty_config::Env>,
+    reload: crate::credentials::CredentialReload,
 }
 
 impl std::fmt::Debug for Application {
@@ -160,7 +171,15 @@ impl Application {
             return Err(StartError::Isolation { service, problems });
         }
         let db = config.database(service);
-        let pool = ConnectTarget::service_pool(db, Role::App)?;
+        let epoch = Arc::new(marty_db::connect::CredentialEpoch::default());
+        let pool = ConnectTarget::rotating_service_pool(db, Role::App, epoch.clone())?;
+        let credential = Credential {
+            epoch,
+            login: db.login_name(Role::App),
+            password: db.password(Role::App)?.clone(),
+            env: None,
+            reload: Default::default(),
+        };
         let check =
             marty_db::startup::check_service_database(&pool, db, descriptor.migrator).await?;
         let keys: Option<Arc<dyn KeyStore>> = if descriptor.needs_keys {
@@ -229,6 +248,7 @@ impl Application {
             http_addr,
             check,
             migrator: descriptor.migrator,
+            credential,
             nats_url: config.nats_url().to_owned(),
             grace: config.runtime().shutdown_grace,
         })
@@ -255,6 +275,18 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    /// Lets the service pick up a new database credential from `env` (the environment it was
+    /// configured from) on SIGHUP, on [`Self::credential_reload`] and periodically.
+    pub fn reload_from(mut self, env: marty_config::Env) -> Self {
+        self.credential.env = Some(env);
+        self
+    }
+
+    /// Asks for an immediate credential reload (when [`Self::reload_from`] was given).
+    pub fn credential_reload(&self) -> crate::credentials::CredentialReload {
+        self.credential.reload.clone()
+    }
+
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run(terminate_signal()).await
     }
@@ -272,6 +304,7 @@ impl Application {
             http,
             check,
             migrator,
+            credential,
             nats_url,
             grace,
             ..
@@ -397,6 +430,19 @@ impl Application {
             })
         };
 
+        // A rotated database credential, picked up without a restart.
+        let credentials = credential.env.map(|env| {
+            tokio::spawn(crate::credentials::watch(crate::credentials::Watch {
+                service,
+                env,
+                pool: ctx.db.pool().clone(),
+                epoch: credential.epoch,
+                login: credential.login,
+                password: credential.password,
+                trigger: credential.reload,
+                stop: tasks_stop.clone(),
+            }))
+        });
         // Background tasks of the service.
         let mut handles: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         for (name, task) in parts.tasks {
@@ -451,6 +497,9 @@ impl Application {
         }
         let _ = tokio::time::timeout(TASK_STOP, events).await;
         watcher.abort();
+        if let Some(task) = credentials {
+            task.abort();
+        }
         // What the last calls wrote goes out now rather than at the next start.
         if let Some(relay) = relay_status.relay() {
             let deadline = tokio::time::Instant::now() + FINAL_FLUSH;

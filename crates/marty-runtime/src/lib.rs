@@ -24,6 +24,7 @@
 mod app;
 pub mod batch;
 mod context;
+pub mod credentials;
 mod error;
 mod http_api;
 pub mod metrics;

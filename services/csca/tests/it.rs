@@ -1144,7 +1144,8 @@ async fn keys_are_never_stored_in_clear_and_keks_rotate() {
             Ok(ec) => ec.private_key().to_vec(),
             Err(_) => pair.private.rsa().unwrap().d().to_vec(),
         };
-        assert!(secret.len() >= 32);
+        // A big-endian scalar drops leading zero bytes: 1 key in 256 has 31 of 32.
+        assert!(secret.len() >= 24, "{}", secret.len());
         let probe = &secret[..24];
         assert!(
             blobs
