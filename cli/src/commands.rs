@@ -173,10 +173,38 @@ enum DbCommand {
     /// Restore a service's database from a dump (checked, hardened, then put in place).
     Restore(crate::backup::RestoreArgs),
     /// Copy each service's tables out of the shared legacy database, resumably, with parity.
+    ///
+    /// The legacy layout keeps each service's tables in a schema named after the service
+    /// (csca, document_signer, passport_engine, pkd) of the legacy database (marty_dev). The
+    /// service databases must exist and be migrated first (`marty db setup && marty db
+    /// migrate`), and nothing may write to the legacy tables meanwhile (stop the old
+    /// application; `--revoke-legacy-writes` keeps it stopped). Rows are copied in batches in
+    /// primary-key order, one transaction of the service database each, with progress on
+    /// stderr; an interrupted run resumes where it stopped, and a service database written to
+    /// behind the copy's back is refused. Every table is then compared by row count and content
+    /// checksum on both sides. Exit 0 when every table has parity (or on --dry-run), 1 otherwise.
     SplitLegacy(crate::split::SplitArgs),
     /// Build a legacy shared database from the current schemas (for testing split-legacy).
+    ///
+    /// Creates a schema per service in the legacy database (marty_dev), applies the service's
+    /// migrations there and fills it with ROWS rows (events in every outbox, verification
+    /// records in the Passport Engine's tables), plus the role marty_legacy_app with write
+    /// access to all of it, as the old layout's shared application user had. Refuses to run in
+    /// production, and to replace existing schemas without --replace.
     LegacyFixture(crate::split::FixtureArgs),
     /// Rotate a role's password with an overlap (two logins), then remove the old one.
+    ///
+    /// Step 1 (without --finish): the role's other login (the role itself, or its alternate
+    /// <role>_alt, a member of it whose sessions act as it) gets a new password; the old and the
+    /// new credential both work, and the sessions still on the old one are listed. In
+    /// development the new password goes to the secrets file; elsewhere to --password-file for
+    /// your secret store, with the login to set (MARTY_<SERVICE>_<ROLE>_LOGIN). Running services
+    /// pick it up on SIGHUP or within 10 s from password files, and retire their old sessions as
+    /// they use them.
+    ///
+    /// Step 2 (--finish, once every process uses the new credential): the old login loses its
+    /// password and LOGIN, its remaining sessions are listed (or ended with
+    /// --terminate-old-sessions), and a login with the old password is tried and must fail.
     RotatePassword(crate::rotate::RotateArgs),
     /// Each service's app role connects to its own database; prints latency; exit 1 on failure.
     TestConnections {
@@ -440,8 +468,28 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::LegacyFixture(args) => crate::split::legacy_fixture(&config, args).await,
         DbCommand::RotatePassword(args) => crate::rotate::rotate_password(&config, args).await,
         DbCommand::Migrate { filter, json } => {
-            marty_db::ensure_isolated(&config, marty_db::Probe::Role(marty_config::Role::Owner))
-                .await?;
+            match filter.service {
+                // A per-service migration job holds only that service's owner credential: it
+                // proves its own database by setup's mark, as the service does at start.
+                Some(service) => {
+                    let conflicts = config.isolation_conflicts();
+                    if !conflicts.is_empty() {
+                        return Err(marty_db::DbError::Isolation(conflicts).into());
+                    }
+                    marty_db::startup::check_own_database(
+                        config.database(service),
+                        marty_config::Role::Owner,
+                    )
+                    .await?;
+                }
+                None => {
+                    marty_db::ensure_isolated(
+                        &config,
+                        marty_db::Probe::Role(marty_config::Role::Owner),
+                    )
+                    .await?;
+                }
+            }
             #[derive(Serialize)]
             struct Row {
                 service: Service,
@@ -482,7 +530,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
                 let mut row = status::status(db, migrator(db.service)).await;
                 row.pool = scrape_metrics(config.api(db.service))
                     .await
-                    .and_then(|text| status::PoolFigures::from_metrics(&text));
+                    .and_then(|text| status::PoolFigures::from_metrics(&text, db.service));
                 rows.push(row);
             }
             if json {
@@ -506,6 +554,18 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             timeout,
             metrics_file,
         } => {
+            if let Some(path) = &metrics_file {
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                anyhow::ensure!(
+                    dir.is_dir(),
+                    "--metrics-file {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
             let report = verify::verify(
                 &config,
                 usize::from(concurrency),
@@ -566,7 +626,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
     }
 }
 
-/// A running service's `/metrics`, or `None` when nothing answers within a second.
+/// A running service's `/metrics`, or `None` when nothing answers within 3 s.
 async fn scrape_metrics(api: &marty_config::ServiceApi) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = match api.listen_host.as_str() {
@@ -585,7 +645,7 @@ async fn scrape_metrics(api: &marty_config::ServiceApi) -> Option<String> {
         let (head, body) = response.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
     };
-    tokio::time::timeout(std::time::Duration::from_secs(1), get)
+    tokio::time::timeout(std::time::Duration::from_secs(3), get)
         .await
         .ok()
         .flatten()

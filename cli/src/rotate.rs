@@ -9,18 +9,7 @@ use marty_config::{Config, Role, Service};
 use marty_db::rotate;
 use secrecy::SecretString;
 
-/// Rotate a service role's password with an overlap, then remove the old credential.
-///
-/// Step 1 (without --finish): the role's other login (the role itself, or its alternate
-/// `<role>_alt`, a member of it that acts as it) gets a new password; both the old and the new
-/// credential work, and the sessions still on the old one are listed. In development the new
-/// password goes to the secrets file; elsewhere to --password-file for your secret store, with
-/// the login to set (MARTY_<SERVICE>_<ROLE>_LOGIN). Running services pick it up on SIGHUP or
-/// within their periodic check, and retire their old sessions as they use them.
-///
-/// Step 2 (--finish, once every process uses the new credential): the old login loses its
-/// password and LOGIN, its remaining sessions are listed (or ended with
-/// --terminate-old-sessions), and a login with the old password is tried and must fail.
+/// Arguments of the command (its help is on the `DbCommand` variant).
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     /// The service whose role is rotated.

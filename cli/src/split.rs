@@ -9,14 +9,7 @@ use clap::Args;
 use marty_config::{Config, Service};
 use marty_db::split::{self, SplitOptions};
 
-/// Copy each service's tables out of the shared legacy database into its own database.
-///
-/// The legacy layout keeps each service's tables in a schema named after the service
-/// (`csca`, `document_signer`, `passport_engine`, `pkd`). Rows are copied in batches in
-/// primary-key order, each batch one transaction of the service database; an interrupted run
-/// resumes where it stopped. Every table is then compared by row count and content checksum.
-/// The service databases must exist and be migrated (`marty db setup && marty db migrate`).
-/// Exit 0 when every table has parity, 1 otherwise.
+/// Arguments of the command (its help is on the `DbCommand` variant).
 #[derive(Debug, Args)]
 pub struct SplitArgs {
     /// Only this service (default: all four).
@@ -38,12 +31,7 @@ pub struct SplitArgs {
     json: bool,
 }
 
-/// Build a legacy shared database from the current schemas, for testing split-legacy.
-///
-/// Creates a schema per service in the legacy database (`legacy.database`, marty_dev), applies
-/// the service's migrations there and fills it with ROWS rows (events in every outbox,
-/// verification records in the Passport Engine's tables), plus the role marty_legacy_app with
-/// write access to all of it, as the shared application user of the old layout had.
+/// Arguments of the command (its help is on the `DbCommand` variant).
 #[derive(Debug, Args)]
 pub struct FixtureArgs {
     /// Rows to write in all.

@@ -367,7 +367,8 @@ fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
             .map(str_of)
             .collect();
         assert!(
-            published.contains(&format!("{port}:{port}").as_str()),
+            // Published on loopback only: the APIs have no authentication yet.
+            published.contains(&format!("127.0.0.1:{port}:{port}").as_str()),
             "{published:?}"
         );
     }

@@ -97,6 +97,13 @@ async fn split_legacy_resumes_after_a_kill_and_proves_parity() {
         "only whole batches are committed: {partial}"
     );
 
+    // Ids the legacy sequence handed out may live on elsewhere (dead letters keep theirs):
+    // the copy's sequences continue after the legacy sequence, not only after the rows.
+    db.exec(
+        "marty_dev",
+        "select setval(pg_get_serial_sequence('csca.outbox', 'id'), 9000)",
+    )
+    .await;
     // ... and resumed: every table of every service reaches parity.
     let out = db.marty(&["db", "split-legacy", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -137,8 +144,8 @@ async fn split_legacy_resumes_after_a_kill_and_proves_parity() {
     .fetch_one(&mut db.admin_on("marty_csca").await)
     .await
     .unwrap();
-    assert_eq!(next, 7_501);
-    db.exec("marty_csca", "delete from outbox where id = 7501")
+    assert_eq!(next, 9_001);
+    db.exec("marty_csca", "delete from outbox where id = 9001")
         .await;
 
     // A service database written to outside the copy: refused, not silently merged.
@@ -182,6 +189,13 @@ async fn split_legacy_resumes_after_a_kill_and_proves_parity() {
         "delete from csca.outbox where event_type = 'csca.x.y'",
     )
     .await;
+    // A writer by a column-level grant only, and one through membership in the legacy role.
+    db.exec(
+        "marty_dev",
+        "create role legacy_reporter login password 'r'; grant update (last_error) on csca.outbox to legacy_reporter;
+         create role legacy_member login password 'm' in role marty_legacy_app",
+    )
+    .await;
     let out = db.marty(&["db", "split-legacy", "--revoke-legacy-writes"]);
     assert!(out.status.success(), "{}", show(&out));
     let text = stdout(&out);
@@ -200,6 +214,22 @@ async fn split_legacy_resumes_after_a_kill_and_proves_parity() {
         refused.to_string().contains("permission denied"),
         "{refused}"
     );
+    for (role, privilege) in [
+        (
+            "legacy_reporter",
+            "has_column_privilege('legacy_reporter', 'csca.outbox', 'last_error', 'UPDATE')",
+        ),
+        (
+            "legacy_member",
+            "has_table_privilege('legacy_member', 'csca.outbox', 'INSERT')",
+        ),
+    ] {
+        let can: bool = sqlx::query_scalar(&format!("select {privilege}"))
+            .fetch_one(&mut db.admin_on("marty_dev").await)
+            .await
+            .unwrap();
+        assert!(!can, "{role} can still write to the legacy table");
+    }
     let rows: i64 = sqlx::query_scalar("select count(*) from csca.outbox")
         .fetch_one(&mut legacy)
         .await

@@ -144,17 +144,18 @@ pub(crate) async fn ensure_backup_history(
     Ok(())
 }
 
-/// Records a finished backup in the service's own database, as its owner role.
+/// Records a finished backup in the service's own database, as its owner role. The time is the
+/// database server's, not the backup host's: a host whose clock runs ahead cannot make the last
+/// backup look younger than it is.
 pub async fn record_backup(db: &ServiceDatabase, manifest: &Manifest) -> Result<(), DbError> {
     let mut conn = ConnectTarget::role(db, Role::Owner)?.connect().await?;
     ensure_backup_history(&mut conn, db).await?;
     sqlx::query(&format!(
         "insert into public.{BACKUP_HISTORY_TABLE}
              (finished_at, started_at, dump_file, dump_sha256, dump_bytes, tables, rows, made_by)
-         values ($1::timestamptz, $2::timestamptz, $3, $4, $5, $6, $7, $8)
+         values (now(), $1::timestamptz, $2, $3, $4, $5, $6, $7)
          on conflict (finished_at) do nothing"
     ))
-    .bind(&manifest.finished_at)
     .bind(&manifest.started_at)
     .bind(&manifest.dump_file)
     .bind(&manifest.dump_sha256)

@@ -313,6 +313,13 @@ async fn split_service(
     }
     // The owner owns the service's tables and sequences: it may fill them and set sequences.
     let mut target = ConnectTarget::role(db, Role::Owner)?.connect().await?;
+    // Keys travel as SQL literals: make sure a backslash in one is a backslash on both sides.
+    for conn in [&mut source, &mut target] {
+        sqlx::raw_sql("SET standard_conforming_strings = on")
+            .execute(&mut *conn)
+            .await
+            .context(|| "setting standard_conforming_strings".into())?;
+    }
     check_migrations(&mut source, &mut target, service, schema).await?;
     let mut tables = Vec::new();
     for table in tables_in(&mut source, schema).await? {
@@ -358,7 +365,7 @@ async fn split_service(
         );
     }
     if !options.dry_run {
-        reset_sequences(&mut target).await?;
+        reset_sequences(&mut source, &mut target, schema).await?;
     }
     source.close().await.ok();
     target.close().await.ok();
@@ -599,26 +606,51 @@ async fn stream(
     sink.finish().await
 }
 
-/// After a copy, every sequence of the service's tables continues after the copied values.
-async fn reset_sequences(target: &mut PgConnection) -> Result<(), DbError> {
-    let columns: Vec<(String, String, String)> = sqlx::query_as(
-        "select c.relname::text, a.attname::text, pg_get_serial_sequence(format('public.%I', c.relname), a.attname)
-           from pg_class c join pg_attribute a on a.attrelid = c.oid
-          where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and a.attnum > 0
-            and not a.attisdropped
-            and pg_get_serial_sequence(format('public.%I', c.relname), a.attname) is not null",
-    )
-    .fetch_all(&mut *target)
-    .await
-    .context(|| "listing the sequences of the service's tables".into())?;
+/// After a copy, every sequence of the service's tables continues after both the copied values
+/// and the legacy sequence (ids the legacy sequence handed out may live on in rows elsewhere,
+/// such as dead letters that keep their outbox id).
+async fn reset_sequences(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    schema: &str,
+) -> Result<(), DbError> {
+    const SERIALS: &str = "select c.relname::text, a.attname::text,
+                pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname)
+           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           join pg_attribute a on a.attrelid = c.oid
+          where n.nspname = $1 and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+            and pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) is not null";
+    let columns: Vec<(String, String, String)> = sqlx::query_as(SERIALS)
+        .bind("public")
+        .fetch_all(&mut *target)
+        .await
+        .context(|| "listing the sequences of the service's tables".into())?;
+    let legacy: Vec<(String, String, String)> = sqlx::query_as(SERIALS)
+        .bind(schema)
+        .fetch_all(&mut *source)
+        .await
+        .context(|| "listing the legacy sequences".into())?;
     for (table, column, sequence) in columns {
+        let mut floor: i64 = 0;
+        if let Some((_, _, legacy_sequence)) =
+            legacy.iter().find(|(t, c, _)| *t == table && *c == column)
+        {
+            let (last, called): (i64, bool) = sqlx::query_as(&format!(
+                "select last_value, is_called from {legacy_sequence}"
+            ))
+            .fetch_one(&mut *source)
+            .await
+            .context(|| format!("reading {legacy_sequence}"))?;
+            floor = if called { last } else { last - 1 };
+        }
         sqlx::query(&format!(
-            "select setval($1::regclass, greatest((select max({}) from public.{}), 1), (select count(*) > 0 from public.{}))",
-            ident(&column),
-            ident(&table),
-            ident(&table)
+            "select setval($1::regclass, greatest((select max({col}) from public.{t}), $2, 1),
+                           greatest((select max({col}) from public.{t}), $2) > 0)",
+            col = ident(&column),
+            t = ident(&table)
         ))
         .bind(&sequence)
+        .bind(floor)
         .execute(&mut *target)
         .await
         .context(|| format!("setting sequence {sequence} after the copy"))?;
@@ -626,16 +658,22 @@ async fn reset_sequences(target: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Revokes INSERT, UPDATE, DELETE and TRUNCATE on every table of `schema` from everyone but
-/// its owner; returns what was revoked.
+/// Revokes INSERT, UPDATE, DELETE and TRUNCATE on every table and view of `schema` (table-
+/// and column-level grants, grant chains included) from everyone but the owner, then checks
+/// that no login role but superusers and the owner can still write; returns what was revoked.
 async fn revoke_writes(conn: &mut PgConnection, schema: &str) -> Result<Vec<String>, DbError> {
-    let grants: Vec<(String, String, String)> = sqlx::query_as(
-        "select c.relname::text, coalesce(r.rolname::text, 'PUBLIC'), acl.privilege_type
+    // Every grantee of a write on a relation or one of its columns; oid 0 is PUBLIC.
+    let grants: Vec<(String, i64, String)> = sqlx::query_as(
+        "select distinct c.relname::text, acl.grantee::bigint, acl.privilege_type
            from pg_class c
            join pg_namespace n on n.oid = c.relnamespace
-           cross join lateral aclexplode(c.relacl) acl
-           left join pg_roles r on r.oid = acl.grantee
-          where n.nspname = $1 and c.relkind in ('r', 'p')
+           cross join lateral (
+               select (aclexplode(c.relacl)).*
+               union all
+               select (aclexplode(a.attacl)).* from pg_attribute a
+                where a.attrelid = c.oid and a.attacl is not null
+           ) acl
+          where n.nspname = $1 and c.relkind in ('r', 'p', 'v', 'm', 'f')
             and acl.grantee <> c.relowner
             and acl.privilege_type in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
           order by 1, 2, 3",
@@ -646,20 +684,28 @@ async fn revoke_writes(conn: &mut PgConnection, schema: &str) -> Result<Vec<Stri
     .context(|| format!("reading the grants on schema {schema}"))?;
     let mut revoked = Vec::new();
     for (table, grantee, privilege) in grants {
-        let who = if grantee == "PUBLIC" {
-            "PUBLIC".to_owned()
+        let (who, name) = if grantee == 0 {
+            ("PUBLIC".to_owned(), "PUBLIC".to_owned())
         } else {
-            ident(&grantee)
+            let name: String =
+                sqlx::query_scalar("select rolname::text from pg_roles where oid = $1::oid")
+                    .bind(grantee)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .context(|| format!("naming role {grantee}"))?;
+            (ident(&name), name)
         };
+        // A table-level REVOKE takes the column-level privileges of its kind too; CASCADE
+        // takes what the grantee passed on with a grant option.
         sqlx::raw_sql(&format!(
-            "REVOKE {privilege} ON {}.{} FROM {who}",
+            "REVOKE {privilege} ON {}.{} FROM {who} CASCADE",
             ident(schema),
             ident(&table)
         ))
         .execute(&mut *conn)
         .await
-        .context(|| format!("revoking {privilege} on {schema}.{table} from {grantee}"))?;
-        revoked.push(format!("{schema}.{table}: {privilege} from {grantee}"));
+        .context(|| format!("revoking {privilege} on {schema}.{table} from {name}"))?;
+        revoked.push(format!("{schema}.{table}: {privilege} from {name}"));
     }
     // Tables created later in the schema must not regain what was taken away.
     sqlx::raw_sql(&format!(
@@ -669,6 +715,27 @@ async fn revoke_writes(conn: &mut PgConnection, schema: &str) -> Result<Vec<Stri
     .execute(&mut *conn)
     .await
     .context(|| format!("default privileges of schema {schema}"))?;
+    // What is left, as the server answers for each login role (memberships included).
+    let writers: Vec<(String, String)> = sqlx::query_as(
+        "select r.rolname::text, c.relname::text
+           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           cross join pg_roles r
+          where n.nspname = $1 and c.relkind in ('r', 'p', 'v', 'm', 'f')
+            and r.rolcanlogin and not r.rolsuper and r.rolname <> current_user
+            and (has_table_privilege(r.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                 or has_any_column_privilege(r.oid, c.oid, 'INSERT, UPDATE'))
+          order by 1, 2",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await
+    .context(|| format!("checking who can still write to schema {schema}"))?;
+    if let Some((role, table)) = writers.first() {
+        return Err(failed(format!(
+            "after revoking, {role} can still write to {schema}.{table} (it owns it or is a member of a role that does): transfer the legacy tables to the legacy database's owner, or revoke that membership, and run again ({} role/table pairs in all)",
+            writers.len()
+        )));
+    }
     Ok(revoked)
 }
 
@@ -684,6 +751,11 @@ pub async fn legacy_fixture(
     replace: bool,
     progress: Progress,
 ) -> Result<u64, DbError> {
+    if config.environment == marty_config::Environment::Production {
+        return Err(failed(
+            "legacy-fixture fills the legacy database with made-up rows: it refuses to run in production",
+        ));
+    }
     let target = legacy_target(config);
     let mut conn = target.connect().await?;
     for (service, _) in migrators {

@@ -82,7 +82,7 @@ pub async fn check_service_database(
         };
         refuse(service, message)
     })?;
-    check_identity(&mut conn, db).await?;
+    check_identity(&mut conn, db, Role::App).await?;
     let system_identifier = server_identity(&mut conn).await?;
     let migration_version = check_migrations(&mut conn, service, migrator).await?;
     Ok(DatabaseCheck {
@@ -92,7 +92,23 @@ pub async fn check_service_database(
     })
 }
 
-async fn check_identity(conn: &mut PgConnection, db: &ServiceDatabase) -> Result<(), DbError> {
+/// That `role`'s connection reaches `db`'s own database on the server `marty db setup`
+/// provisioned it on (its mark), without any other service's credentials: what a job that
+/// holds only one service's secrets (a per-service migration Job) can prove, and what the
+/// services themselves rely on at start. The mark is written by setup only after the isolation
+/// guard accepted the whole placement.
+pub async fn check_own_database(db: &ServiceDatabase, role: Role) -> Result<(), DbError> {
+    let mut conn = crate::ConnectTarget::role(db, role)?.connect().await?;
+    let checked = check_identity(&mut conn, db, role).await;
+    sqlx::Connection::close(conn).await.ok();
+    checked
+}
+
+async fn check_identity(
+    conn: &mut PgConnection,
+    db: &ServiceDatabase,
+    role: Role,
+) -> Result<(), DbError> {
     let service = db.service;
     let (user, database, owner, comment, system_identifier): (
         String,
@@ -110,11 +126,11 @@ async fn check_identity(conn: &mut PgConnection, db: &ServiceDatabase) -> Result
     .fetch_one(&mut *conn)
     .await
     .context(|| format!("{service}: reading which database the connection reached"))?;
-    let app = db.role_name(Role::App);
-    if user != app {
+    let expected = db.role_name(role);
+    if user != expected {
         return Err(refuse(
             service,
-            format!("the server says this connection is role {user}, not {app}"),
+            format!("the server says this connection is role {user}, not {expected}"),
         ));
     }
     if database != db.database {

@@ -58,7 +58,10 @@ pub struct PoolFigures {
 impl PoolFigures {
     /// Reads the figures from a Prometheus text exposition; `None` when the pool's metrics
     /// are not in it.
-    pub fn from_metrics(text: &str) -> Option<Self> {
+    pub fn from_metrics(text: &str, service: Service) -> Option<Self> {
+        // Whatever answers on the port must be this service (not another one, or another
+        // program): its pool figures carry its label.
+        let label = format!("service=\"{}\"", service.id());
         let mut p = PoolFigures::default();
         let (mut wait_sum, mut wait_count, mut seen) = (0.0, 0.0, false);
         for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -69,6 +72,9 @@ impl PoolFigures {
                 continue;
             };
             let metric = name.split('{').next().unwrap_or(name);
+            if metric.starts_with("marty_db_pool") && !name.contains(&label) {
+                continue;
+            }
             match metric {
                 "marty_db_pool_connections" if name.contains("state=\"in_use\"") => {
                     p.in_use = value;
@@ -120,7 +126,11 @@ async fn fill(
     migrator: &Migrator,
     out: &mut ServiceStatus,
 ) -> Result<(), DbError> {
-    let mut conn = ConnectTarget::role(db, Role::Readonly)?.connect().await?;
+    // A lock or a stalled server must not hold the status up.
+    let mut conn = ConnectTarget::role(db, Role::Readonly)?
+        .with_session_settings(&[("statement_timeout", "5000".to_owned())])
+        .connect()
+        .await?;
     out.reachable = true;
     let (version, size): (String, i64) = sqlx::query_as(
         "select current_setting('server_version'), pg_database_size(current_database())",
