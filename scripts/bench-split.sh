@@ -11,9 +11,10 @@ rounds=${1:-5}; rows=${2:-1000000}
 echo "building the legacy database with $rows rows…" >&2
 $marty db legacy-fixture --rows "$rows" >/dev/null 2>&1
 services="csca document_signer passport_engine pkd"
+# Loop variables are not named s/e: secs' locals of those names are visible to what it runs.
 empty_services() {
-  for s in $services; do
-    psql -q -d "marty_$s" -v ON_ERROR_STOP=1 -c "do \$\$ declare t text; begin
+  for svc in $services; do
+    psql -q -d "marty_$svc" -v ON_ERROR_STOP=1 -c "set client_min_messages = warning; do \$\$ declare t text; begin
       for t in select tablename from pg_tables where schemaname = 'public'
                and tablename not in ('_sqlx_migrations', 'marty_backup_history', 'marty_isolation_probe') loop
         execute format('truncate table public.%I restart identity cascade', t);
@@ -21,9 +22,9 @@ empty_services() {
   done
 }
 plain_copy() {
-  for s in $services; do
-    for t in $(psql -Atd marty_dev -c "select tablename from pg_tables where schemaname = '$s' and tablename <> '_sqlx_migrations'"); do
-      psql -d marty_dev -Atc "copy $s.$t to stdout" | psql -q -d "marty_$s" -c "copy public.$t from stdin"
+  for svc in $services; do
+    for tbl in $(psql -Atd marty_dev -c "select tablename from pg_tables where schemaname = '$svc' and tablename <> '_sqlx_migrations'"); do
+      psql -d marty_dev -Atc "copy $svc.$tbl to stdout" | psql -q -d "marty_$svc" -c "copy public.$tbl from stdin"
     done
   done
 }

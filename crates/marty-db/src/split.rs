@@ -351,6 +351,20 @@ async fn split_service(
                 db.database
             )));
         }
+        // Both sides are ordered and compared by the same key; its values are cast to the
+        // legacy column's own types (an enum or domain lives in the legacy schema there).
+        let legacy_key: Vec<&String> = legacy_shape.key.iter().map(|(c, _)| c).collect();
+        let key: Vec<&String> = shape.key.iter().map(|(c, _)| c).collect();
+        if legacy_key != key {
+            return Err(failed(format!(
+                "{service}: table {table} has primary key {legacy_key:?} in the legacy schema and {key:?} in {}",
+                db.database
+            )));
+        }
+        let shape = TableShape {
+            key: legacy_shape.key.clone(),
+            ..shape
+        };
         tables.push(
             copy_table(
                 &mut source,
