@@ -468,10 +468,17 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::LegacyFixture(args) => crate::split::legacy_fixture(&config, args).await,
         DbCommand::RotatePassword(args) => crate::rotate::rotate_password(&config, args).await,
         DbCommand::Migrate { filter, json } => {
+            let every_owner = Service::ALL.iter().all(|s| {
+                config
+                    .database(*s)
+                    .password(marty_config::Role::Owner)
+                    .is_ok()
+            });
             match filter.service {
                 // A per-service migration job holds only that service's owner credential: it
-                // proves its own database by setup's mark, as the service does at start.
-                Some(service) => {
+                // proves its own database by setup's mark, as the service does at start. With
+                // every owner's credential, the whole placement is probed as before.
+                Some(service) if !every_owner => {
                     let conflicts = config.isolation_conflicts();
                     if !conflicts.is_empty() {
                         return Err(marty_db::DbError::Isolation(conflicts).into());
@@ -482,7 +489,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
                     )
                     .await?;
                 }
-                None => {
+                _ => {
                     marty_db::ensure_isolated(
                         &config,
                         marty_db::Probe::Role(marty_config::Role::Owner),

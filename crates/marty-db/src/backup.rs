@@ -578,9 +578,12 @@ async fn restore_into_scratch(
         "--no-subscriptions",
         "--no-security-labels",
         "--exit-on-error",
-        "--single-transaction",
         "--no-password",
     ])
+    // The scratch database is the unit of atomicity (it is dropped on any failure and only
+    // renamed into place when everything checked out), so pg_restore need not hold one
+    // transaction and can load tables and build indexes in parallel.
+    .arg(format!("--jobs={}", restore_jobs()))
     .arg(format!("--dbname={scratch}"))
     .arg(file)
     .stdin(std::process::Stdio::null());
@@ -607,6 +610,14 @@ async fn restore_into_scratch(
     let tables = table_sums(&mut conn).await?;
     conn.close().await.ok();
     Ok(Restored { migrations, tables })
+}
+
+/// Parallel pg_restore jobs: one per core, at most four.
+fn restore_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 /// A database name Marty may restore into: a plain lower-case identifier, not a system
@@ -717,9 +728,43 @@ pub async fn restore(
         }
     }
     let scratch = format!("{target}__restoring");
+    // The migrations a dump holds, as this binary embeds them: the reference its schema must
+    // match is built from exactly these.
+    let upto = |versions: &[i64]| Migrator {
+        migrations: std::borrow::Cow::Owned(
+            migrator
+                .iter()
+                .filter(|m| versions.contains(&m.version))
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: migrator.ignore_missing,
+        locking: migrator.locking,
+        no_tx: migrator.no_tx,
+    };
     let outcome = async {
-        let restored =
-            restore_into_scratch(config, service, &mut admin, file, &scratch, &progress).await?;
+        // With a manifest, the reference is built while pg_restore runs (it needs only the
+        // dump's migration version); it is rebuilt below if the dump holds other migrations.
+        let expected: Option<Vec<i64>> = manifest.as_ref().and_then(|m| {
+            m.migration_version.map(|v| {
+                migrator
+                    .iter()
+                    .filter(|x| !x.migration_type.is_down_migration() && x.version <= v)
+                    .map(|x| x.version)
+                    .collect()
+            })
+        });
+        let early = expected.as_ref().map(|v| upto(v));
+        let (restored, early_reference) = tokio::join!(
+            restore_into_scratch(config, service, &mut admin, file, &scratch, &progress),
+            async {
+                match &early {
+                    Some(m) => Some(crate::gate::build_reference(config, service, m).await),
+                    None => None,
+                }
+            }
+        );
+        let restored = restored?;
         let pending = check_migrations(service, &restored.migrations, migrator).map_err(failed)?;
         if let Some(m) = &manifest {
             let findings = compare_tables(&restored.tables, m);
@@ -773,19 +818,13 @@ pub async fn restore(
         progress(format!(
             "{service}: comparing the restored schema with what the migrations make"
         ));
-        let upto = Migrator {
-            migrations: std::borrow::Cow::Owned(
-                migrator
-                    .iter()
-                    .filter(|m| restored.migrations.iter().any(|a| a.version == m.version))
-                    .cloned()
-                    .collect(),
-            ),
-            ignore_missing: migrator.ignore_missing,
-            locking: migrator.locking,
-            no_tx: migrator.no_tx,
+        let versions: Vec<i64> = restored.migrations.iter().map(|m| m.version).collect();
+        let reference = match early_reference {
+            Some(Ok(r)) if expected.as_deref() == Some(versions.as_slice()) => r,
+            _ => crate::gate::build_reference(config, service, &upto(&versions)).await?,
         };
-        let findings = crate::gate::compare_database(config, service, &upto, &scratch).await?;
+        let findings =
+            crate::gate::compare_database(config, service, &reference, &scratch).await?;
         if !findings.is_empty() {
             return Err(failed(format!(
                 "the dump's schema is not what this build's migrations make, so it is not put in place:\n  - {}",

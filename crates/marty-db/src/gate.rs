@@ -268,12 +268,24 @@ pub async fn drift_gate(
     Ok(report)
 }
 
-/// Schema and privilege findings of `database` (on `service`'s server, e.g. a restored copy
-/// before it is put in place) against a reference built from `migrator`.
-pub(crate) async fn compare_database(
+/// The schema and privilege items of a reference database built from `migrator` (see
+/// [`compare_database`]); built in a scratch database that is dropped afterwards.
+pub(crate) type Reference = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+pub(crate) async fn build_reference(
     config: &Config,
     service: Service,
     migrator: &Migrator,
+) -> Result<Reference, DbError> {
+    reference(config, service, migrator).await
+}
+
+/// Schema and privilege findings of `database` (on `service`'s server, e.g. a restored copy
+/// before it is put in place) against `reference`.
+pub(crate) async fn compare_database(
+    config: &Config,
+    service: Service,
+    reference: &Reference,
     database: &str,
 ) -> Result<Vec<Finding>, DbError> {
     let db = config.database(service);
@@ -285,9 +297,8 @@ pub(crate) async fn compare_database(
     let schema = items(&mut conn, SCHEMA_ITEMS).await?;
     let privileges = items(&mut conn, PRIVILEGE_ITEMS).await?;
     conn.close().await.ok();
-    let (reference_schema, reference_privileges) = reference(config, service, migrator).await?;
-    let mut findings = compare("schema", &schema, &reference_schema);
-    findings.extend(compare("privileges", &privileges, &reference_privileges));
+    let mut findings = compare("schema", &schema, &reference.0);
+    findings.extend(compare("privileges", &privileges, &reference.1));
     Ok(findings)
 }
 
