@@ -416,6 +416,105 @@ async fn backup_drop_restore_every_service_and_refuse_bad_dumps() {
         ])
     );
 
+    // Every table of the services' schemas is summed by its values' hashes.
+    for t in printed[0]["tables"].as_array().unwrap() {
+        assert_eq!(t["method"], "row-hash64", "{t}");
+    }
+    // A manifest from before the method was recorded (MD5 over each row's text) still
+    // verifies: each table is summed again the way its manifest says. The live CSCA database
+    // holds the first backup's rows again (restored with --force above).
+    let mut old = m.clone();
+    let mut csca = db.admin_on("marty_csca").await;
+    sqlx::raw_sql(
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';
+         SET bytea_output = 'hex'; SET extra_float_digits = 1",
+    )
+    .execute(&mut csca)
+    .await
+    .unwrap();
+    for t in old["tables"].as_array_mut().unwrap() {
+        let name = t["table"].as_str().unwrap().to_owned();
+        let md5: String = sqlx::query_scalar(&format!(
+            "select coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text from only {name} t"
+        ))
+        .fetch_one(&mut csca)
+        .await
+        .unwrap();
+        let t = t.as_object_mut().unwrap();
+        t.remove("method");
+        t.insert("checksum".into(), md5.into());
+    }
+    drop(csca);
+    let verify_with = |manifest: &serde_json::Value| {
+        std::fs::write(
+            edited.join("csca/manifest.json"),
+            serde_json::to_vec(manifest).unwrap(),
+        )
+        .unwrap();
+        db.marty(&[
+            "db",
+            "backup",
+            "verify",
+            edited.join("csca/marty_csca.dump").to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let out = verify_with(&old);
+    assert!(out.status.success(), "{}", show(&out));
+    // ... and the method is not decoration: the hash sums read as MD5 sums differ.
+    let mut mislabelled = printed[0].clone();
+    for t in mislabelled["tables"].as_array_mut().unwrap() {
+        t["method"] = "md5-text".into();
+    }
+    let out = verify_with(&mislabelled);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("table public.outbox: content checksum differs"),
+        "{}",
+        show(&out)
+    );
+
+    // A column type without a hash function (point) is summed by its text form instead, and
+    // its backup verifies.
+    db.exec(
+        "marty_pkd",
+        "create table hand_points (id int, p point);
+         insert into hand_points values (1, '(1,2)'), (2, '(3.5,-4)');
+         grant select on hand_points to marty_pkd_readonly",
+    )
+    .await;
+    let points = tmp.path().join("points");
+    let out = db.marty(&[
+        "db",
+        "backup",
+        "--service",
+        "pkd",
+        "--out",
+        points.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    db.exec("marty_pkd", "drop table hand_points").await;
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let method = |table: &str| {
+        printed[0]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == table)
+            .unwrap()["method"]
+            .clone()
+    };
+    assert_eq!(method("public.hand_points"), "md5-text", "{printed}");
+    assert_eq!(method("public.outbox"), "row-hash64", "{printed}");
+    let out = db.marty(&[
+        "db",
+        "backup",
+        "verify",
+        dump_of(&points, Service::Pkd).to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+
     // Restore under another name: a copy with the role model, beside the live database.
     let out = db.marty(&[
         "db",

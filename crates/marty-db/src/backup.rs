@@ -18,8 +18,8 @@
 //!
 //! **Verify** (`marty db backup verify`) restores into a scratch database, compares, drops it.
 //!
-//! Table checksums are order-independent (the sum of the first 64 bits of each row's MD5 over
-//! its text form, computed by the server with fixed output settings), so a dump and its
+//! Table checksums are order-independent sums of a 64-bit hash per row, computed by the server
+//! (see [`ChecksumMethod`]; the manifest records the method per table), so a dump and its
 //! restore agree whatever order the rows come back in.
 
 use std::io::{Read, Write};
@@ -47,6 +47,36 @@ pub const FORMAT: &str = "marty-backup/1";
 /// Progress of long work, one line at a time (the CLI decides where it goes).
 pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
 
+/// How a table's content checksum was computed; a restore recomputes it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ChecksumMethod {
+    /// The sum of each row's 64-bit extended hash (`hash_record_extended`, the hash functions
+    /// of hash indexes and hash partitioning, which PostgreSQL keeps stable across versions
+    /// because both live on disk). It hashes values, not their text: about seven times cheaper
+    /// than MD5 over the text form for JSON rows, and it treats values equal under their
+    /// type's equality (`1.0` and `1.00`) as equal.
+    #[serde(rename = "row-hash64")]
+    RowHash64,
+    /// The sum of the first 64 bits of each row's MD5 over its text form with fixed output
+    /// settings: for tables with a column type that has no extended hash function, and what
+    /// manifests without a method were made with.
+    #[default]
+    #[serde(rename = "md5-text")]
+    Md5Text,
+}
+
+impl ChecksumMethod {
+    /// The aggregate over a row `t` that yields the checksum as text.
+    fn aggregate(self) -> &'static str {
+        match self {
+            ChecksumMethod::RowHash64 => "coalesce(sum(hash_record_extended(t, 0)), 0)::text",
+            ChecksumMethod::Md5Text => {
+                "coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text"
+            }
+        }
+    }
+}
+
 /// Row count and content checksum of one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSum {
@@ -54,6 +84,8 @@ pub struct TableSum {
     pub table: String,
     pub rows: i64,
     pub checksum: String,
+    #[serde(default)]
+    pub method: ChecksumMethod,
 }
 
 /// What a backup holds, written beside its dump.
@@ -115,8 +147,14 @@ pub fn client_program(name: &str) -> Result<PathBuf, DbError> {
 pub(crate) const STABLE_TEXT: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
      SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1";
 
-/// Row counts and checksums of every table of the connected database, in name order.
-async fn table_sums(conn: &mut PgConnection) -> Result<Vec<TableSum>, DbError> {
+/// Row counts and checksums of every table of the connected database, in name order. Must
+/// run inside a transaction (a savepoint guards the cheaper method). Each table is summed the
+/// way `like` (a manifest) says it was, else with [`ChecksumMethod::RowHash64`] where every
+/// column type supports it and [`ChecksumMethod::Md5Text`] otherwise.
+async fn table_sums(
+    conn: &mut PgConnection,
+    like: Option<&Manifest>,
+) -> Result<Vec<TableSum>, DbError> {
     sqlx::raw_sql(STABLE_TEXT)
         .execute(&mut *conn)
         .await
@@ -134,19 +172,52 @@ async fn table_sums(conn: &mut PgConnection) -> Result<Vec<TableSum>, DbError> {
     let mut sums = Vec::with_capacity(tables.len());
     for (schema, table) in tables {
         let name = format!("{schema}.{table}");
-        let (rows, checksum): (i64, String) = sqlx::query_as(&format!(
-            "select count(*), coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text
-               from only {}.{} t",
-            ident(&schema),
-            ident(&table)
-        ))
-        .fetch_one(&mut *conn)
-        .await
-        .context(|| format!("checksumming {name}"))?;
+        let relation = format!("{}.{}", ident(&schema), ident(&table));
+        let recorded = like.and_then(|m| m.tables.iter().find(|t| t.table == name));
+        let sum = |method: ChecksumMethod| {
+            format!(
+                "select count(*), {} from only {relation} t",
+                method.aggregate()
+            )
+        };
+        let (method, (rows, checksum)) = match recorded.map(|t| t.method) {
+            Some(method) => (
+                method,
+                sqlx::query_as::<_, (i64, String)>(&sum(method))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .context(|| format!("checksumming {name} ({method:?})"))?,
+            ),
+            None => {
+                exec(conn, "SAVEPOINT checksum").await?;
+                match sqlx::query_as::<_, (i64, String)>(&sum(ChecksumMethod::RowHash64))
+                    .fetch_one(&mut *conn)
+                    .await
+                {
+                    Ok(found) => {
+                        exec(conn, "RELEASE SAVEPOINT checksum").await?;
+                        (ChecksumMethod::RowHash64, found)
+                    }
+                    // A column type without an extended hash function, or a server older
+                    // than PostgreSQL 14: the text form works for every type.
+                    Err(_) => {
+                        exec(conn, "ROLLBACK TO SAVEPOINT checksum").await?;
+                        (
+                            ChecksumMethod::Md5Text,
+                            sqlx::query_as::<_, (i64, String)>(&sum(ChecksumMethod::Md5Text))
+                                .fetch_one(&mut *conn)
+                                .await
+                                .context(|| format!("checksumming {name}"))?,
+                        )
+                    }
+                }
+            }
+        };
         sums.push(TableSum {
             table: name,
             rows,
             checksum,
+            method,
         });
     }
     Ok(sums)
@@ -320,7 +391,7 @@ pub async fn backup(
         tokio::task::spawn_blocking(move || stream_to_file(child, &partial, &label, &progress))
     };
     // The same snapshot, counted and checksummed while pg_dump reads it.
-    let sums = table_sums(&mut conn).await;
+    let sums = table_sums(&mut conn, None).await;
     let dumped = dumping
         .await
         .map_err(|e| failed(format!("the dump's writer stopped: {e}")));
@@ -552,6 +623,7 @@ async fn restore_into_scratch(
     file: &Path,
     scratch: &str,
     progress: &Progress,
+    manifest: Option<&Manifest>,
 ) -> Result<Restored, DbError> {
     let db = config.database(service);
     let owner = db.role_name(Role::Owner);
@@ -607,7 +679,9 @@ async fn restore_into_scratch(
     let mut conn = owner_target.connect().await?;
     let migrations = applied(&mut conn).await?;
     progress(format!("{service}: checksumming the restored tables"));
-    let tables = table_sums(&mut conn).await?;
+    exec(&mut conn, "BEGIN READ ONLY").await?;
+    let tables = table_sums(&mut conn, manifest).await?;
+    exec(&mut conn, "COMMIT").await?;
     conn.close().await.ok();
     Ok(Restored { migrations, tables })
 }
@@ -756,7 +830,15 @@ pub async fn restore(
         });
         let early = expected.as_ref().map(|v| upto(v));
         let (restored, early_reference) = tokio::join!(
-            restore_into_scratch(config, service, &mut admin, file, &scratch, &progress),
+            restore_into_scratch(
+                config,
+                service,
+                &mut admin,
+                file,
+                &scratch,
+                &progress,
+                manifest.as_ref()
+            ),
             async {
                 match &early {
                     Some(m) => Some(crate::gate::build_reference(config, service, m).await),
@@ -988,8 +1070,16 @@ pub async fn verify_backup(
     let mut admin = admin_on_server(config, service).await?;
     // A fixed name: a run interrupted before its drop is cleared by the next one.
     let scratch = format!("marty_verify_{}", service.id());
-    let restored =
-        restore_into_scratch(config, service, &mut admin, file, &scratch, &progress).await;
+    let restored = restore_into_scratch(
+        config,
+        service,
+        &mut admin,
+        file,
+        &scratch,
+        &progress,
+        Some(&manifest),
+    )
+    .await;
     let _ = drop_database(&mut admin, &scratch).await;
     admin.close().await.ok();
     let restored = match restored {
@@ -1046,6 +1136,7 @@ mod tests {
             table: table.into(),
             rows,
             checksum: checksum.into(),
+            method: ChecksumMethod::RowHash64,
         }
     }
 
@@ -1073,5 +1164,16 @@ mod tests {
             )[0]
             .contains("4 rows restored, the manifest says 3")
         );
+    }
+
+    #[test]
+    fn a_table_without_a_method_was_summed_by_md5_and_the_method_round_trips() {
+        let old: TableSum =
+            serde_json::from_str(r#"{"table": "public.a", "rows": 1, "checksum": "7"}"#).unwrap();
+        assert_eq!(old.method, ChecksumMethod::Md5Text);
+        let new = sum("public.a", 1, "7");
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["method"], "row-hash64");
+        assert_eq!(serde_json::from_value::<TableSum>(json).unwrap(), new);
     }
 }
