@@ -29,6 +29,12 @@ $marty db migrate
 step "Starting a private nats-server with JetStream under $state/nats (the event bus)"
 $marty dev nats start
 
+step "marty dev certs: a development CA and a certificate per service, operator and verifier (mutual TLS from now on)"
+$marty dev certs
+tls=$state/tls
+# What curl presents to the services' HTTP listeners (the CLI finds the same files itself).
+mtls=(--cacert "$tls/ca.crt" --cert "$tls/operator.crt" --key "$tls/operator.key")
+
 step "Starting the four services (marty serve all; log in $state/serve.log)"
 if [ -f "$state/serve.pid" ] && kill -0 "$(cat "$state/serve.pid")" 2>/dev/null; then
   echo "stopping the services of an earlier run first"
@@ -40,9 +46,9 @@ echo $! >"$state/serve.pid"
 # The HTTP ports the configuration gives (9081, 9082, 9084, 9089 unless MARTY_*_HTTP_PORT say otherwise).
 for port in "${MARTY_CSCA_HTTP_PORT:-9081}" "${MARTY_DOCUMENT_SIGNER_HTTP_PORT:-9082}" \
             "${MARTY_PASSPORT_ENGINE_HTTP_PORT:-9084}" "${MARTY_PKD_HTTP_PORT:-9089}"; do
-  printf '  waiting for http://127.0.0.1:%s/readyz ' "$port"
+  printf '  waiting for https://127.0.0.1:%s/readyz ' "$port"
   for i in $(seq 150); do
-    if curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; then echo ok; break; fi
+    if curl -sf "${mtls[@]}" "https://127.0.0.1:$port/readyz" >/dev/null; then echo ok; break; fi
     kill -0 "$(cat "$state/serve.pid")" 2>/dev/null || { cat "$state/serve.log" >&2; fail "the services exited (log above)"; }
     [ "$i" = 150 ] && fail "port $port not ready after 30 s (see $state/serve.log)"
     printf '.'; sleep 0.2
@@ -121,8 +127,10 @@ Done. Where things are:
   $state/serve.log     the services' log (pid in $state/serve.pid)
   $state/postgres/     the local PostgreSQL;  $state/nats/  the local nats-server
   $state/secrets.json  generated role passwords and key-encryption keys (mode 0600)
+  $state/tls/          the development CA and the mutual-TLS certificates (keys 0600)
 
 Try: $marty csca list,  $marty signer audit,  $marty passport list,  $marty pkd list --country DE
-     curl -s http://127.0.0.1:9084/metrics | head,  curl -sI http://127.0.0.1:9089/v1/pkd/crl/UT
+     curl -s ${mtls[*]} https://127.0.0.1:9084/metrics | head
+     (every listener requires a client certificate from $tls/ca.crt: mutual TLS)
 Stop everything with: make stop   (services, NATS and PostgreSQL)
 MSG

@@ -14,11 +14,17 @@ Commands (each prints exactly one JSON object on stdout):
     grpc_probe.py health HOST:PORT [SERVICE]
         {"status": "SERVING"}: grpc.health.v1 Check.
 
+With mutual TLS, the environment names the files (PEM) and the name the server's certificate
+must carry: GRPC_PROBE_CA, GRPC_PROBE_CERT and GRPC_PROBE_KEY (omit the last two to connect
+without a client certificate), GRPC_PROBE_SERVER_NAME (e.g. ``csca.marty``).
+GRPC_PROBE_METADATA='{"name": "value"}' sends extra metadata with a call.
+
 Exit status: 0 when the call succeeded, 1 when the server answered with an error status,
 2 on usage errors or when the server cannot be reached.
 """
 
 import json
+import os
 import sys
 
 try:
@@ -39,13 +45,37 @@ def out(value, status=0):
     sys.exit(status)
 
 
+def read(name):
+    path = os.environ.get(name)
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_channel(target):
+    ca = read("GRPC_PROBE_CA")
+    if ca is None:
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=read("GRPC_PROBE_KEY"),
+        certificate_chain=read("GRPC_PROBE_CERT"),
+    )
+    options = []
+    name = os.environ.get("GRPC_PROBE_SERVER_NAME")
+    if name:
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.secure_channel(target, credentials, options)
+
+
 def reflected(channel):
     database = ProtoReflectionDescriptorDatabase(channel)
     return database, descriptor_pool.DescriptorPool(database)
 
 
 def list_services(target):
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target) as channel:
         database, _ = reflected(channel)
         out({"services": sorted(database.get_services())})
 
@@ -54,7 +84,7 @@ def call(target, full_method, request_json):
     service_name, _, method_name = full_method.partition("/")
     if not method_name:
         out({"ok": False, "error": "method must be package.Service/Method"}, 2)
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target) as channel:
         _, pool = reflected(channel)
         service = pool.FindServiceByName(service_name)
         method = service.FindMethodByName(method_name)
@@ -67,7 +97,8 @@ def call(target, full_method, request_json):
             response_deserializer=response_class.FromString,
         )
         try:
-            response = stub(request, timeout=TIMEOUT)
+            metadata = list(json.loads(os.environ.get("GRPC_PROBE_METADATA", "{}")).items())
+            response = stub(request, timeout=TIMEOUT, metadata=metadata)
         except grpc.RpcError as e:
             out({"ok": False, "code": e.code().name, "message": e.details()}, 1)
         out({"ok": True, "response": json_format.MessageToDict(response)})

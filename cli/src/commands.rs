@@ -226,6 +226,27 @@ enum DevCommand {
         #[command(subcommand)]
         action: crate::events::NatsAction,
     },
+    /// A development CA and a certificate per identity for mutual TLS (tls.mode: mutual):
+    /// the four services, `operator` (what the CLI presents) and `verifier`, in the TLS
+    /// directory (tls.dir, MARTY_TLS_DIR; default .marty/tls). Keeps what is there and still
+    /// valid; keys are written 0600.
+    Certs {
+        /// Where to write them (default: the configured TLS directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// A new CA and new certificates for every identity, even if the old ones are valid.
+        #[arg(long)]
+        force: bool,
+        /// More operator identities, each as operator-NAME.crt (repeatable).
+        #[arg(long = "operator", value_name = "NAME")]
+        operators: Vec<String>,
+        /// More verifier identities, each as verifier-NAME.crt (repeatable).
+        #[arg(long = "verifier", value_name = "NAME")]
+        verifiers: Vec<String>,
+        /// Print machine-readable JSON on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -240,6 +261,71 @@ enum DevAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn dev_certs(
+    dir: Option<std::path::PathBuf>,
+    force: bool,
+    operators: Vec<String>,
+    verifiers: Vec<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    use marty_tls::Identity;
+    let dir = match dir {
+        Some(d) => d,
+        None => load()?.tls().dir.clone(),
+    };
+    let mut identities = marty_tls::dev::default_identities();
+    for (names, make) in [
+        (&operators, Identity::Operator as fn(String) -> Identity),
+        (&verifiers, Identity::Verifier as fn(String) -> Identity),
+    ] {
+        for name in names {
+            let id = make(name.clone());
+            if marty_tls::Identity::from_uri(&id.uri()).as_ref() != Some(&id) {
+                return Err(crate::operate::InputError::from(anyhow::anyhow!(
+                    "{name:?}: a name is 1-64 of a-z, 0-9, '-', '_' and '.'"
+                ))
+                .into());
+            }
+            identities.push(id);
+        }
+    }
+    let issued = marty_tls::dev::ensure(&dir, &identities, force)?;
+    if json {
+        let rows: Vec<serde_json::Value> = issued
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "identity": i.identity.uri(),
+                    "certificate": i.cert,
+                    "key": i.key,
+                    "created": i.created,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ca": dir.join("ca.crt"),
+                "certificates": rows,
+            }))?
+        );
+    } else {
+        println!("CA: {}", dir.join("ca.crt").display());
+        for i in &issued {
+            println!(
+                "  {:<28} {} ({})",
+                i.identity.uri(),
+                i.cert.display(),
+                if i.created { "created" } else { "kept" }
+            );
+        }
+        println!(
+            "Mutual TLS is now on for this state directory (tls.mode defaults to mutual once the CA exists):\n  services present <service>.crt, the CLI presents operator.crt (MARTY_TLS_IDENTITY chooses another)."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A command that failed: the error, its kind for `--json` output and the exit code.
@@ -323,6 +409,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Dev(DevCommand::Nats { action }) => {
             load().and_then(|config| crate::events::dev_nats(&config, action))
         }
+        Command::Dev(DevCommand::Certs {
+            dir,
+            force,
+            operators,
+            verifiers,
+            json,
+        }) => dev_certs(dir, force, operators, verifiers, json),
         Command::Events(command) => match load() {
             Ok(config) => crate::events::run(&config, command).await,
             Err(e) => Err(e),

@@ -392,12 +392,28 @@ pub fn url_of(given: &Option<String>, service: Service) -> Result<String> {
     }
 }
 
+/// The certificate this CLI presents when the configuration asks for mutual TLS.
+pub fn client_tls() -> Result<Option<std::sync::Arc<marty_tls::TlsMaterial>>> {
+    // Without a loadable configuration (a URL given on the command line) the call is plaintext.
+    let Ok(config) = Config::load() else {
+        return Ok(None);
+    };
+    let tls = config.tls();
+    if !tls.enabled() {
+        return Ok(None);
+    }
+    let material = marty_tls::TlsMaterial::from_settings(tls, &tls.identity)
+        .map_err(|e| InputError(anyhow!("mutual TLS (tls.mode: mutual): {e}")))?;
+    Ok(Some(material))
+}
+
 pub async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| InputError(anyhow!("{service} URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(timeout));
-    endpoint.connect().await.map_err(|e| {
+    let tls = client_tls()?;
+    marty_tls::connect::connect(endpoint, tls.as_ref(), service).await.map_err(|e| {
         anyhow::Error::new(ServiceError {
             service,
             url: url.to_owned(),

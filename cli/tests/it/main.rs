@@ -15,6 +15,7 @@ mod monitoring;
 mod platform;
 mod privileges;
 mod rotation;
+mod security;
 mod services;
 mod split;
 mod toolkit;

@@ -37,6 +37,7 @@ mod kek;
 mod runtime;
 mod secrets;
 mod service;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +57,7 @@ pub use secrets::{
     write_private, write_private_new,
 };
 pub use service::{Role, Service, UnknownService};
+pub use tls::{Caller, TlsMode, TlsSettings, valid_identity_stem};
 
 use expand::{ExpandError, expand};
 
@@ -376,6 +378,7 @@ pub struct Config {
     role_policy: RolePolicy,
     nats_url: String,
     runtime: RuntimeSettings,
+    tls: TlsSettings,
     apis: BTreeMap<Service, ServiceApi>,
     csca_policy: CscaPolicy,
     signer_policy: SignerPolicy,
@@ -449,6 +452,11 @@ impl Config {
     /// Settings every service process shares (log format, shutdown grace).
     pub fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    /// Mutual TLS and the per-RPC authorization policy.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
     }
 
     /// Where `service` listens and how peers reach it.
@@ -569,7 +577,14 @@ struct Loader<'a> {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "database", "services", "legacy", "admin", "events", "runtime",
+    "database",
+    "services",
+    "legacy",
+    "admin",
+    "events",
+    "runtime",
+    "tls",
+    "authorization",
 ];
 const EVENTS_KEYS: &[&str] = &["nats_url", "local_nats"];
 const DATABASE_KEYS: &[&str] = &[
@@ -650,6 +665,7 @@ impl<'a> Loader<'a> {
         let service_ids: Vec<&str> = Service::ALL.iter().map(|s| s.id()).collect();
         loader.check_keys(&["services"], &service_ids)?;
         loader.check_keys(&["runtime"], runtime::RUNTIME_KEYS)?;
+        loader.check_keys(&["tls"], tls::TLS_KEYS)?;
         for s in Service::ALL {
             let policy = runtime::policy_keys(s);
             loader.check_keys(
@@ -937,10 +953,11 @@ impl<'a> Loader<'a> {
             Duration::from_secs(connect_timeout_secs),
         )?;
         let runtime = self.runtime()?;
+        let tls = self.tls(environment, &state_dir)?;
         let mut apis = BTreeMap::new();
         let mut keks = BTreeMap::new();
         for service in Service::ALL {
-            apis.insert(service, self.api(service)?);
+            apis.insert(service, self.api(service, tls.enabled())?);
             let generates_here = generate && environment != Environment::Production;
             keks.insert(
                 service,
@@ -969,6 +986,7 @@ impl<'a> Loader<'a> {
             },
             nats_url,
             runtime,
+            tls,
             apis,
             csca_policy,
             signer_policy,

@@ -8,7 +8,7 @@
 //! | `services.<id>.api.listen_host` | `MARTY_<SERVICE>_LISTEN_HOST` | `127.0.0.1` |
 //! | `services.<id>.api.grpc_port` | `MARTY_<SERVICE>_GRPC_PORT` | 8081, 8082, 8084, 8089 (0: any free port) |
 //! | `services.<id>.api.http_port` | `MARTY_<SERVICE>_HTTP_PORT` | 9081, 9082, 9084, 9089 |
-//! | `services.<id>.api.url` | `MARTY_<SERVICE>_URL` | `http://127.0.0.1:<grpc_port>`: how peers and the CLI reach it |
+//! | `services.<id>.api.url` | `MARTY_<SERVICE>_URL` | `http://127.0.0.1:<grpc_port>` (`https://` with mutual TLS): how peers and the CLI reach it |
 //! | `services.csca.policy.*` | `MARTY_CSCA_CRL_DISTRIBUTION_POINT` | see [`CscaPolicy`] |
 //! | `services.document_signer.policy.*` | `MARTY_DOCUMENT_SIGNER_COUNTRY`, `MARTY_DOCUMENT_SIGNER_KEY` | see [`SignerPolicy`] |
 
@@ -161,7 +161,7 @@ impl Loader<'_> {
         })
     }
 
-    pub(crate) fn api(&mut self, service: Service) -> Result<ServiceApi, ConfigError> {
+    pub(crate) fn api(&mut self, service: Service, tls: bool) -> Result<ServiceApi, ConfigError> {
         let id = service.id();
         let prefix = service.env_prefix();
         let c = self
@@ -211,7 +211,10 @@ impl Loader<'_> {
             &format!("services.{id}.api.url"),
             Some(service),
             c,
-            &format!("http://{reach}:{grpc_port}"),
+            &format!(
+                "{}://{reach}:{grpc_port}",
+                if tls { "https" } else { "http" }
+            ),
             "an http:// or https:// URL",
         )?;
         Ok(ServiceApi {

@@ -679,9 +679,20 @@ async fn restore_into_scratch(
     let mut conn = owner_target.connect().await?;
     let migrations = applied(&mut conn).await?;
     progress(format!("{service}: checksumming the restored tables"));
-    exec(&mut conn, "BEGIN READ ONLY").await?;
-    let tables = table_sums(&mut conn, manifest).await?;
-    exec(&mut conn, "COMMIT").await?;
+    // Whatever comes next drops a database (the replaced one, or this scratch after a
+    // verify), and DROP DATABASE waits for a checkpoint that writes out every page the load
+    // left dirty. Started now, that writing overlaps the checksums' reading instead of
+    // following it. (Best effort: without the right to CHECKPOINT the drop does it later.)
+    let (sums, _) = tokio::join!(
+        async {
+            exec(&mut conn, "BEGIN READ ONLY").await?;
+            let tables = table_sums(&mut conn, manifest).await?;
+            exec(&mut conn, "COMMIT").await?;
+            Ok::<_, DbError>(tables)
+        },
+        sqlx::raw_sql("CHECKPOINT").execute(&mut *admin)
+    );
+    let tables = sums?;
     conn.close().await.ok();
     Ok(Restored { migrations, tables })
 }

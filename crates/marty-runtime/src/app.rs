@@ -56,6 +56,8 @@ pub enum StartError {
     },
     #[error("{service}: {0}", service = .1)]
     Build(String, Service),
+    #[error("refusing to start {service}: {message}")]
+    Tls { service: Service, message: String },
 }
 
 impl StartError {
@@ -65,6 +67,7 @@ impl StartError {
             self,
             StartError::Isolation { .. }
                 | StartError::Config(_)
+                | StartError::Tls { .. }
                 | StartError::Database(marty_db::DbError::Config(_))
                 // A database that is not the service's own, not provisioned or not migrated.
                 | StartError::Database(marty_db::DbError::Startup { .. })
@@ -116,6 +119,9 @@ pub struct Application {
     credential: Credential,
     nats_url: String,
     grace: Duration,
+    tls: Option<Arc<marty_tls::TlsMaterial>>,
+    tls_reload: Duration,
+    authz: Arc<crate::authz::Policy>,
 }
 
 /// What the pool logs in with, and how a new one reaches it.
@@ -182,6 +188,43 @@ impl Application {
         };
         let check =
             marty_db::startup::check_service_database(&pool, db, descriptor.migrator).await?;
+        let tls_settings = config.tls();
+        let tls = if tls_settings.enabled() {
+            let material = marty_tls::TlsMaterial::from_settings(tls_settings, service.id())
+                .map_err(|e| StartError::Tls {
+                    service,
+                    message: e.to_string(),
+                })?;
+            // The certificate must be this service's: a process holding another identity's
+            // certificate would act with that identity's rights.
+            let own = marty_tls::Identity::Service(service);
+            if material.identity().as_ref() != Some(&own) {
+                return Err(StartError::Tls {
+                    service,
+                    message: format!(
+                        "{} carries {}, not {}",
+                        tls_settings.pair(service.id()).0.display(),
+                        material
+                            .identity()
+                            .map(|i| i.uri())
+                            .unwrap_or_else(|| "no Marty identity".into()),
+                        own.uri()
+                    ),
+                });
+            }
+            Some(material)
+        } else {
+            tracing::warn!(%service, "TLS is off (tls.mode: off): every caller is trusted; development only");
+            None
+        };
+        let known = KnownMethods::from_descriptor_sets(&[
+            marty_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]);
+        let authz = Arc::new(
+            crate::authz::Policy::new(tls_settings, &known)
+                .map_err(|message| StartError::Tls { service, message })?,
+        );
         let keys: Option<Arc<dyn KeyStore>> = if descriptor.needs_keys {
             let keks = config.kek(service)?;
             Some(Arc::new(EnvelopeKeyStore::from_config(service, &keks)))
@@ -210,6 +253,7 @@ impl Application {
                 .filter(|s| *s != service)
                 .map(|s| (s, config.api(s).url.clone()))
                 .collect(),
+            tls.clone(),
         );
         let metrics = Arc::new(Registry::default());
         let ctx = ServiceContext {
@@ -251,6 +295,9 @@ impl Application {
             credential,
             nats_url: config.nats_url().to_owned(),
             grace: config.runtime().shutdown_grace,
+            tls,
+            tls_reload: tls_settings.reload_interval,
+            authz,
         })
     }
 
@@ -307,6 +354,9 @@ impl Application {
             credential,
             nats_url,
             grace,
+            tls,
+            tls_reload,
+            authz,
             ..
         } = self;
         let serving = Shutdown::new();
@@ -362,7 +412,30 @@ impl Application {
             tonic_health::pb::FILE_DESCRIPTOR_SET,
         ]);
         let layer = GrpcMetricsLayer::new(ctx.metrics.clone(), service.id(), known);
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let authz = crate::authz::AuthzLayer::new(authz, ctx.metrics.clone(), service);
+        let refused = |listener: &'static str| -> marty_tls::listen::OnRefused {
+            let metrics = ctx.metrics.clone();
+            Arc::new(move |remote, reason| {
+                tracing::debug!(%service, listener, %remote, reason, "TLS handshake refused");
+                metrics.add(
+                    "marty_tls_handshake_failures_total",
+                    "Connections refused during the TLS handshake (no client certificate, another CA, expired, not TLS).",
+                    &[("service", service.id()), ("listener", listener)],
+                    1.0,
+                );
+            })
+        };
+        let incoming = marty_tls::listen::accept(
+            grpc,
+            tls.clone().map(|m| (m, marty_tls::listen::Alpn::Grpc)),
+            refused("grpc"),
+        )?;
+        let http = marty_tls::listen::accept(
+            http,
+            tls.clone().map(|m| (m, marty_tls::listen::Alpn::Http)),
+            refused("http"),
+        )?;
+        let tls_watch = tls.as_ref().map(|m| m.watch(tls_reload));
         let grpc_signal = serving.clone();
         let grpc_server = tonic::transport::Server::builder()
             .timeout(CALL_TIMEOUT)
@@ -374,6 +447,7 @@ impl Application {
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .layer(layer)
+            .layer(authz)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move { grpc_signal.wait().await });
         let mut grpc_task: JoinHandle<Result<(), tonic::transport::Error>> =
@@ -497,6 +571,9 @@ impl Application {
         }
         let _ = tokio::time::timeout(TASK_STOP, events).await;
         watcher.abort();
+        if let Some(task) = tls_watch {
+            task.abort();
+        }
         if let Some(task) = credentials {
             task.abort();
         }

@@ -89,6 +89,8 @@ pub enum ServicePolicy {
 #[derive(Debug, Clone)]
 pub struct Peers {
     urls: Arc<Vec<(Service, String)>>,
+    /// This service's own certificate, presented to peers (none: plaintext).
+    tls: Option<Arc<marty_tls::TlsMaterial>>,
 }
 
 /// How long a call to another service may take.
@@ -96,9 +98,13 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Peers {
-    pub(crate) fn new(urls: Vec<(Service, String)>) -> Self {
+    pub(crate) fn new(
+        urls: Vec<(Service, String)>,
+        tls: Option<Arc<marty_tls::TlsMaterial>>,
+    ) -> Self {
         Self {
             urls: Arc::new(urls),
+            tls,
         }
     }
 
@@ -112,7 +118,11 @@ impl Peers {
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .timeout(PEER_TIMEOUT)
             .tcp_nodelay(true);
-        Ok(endpoint.connect_lazy())
+        Ok(marty_tls::connect::channel(
+            endpoint,
+            self.tls.as_ref(),
+            service,
+        ))
     }
 
     pub fn url(&self, service: Service) -> Option<&str> {

@@ -22,6 +22,7 @@
 //! the consumers and tasks, flushes the outbox to NATS once more, and returns.
 
 mod app;
+pub mod authz;
 pub mod batch;
 mod context;
 pub mod credentials;

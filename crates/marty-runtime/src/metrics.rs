@@ -247,6 +247,15 @@ impl KnownMethods {
         Self(Arc::new(methods))
     }
 
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.contains(path)
+    }
+
+    /// Every method, `/package.Service/Method`, in no particular order.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
     fn label<'a>(&self, path: &'a str) -> &'a str {
         if self.0.contains(path) {
             path.trim_start_matches('/')

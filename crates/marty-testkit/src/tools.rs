@@ -73,11 +73,13 @@ fn python_script(
     script: &str,
     dir: &Path,
     args: &[&str],
+    env: &[(&str, &str)],
 ) -> (Option<i32>, serde_json::Value, String) {
     let out = Command::new(python())
         .current_dir(dir)
         .arg(repo().join("scripts").join(script))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -86,19 +88,35 @@ fn python_script(
 
 /// Runs the Python artefact oracle (`scripts/oracle.py`): exit code, JSON report, transcript.
 pub fn oracle(dir: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    python_script("oracle.py", dir, args)
+    python_script("oracle.py", dir, args, &[])
 }
 
 /// Runs the Python gRPC client (`scripts/grpc_probe.py`), which learns every message type
 /// from the server's reflection service.
 pub fn grpc_probe(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    python_script("grpc_probe.py", &repo(), args)
+    python_script("grpc_probe.py", &repo(), args, &[])
+}
+
+/// [`grpc_probe`] with environment variables (its TLS files, extra metadata).
+pub fn grpc_probe_with(
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    python_script("grpc_probe.py", &repo(), args, env)
 }
 
 /// `curl -s` a URL: (HTTP status, body).
 pub fn curl(url: &str) -> (u16, String) {
+    curl_with(&[], url)
+}
+
+/// `curl -s` with more options (`--cacert`, `--cert`…): (HTTP status, body); status 0 when
+/// no HTTP response came (refused connection or handshake).
+pub fn curl_with(options: &[&str], url: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-s", "-m", "10", "-w", "\n%{http_code}", url])
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .args(options)
+        .arg(url)
         .output()
         .expect("curl is installed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -126,11 +126,7 @@ fn page_token(row: &CertRow) -> String {
 }
 
 fn requester<T>(request: &Request<T>) -> String {
-    // Until callers authenticate (mutual TLS), the peer address is what is known of them.
-    request.remote_addr().map_or_else(
-        || "unauthenticated".to_owned(),
-        |a| format!("unauthenticated {a}"),
-    )
+    marty_runtime::authz::requester(request)
 }
 
 impl Api {
@@ -248,8 +244,7 @@ impl CscaService for Api {
         request: Request<pb::IssueCertificateRequest>,
     ) -> R<pb::IssueCertificateResponse> {
         let requester = requester(&request);
-        let r = request.into_inner();
-        let kind = match pb::Profile::try_from(r.profile) {
+        let kind = match pb::Profile::try_from(request.get_ref().profile) {
             Ok(pb::Profile::DocumentSigner) => CertKind::DocumentSigner,
             Ok(pb::Profile::MasterListSigner) => CertKind::MasterListSigner,
             _ => {
@@ -259,6 +254,14 @@ impl CscaService for Api {
                 .into());
             }
         };
+        // The policy lets both the Document Signer and the PKD call this; each may obtain
+        // only its own kind of certificate.
+        marty_runtime::authz::may_request_profile(
+            &request,
+            matches!(kind, CertKind::DocumentSigner),
+        )
+        .map_err(Status::permission_denied)?;
+        let r = request.into_inner();
         let issuer_serial = optional(&r.issuer_serial_hex).map(serial).transpose()?;
         let (row, issuer) = self
             .csca

@@ -43,10 +43,7 @@ fn signer(row: &SignerRow) -> pb::Signer {
 }
 
 fn requester<T>(request: &Request<T>) -> String {
-    request.remote_addr().map_or_else(
-        || "unauthenticated".to_owned(),
-        |a| format!("unauthenticated {a}"),
-    )
+    marty_runtime::authz::requester(request)
 }
 
 type R<T> = Result<Response<T>, Status>;
