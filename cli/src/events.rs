@@ -67,9 +67,14 @@ pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
     let nats = LocalNats::in_state_dir(&config.state_dir);
     match action {
         NatsAction::Start => {
-            let s = nats.start()?;
+            // A user per service, limited to its own subjects (and the operator's).
+            let consumes: Vec<(Service, &[&str])> = Service::ALL
+                .into_iter()
+                .map(|s| (s, crate::serve::descriptor(s).consumes))
+                .collect();
+            let s = nats.start_authenticated(&consumes)?;
             println!(
-                "local nats-server running at {} with JetStream (store in {}, pid {})",
+                "local nats-server running at {} with JetStream and a user per service (store in {}, pid {})",
                 s.url,
                 s.store_dir.display(),
                 s.pid
@@ -112,7 +117,14 @@ pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
 }
 
 async fn jetstream(config: &Config) -> Result<async_nats::jetstream::Context> {
-    let client = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(login) = config.nats_credential(marty_events::auth::OPERATOR_USER) {
+        options = options.user_and_password(
+            login.user.clone(),
+            marty_config::expose(&login.password).to_owned(),
+        );
+    }
+    let client = options
         .connection_timeout(Duration::from_secs(5))
         .connect(config.nats_url())
         .await

@@ -52,8 +52,9 @@ fn assert_least_secrets(service: Service, env: &BTreeMap<String, String>) {
     for var in secrets_named(env) {
         let own_app = var.starts_with(&service.password_env(Role::App));
         let own_kek = var.starts_with(&format!("{prefix}KEK"));
+        let own_nats = var.starts_with(&format!("{prefix}NATS_PASSWORD"));
         assert!(
-            own_app || own_kek,
+            own_app || own_kek || own_nats,
             "the {service} workload receives {var}, which it does not need"
         );
     }
@@ -85,6 +86,21 @@ fn check_service_config(service: Service, env: &BTreeMap<String, String>, http_p
         "{service}: probes hit another port"
     );
     assert_least_secrets(service, env);
+    // Production: mutual TLS, with the service's own certificate from the mounted directory;
+    // peers are reached over https.
+    let tls = config.tls();
+    assert!(tls.enabled(), "{service}: production without mutual TLS");
+    assert!(
+        env.contains_key("MARTY_TLS_DIR"),
+        "{service}: no TLS directory given"
+    );
+    for peer in Service::ALL {
+        assert!(
+            config.api(peer).url.starts_with("https://"),
+            "{service} reaches {peer} at {}",
+            config.api(peer).url
+        );
+    }
 }
 
 #[test]
@@ -213,6 +229,30 @@ fn kubernetes_manifests_validate_and_give_each_workload_a_working_least_privileg
         assert_eq!(
             str_of(&container["readinessProbe"]["httpGet"]["path"]),
             "/readyz"
+        );
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            assert_eq!(
+                str_of(&container[probe]["httpGet"]["scheme"]),
+                "HTTPS",
+                "{service} {probe}: the HTTP listener speaks TLS"
+            );
+        }
+        // Its own certificate, no other service's.
+        let tls_secret = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| str_of(&v["name"]) == "tls")
+            .unwrap_or_else(|| panic!("{service}: no TLS volume"));
+        assert_eq!(
+            str_of(&tls_secret["secret"]["secretName"]),
+            format!("marty-tls-{}", service.id().replace('_', "-"))
+        );
+        assert!(
+            kind("Secret")
+                .any(|s| str_of(&s["metadata"]["name"])
+                    == str_of(&tls_secret["secret"]["secretName"])),
+            "{service}: its TLS Secret is not shipped"
         );
         let http = container["ports"]
             .as_sequence()
@@ -354,8 +394,12 @@ fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
             .collect();
         let probe = test.last().unwrap();
         assert!(probe.ends_with("/readyz"), "{probe}");
+        assert!(
+            test.contains(&"/tls/ca.crt"),
+            "{service}: the healthcheck must verify the service's certificate"
+        );
         let port: u16 = probe
-            .trim_start_matches("http://127.0.0.1:")
+            .trim_start_matches("https://127.0.0.1:")
             .trim_end_matches("/readyz")
             .parse()
             .unwrap();

@@ -127,11 +127,17 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
     let signer_grpc = format!("127.0.0.1:{}", signer.grpc_port);
     let csca_http = format!("https://127.0.0.1:{}", csca.http_port);
 
-    // HTTP: only a client with a certificate from the CA gets an answer.
+    // HTTP: a client with a certificate from the CA gets everything; one without reaches only
+    // the probes (an orchestrator's kubelet presents none).
     let healthz = format!("{csca_http}/healthz");
+    let metrics_url = format!("{csca_http}/metrics");
     assert_eq!(tls_curl(dir, Some("operator"), &healthz).0, 200);
-    assert_eq!(tls_curl(dir, Some("verifier"), &healthz).0, 200);
-    assert_eq!(tls_curl(dir, None, &healthz).0, 0, "no client certificate");
+    assert_eq!(tls_curl(dir, Some("verifier"), &metrics_url).0, 200);
+    assert_eq!(tls_curl(dir, None, &healthz).0, 200, "the liveness probe");
+    assert_eq!(tls_curl(dir, None, &format!("{csca_http}/readyz")).0, 200);
+    let (status, body) = tls_curl(dir, None, &metrics_url);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
     assert_eq!(
         curl_with(
             &[
@@ -146,7 +152,7 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
         )
         .0,
         0,
-        "a certificate from another CA"
+        "a certificate from another CA is refused in the handshake"
     );
     assert_eq!(
         curl_with(&[], &format!("http://127.0.0.1:{}/healthz", csca.http_port)).0,
@@ -398,4 +404,129 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
 
     signer.stop().await.unwrap();
     csca.stop().await.unwrap();
+}
+
+/// The event bus as an attacker with a stolen service credential meets it: a user per
+/// service, each limited to its own subjects. The PKD's credential cannot announce a CSCA
+/// certificate, nor read another service's events; nobody gets in without a login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_users_publish_only_under_their_own_service() {
+    use async_nats::jetstream;
+    use marty_config::Service;
+    let state = tempfile::tempdir().unwrap();
+    let nats = marty_events::local::LocalNats::in_state_dir(state.path());
+    let consumes: Vec<(Service, &[&str])> = [
+        &marty_csca::DESCRIPTOR,
+        &marty_document_signer::DESCRIPTOR,
+        &marty_passport_engine::DESCRIPTOR,
+        &marty_pkd::DESCRIPTOR,
+    ]
+    .iter()
+    .map(|d| (d.service, d.consumes))
+    .collect();
+    let server = nats.start_authenticated(&consumes).unwrap();
+    let passwords: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(nats.users_file()).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(nats.users_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let login = |user: &str| {
+        let options = async_nats::ConnectOptions::new()
+            .user_and_password(user.to_owned(), passwords[user].clone())
+            .connection_timeout(Duration::from_secs(5));
+        let options = match user {
+            "operator" => options,
+            id => options.custom_inbox_prefix(format!("_INBOX_{id}")),
+        };
+        let url = server.url.clone();
+        async move { options.connect(url).await.unwrap() }
+    };
+
+    // No login, or a wrong password: refused.
+    assert!(async_nats::connect(&server.url).await.is_err());
+    assert!(
+        async_nats::ConnectOptions::new()
+            .user_and_password("csca".into(), "guess".into())
+            .connect(&server.url)
+            .await
+            .is_err()
+    );
+
+    let operator = jetstream::new(login("operator").await);
+    marty_events::relay::ensure_stream(
+        &operator,
+        &marty_events::RelayConfig::new(Service::Csca).stream,
+    )
+    .await
+    .unwrap();
+    let forged = marty_events::Envelope {
+        id: uuid::Uuid::new_v4(),
+        source: Service::Csca,
+        event_type: "csca.certificate.issued".into(),
+        key: "certificate:forged".into(),
+        occurred_at: time::OffsetDateTime::now_utc(),
+        schema_version: 1,
+        payload: serde_json::json!({ "type": "csca", "der": "MAA=" }),
+        headers: Default::default(),
+    };
+    let body = serde_json::to_vec(&forged).unwrap();
+
+    // The PKD's credential cannot publish as the CSCA: the server refuses, nothing is stored.
+    let pkd = jetstream::new(login("pkd").await);
+    let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+        pkd.publish(forged.subject(), body.clone().into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))),
+        "the PKD's credential published on {}",
+        forged.subject()
+    );
+    let mut stream = operator.get_stream("MARTY").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    // ... nor read the Passport Engine's events (a consumer of its subjects is refused).
+    let snoop = pkd
+        .create_consumer_on_stream(
+            jetstream::consumer::pull::Config {
+                durable_name: Some("pkd--snoop".into()),
+                filter_subject: "marty.passport_engine.>".into(),
+                ..Default::default()
+            },
+            "MARTY",
+        )
+        .await;
+    assert!(
+        snoop.is_err(),
+        "the PKD made a consumer of the engine's events"
+    );
+    // Its own declared consumer works.
+    pkd.create_consumer_on_stream(
+        jetstream::consumer::pull::Config {
+            durable_name: Some("pkd--marty_csca_all".into()),
+            filter_subject: "marty.csca.>".into(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        },
+        "MARTY",
+    )
+    .await
+    .unwrap();
+
+    // The CSCA's own credential publishes its own events.
+    let csca = jetstream::new(login("csca").await);
+    csca.publish(forged.subject(), body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    nats.stop().unwrap();
 }

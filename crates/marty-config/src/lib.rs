@@ -366,6 +366,21 @@ impl LocalClusterState {
     }
 }
 
+/// A NATS login (the password never printed).
+#[derive(Clone)]
+pub struct NatsCredential {
+    pub user: String,
+    pub password: SecretString,
+}
+
+impl fmt::Debug for NatsCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsCredential")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -377,6 +392,7 @@ pub struct Config {
     admin: AdminConnection,
     role_policy: RolePolicy,
     nats_url: String,
+    nats_credentials: BTreeMap<String, NatsCredential>,
     runtime: RuntimeSettings,
     tls: TlsSettings,
     apis: BTreeMap<Service, ServiceApi>,
@@ -447,6 +463,15 @@ impl Config {
     /// The NATS server of the event bus.
     pub fn nats_url(&self) -> &str {
         &self.nats_url
+    }
+
+    /// The NATS login of `user` (a service id, or `operator` for the CLI's event tools):
+    /// `MARTY_<SERVICE>_NATS_PASSWORD` / `MARTY_NATS_OPERATOR_PASSWORD` (or `…_FILE`, a file
+    /// holding it), else the users file
+    /// of `marty dev nats start` when the file enables the local server. None: connect
+    /// without logging in (a server without authentication).
+    pub fn nats_credential(&self, user: &str) -> Option<&NatsCredential> {
+        self.nats_credentials.get(user)
     }
 
     /// Settings every service process shares (log format, shutdown grace).
@@ -947,6 +972,7 @@ impl<'a> Loader<'a> {
 
         let legacy = self.legacy(&local_host, &local_port)?;
         let nats_url = self.nats_url(&state_dir)?;
+        let nats_credentials = self.nats_credentials(&state_dir)?;
         let admin = self.admin(
             &local,
             &local_path,
@@ -985,6 +1011,7 @@ impl<'a> Loader<'a> {
                 connection_limits,
             },
             nats_url,
+            nats_credentials,
             runtime,
             tls,
             apis,
@@ -1085,6 +1112,88 @@ impl<'a> Loader<'a> {
             "nats://127.0.0.1:4222",
             "a NATS URL",
         )
+    }
+
+    fn nats_credentials(
+        &mut self,
+        state_dir: &Path,
+    ) -> Result<BTreeMap<String, NatsCredential>, ConfigError> {
+        let local_enabled = matches!(
+            self.file_value(&["events", "local_nats"])?,
+            Some((v, _)) if v == "true"
+        );
+        let path = state_dir.join("nats").join("users.json");
+        let local: BTreeMap<String, String> = if local_enabled {
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    secrets::check_private(&path).map_err(|message| ConfigError::Secrets {
+                        path: path.clone(),
+                        message,
+                    })?;
+                    serde_json::from_slice(&bytes).map_err(|e| ConfigError::Secrets {
+                        path: path.clone(),
+                        message: format!("not the users file of `marty dev nats start`: {e}"),
+                    })?
+                }
+                Err(_) => BTreeMap::new(),
+            }
+        } else {
+            BTreeMap::new()
+        };
+        let mut out = BTreeMap::new();
+        let users = Service::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.id().to_owned(),
+                    format!("MARTY_{}_NATS_PASSWORD", s.env_prefix()),
+                )
+            })
+            .chain([(
+                "operator".to_owned(),
+                "MARTY_NATS_OPERATOR_PASSWORD".to_owned(),
+            )]);
+        for (user, var) in users {
+            let file_var = format!("{var}_FILE");
+            let from_file = match self.env.get(&file_var) {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .map(|p| p.trim_end_matches(['\n', '\r']).to_owned())
+                        .map_err(|e| ConfigError::Env {
+                            var: file_var.clone(),
+                            message: format!("reading {file}: {e}"),
+                        })?,
+                ),
+                None => None,
+            };
+            let (password, origin) = match (self.env.get(&var), from_file, local.get(&user)) {
+                (Some(p), _, _) => (p.to_owned(), Origin::Env { var: var.clone() }),
+                (None, Some(p), _) => (p, Origin::Env { var: file_var }),
+                (None, None, Some(p)) => (p.clone(), Origin::SecretsFile { path: path.clone() }),
+                (None, None, None) => continue,
+            };
+            if password.is_empty() {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "an empty NATS password".into(),
+                });
+            }
+            self.record(
+                &format!("events.users.{user}"),
+                None,
+                String::new(),
+                true,
+                origin,
+            );
+            out.insert(
+                user.clone(),
+                NatsCredential {
+                    user,
+                    password: SecretString::from(password),
+                },
+            );
+        }
+        Ok(out)
     }
 
     fn local_cluster(&self, state_dir: &Path) -> Result<Option<LocalClusterState>, ConfigError> {

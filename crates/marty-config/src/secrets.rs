@@ -266,7 +266,7 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn check_private(path: &Path) -> Result<(), String> {
+pub(crate) fn check_private(path: &Path) -> Result<(), String> {
     let mode = fs::metadata(path)
         .map_err(|e| e.to_string())?
         .permissions()

@@ -96,6 +96,28 @@ pub struct Consumer<H> {
     failures: Mutex<HashMap<Uuid, i64>>,
 }
 
+/// Whether an envelope says what its subject says: `<prefix>.<type>`, the type starting with
+/// the source's id.
+pub fn consistent(subject: &str, envelope: &Envelope) -> Result<(), String> {
+    let from_source = envelope
+        .event_type
+        .strip_prefix(envelope.source.id())
+        .is_some_and(|rest| rest.starts_with('.'));
+    if !from_source {
+        return Err(format!(
+            "the envelope says it comes from {}, but its type is {}",
+            envelope.source, envelope.event_type
+        ));
+    }
+    match subject.split_once('.') {
+        Some((_, rest)) if rest == envelope.event_type => Ok(()),
+        _ => Err(format!(
+            "published on {subject}, but the envelope's type is {} (from {})",
+            envelope.event_type, envelope.source
+        )),
+    }
+}
+
 fn poisoned() -> EventError {
     EventError::Nats("consumer state lock poisoned".into())
 }
@@ -203,6 +225,13 @@ impl<H: Handler> Consumer<H> {
                 return Ok(Delivery::Parked);
             }
         };
+        // The subject is what NATS permissions control (a service may publish only under its
+        // own id); an envelope that claims another source or type than its subject is forged.
+        if let Err(reason) = consistent(&message.subject, &envelope) {
+            // Parked without its id: a forged message must not claim the id of a real event.
+            self.park(message, None, delivered, &reason).await?;
+            return Ok(Delivery::Parked);
+        }
         if let Some(blocker) = self.blocked_by(&envelope.key)
             && blocker != envelope.id
         {

@@ -26,6 +26,7 @@
 //! or an outbox row dead-lettered after too many publish attempts, releases its key: the events
 //! behind it flow on, and the parked or dead-lettered event is left for an operator.
 
+pub mod auth;
 pub mod consumer;
 pub mod envelope;
 pub mod local;

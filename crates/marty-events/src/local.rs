@@ -65,13 +65,47 @@ pub fn free_port() -> Result<u16, EventError> {
 }
 
 /// Starts nats-server with JetStream on `port`, storing in `store_dir`; waits until it accepts
-/// connections.
+/// connections. Anyone who reaches it may publish anything: tests of what that allows.
 pub fn spawn(port: u16, store_dir: &Path, log: &Path) -> Result<Child, EventError> {
+    spawn_with(port, store_dir, log, None)
+}
+
+/// As [`spawn`], with users and their permissions (see [`crate::auth`]): every client must
+/// log in. The configuration is written 0600 beside the store.
+pub fn spawn_with_users(
+    port: u16,
+    store_dir: &Path,
+    log: &Path,
+    users: &[crate::auth::NatsUser],
+) -> Result<Child, EventError> {
+    spawn_with(port, store_dir, log, Some(users))
+}
+
+fn spawn_with(
+    port: u16,
+    store_dir: &Path,
+    log: &Path,
+    users: Option<&[crate::auth::NatsUser]>,
+) -> Result<Child, EventError> {
     fs::create_dir_all(store_dir)
         .map_err(|e| err(format!("creating {}: {e}", store_dir.display())))?;
-    let child = Command::new(find_binary()?)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store_dir)
+    let mut cmd = Command::new(find_binary()?);
+    match users {
+        None => {
+            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(store_dir);
+        }
+        Some(users) => {
+            let conf = store_dir.with_extension("conf");
+            marty_config::write_private(
+                &conf,
+                crate::auth::server_config(port, store_dir, users).as_bytes(),
+            )
+            .map_err(|e| err(format!("writing {}: {e}", conf.display())))?;
+            cmd.arg("-c").arg(&conf);
+        }
+    }
+    let child = cmd
         .arg("-l")
         .arg(log)
         .stdin(Stdio::null())
@@ -133,8 +167,81 @@ impl LocalNats {
         Ok(self.state()?.filter(|s| running(s.pid)))
     }
 
-    /// Starts the server (keeping the previous port when free) unless it runs already.
+    /// The users file: a generated password per service and for the operator (0600).
+    pub fn users_file(&self) -> PathBuf {
+        self.root.join("users.json")
+    }
+
+    /// The passwords of the users file, generated (and written) the first time.
+    fn passwords(&self) -> Result<std::collections::BTreeMap<String, String>, EventError> {
+        let path = self.users_file();
+        let mut passwords: std::collections::BTreeMap<String, String> = match fs::read(&path) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| err(format!("{}: {e}", path.display())))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(err(format!("{}: {e}", path.display()))),
+        };
+        let mut changed = false;
+        let names = marty_config::Service::ALL
+            .iter()
+            .map(|s| crate::auth::user(*s))
+            .chain([crate::auth::OPERATOR_USER]);
+        for name in names {
+            if !passwords.contains_key(name) {
+                passwords.insert(name.to_owned(), marty_config::generate_password());
+                changed = true;
+            }
+        }
+        if changed {
+            fs::create_dir_all(&self.root).map_err(|e| err(e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&passwords).map_err(|e| err(e.to_string()))?;
+            marty_config::write_private(&path, &json)
+                .map_err(|e| err(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(passwords)
+    }
+
+    /// Starts the server with a user per service (limited as [`crate::auth`] says, each
+    /// consuming the filters given) and the operator, unless it runs already.
+    pub fn start_authenticated(
+        &self,
+        consumes: &[(marty_config::Service, &[&str])],
+    ) -> Result<NatsState, EventError> {
+        let passwords = self.passwords()?;
+        let mut users: Vec<crate::auth::NatsUser> = marty_config::Service::ALL
+            .into_iter()
+            .map(|s| crate::auth::NatsUser {
+                name: crate::auth::user(s).to_owned(),
+                password: passwords[crate::auth::user(s)].clone(),
+                permissions: Some(crate::auth::service_permissions(
+                    s,
+                    consumes
+                        .iter()
+                        .find(|(c, _)| *c == s)
+                        .map(|(_, f)| *f)
+                        .unwrap_or(&[]),
+                )),
+            })
+            .collect();
+        users.push(crate::auth::NatsUser {
+            name: crate::auth::OPERATOR_USER.to_owned(),
+            password: passwords[crate::auth::OPERATOR_USER].clone(),
+            permissions: None,
+        });
+        self.start_inner(Some(&users))
+    }
+
+    /// Starts the server (keeping the previous port when free) unless it runs already; anyone
+    /// who reaches it may publish anything.
     pub fn start(&self) -> Result<NatsState, EventError> {
+        self.start_inner(None)
+    }
+
+    fn start_inner(
+        &self,
+        users: Option<&[crate::auth::NatsUser]>,
+    ) -> Result<NatsState, EventError> {
         if let Some(state) = self.running()? {
             return Ok(state);
         }
@@ -144,7 +251,7 @@ impl LocalNats {
             _ => free_port()?,
         };
         let store_dir = self.root.join("jetstream");
-        let child = spawn(port, &store_dir, &self.root.join("nats-server.log"))?;
+        let child = spawn_with(port, &store_dir, &self.root.join("nats-server.log"), users)?;
         let state = NatsState {
             url: format!("nats://127.0.0.1:{port}"),
             port,

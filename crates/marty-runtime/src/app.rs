@@ -118,6 +118,7 @@ pub struct Application {
     migrator: &'static sqlx::migrate::Migrator,
     credential: Credential,
     nats_url: String,
+    nats_login: Option<marty_config::NatsCredential>,
     grace: Duration,
     tls: Option<Arc<marty_tls::TlsMaterial>>,
     tls_reload: Duration,
@@ -274,6 +275,18 @@ impl Application {
         let parts = (descriptor.build)(ctx.clone())
             .await
             .map_err(|e| StartError::Build(format!("{e:#}"), service))?;
+        if let Some((filter, _)) = parts
+            .consumers
+            .iter()
+            .find(|(f, _)| !descriptor.consumes.contains(&f.as_str()))
+        {
+            return Err(StartError::Build(
+                format!(
+                    "consumer of {filter} is not in the descriptor's `consumes` (its NATS user could not read it)"
+                ),
+                service,
+            ));
+        }
         tracing::info!(
             %service,
             grpc = %grpc_addr,
@@ -294,6 +307,7 @@ impl Application {
             migrator: descriptor.migrator,
             credential,
             nats_url: config.nats_url().to_owned(),
+            nats_login: config.nats_credential(service.id()).cloned(),
             grace: config.runtime().shutdown_grace,
             tls,
             tls_reload: tls_settings.reload_interval,
@@ -353,6 +367,7 @@ impl Application {
             migrator,
             credential,
             nats_url,
+            nats_login,
             grace,
             tls,
             tls_reload,
@@ -465,9 +480,14 @@ impl Application {
             relay: relay_status.clone(),
         };
         let http_signal = http_stop.clone();
-        let http_router = http_api::router(http_state.clone()).merge(parts.http);
-        let http_server = axum::serve(http, http_router)
-            .with_graceful_shutdown(async move { http_signal.wait().await });
+        let http_router = http_api::router(http_state.clone())
+            .merge(parts.http)
+            .layer(axum::middleware::from_fn(crate::authz::require_certificate));
+        let http_server = axum::serve(
+            http,
+            http_router.into_make_service_with_connect_info::<marty_tls::PeerInfo>(),
+        )
+        .with_graceful_shutdown(async move { http_signal.wait().await });
         let mut http_task = tokio::spawn(async move { http_server.await });
 
         // gRPC health follows readiness.
@@ -528,6 +548,7 @@ impl Application {
             service,
             ctx.db.pool().clone(),
             nats_url,
+            nats_login,
             parts.consumers,
             tasks_stop.clone(),
             relay_status.clone(),
@@ -615,11 +636,19 @@ async fn events_task(
     service: Service,
     pool: sqlx::PgPool,
     nats_url: String,
+    login: Option<marty_config::NatsCredential>,
     consumers: Vec<(String, crate::ConsumerFn)>,
     stop: Shutdown,
     status: Arc<RelayStatus>,
 ) {
-    let client = match async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(login) = login {
+        // Logged in, the server limits this service to its own subjects and inbox.
+        options = options
+            .user_and_password(login.user, marty_config::expose(&login.password).to_owned())
+            .custom_inbox_prefix(marty_events::auth::inbox_prefix(service));
+    }
+    let client = match options
         .name(format!("marty-{}", service.id()))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))

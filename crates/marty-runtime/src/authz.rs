@@ -218,6 +218,25 @@ pub fn may_request_profile<T>(
     }
 }
 
+/// The HTTP listener's rule: with TLS, a client without a certificate reaches only the
+/// probes (`/healthz`, `/readyz`); everything else (`/metrics`, the PKD's downloads) answers
+/// 401.
+pub async fn require_certificate(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<PeerInfo>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if peer.tls && !peer.certified && !matches!(request.uri().path(), "/healthz" | "/readyz") {
+        return (
+            http::StatusCode::UNAUTHORIZED,
+            "a client certificate from the platform's CA is required (only /healthz and /readyz answer without one)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// A label for metrics that stays bounded: the kind of identity, never a free-form name.
 fn caller_label(peer: Option<&PeerInfo>) -> String {
     match peer.and_then(|p| p.identity.as_ref()) {
@@ -353,6 +372,7 @@ mod tests {
         PeerInfo {
             remote: "127.0.0.1:1".parse().unwrap(),
             tls: true,
+            certified: true,
             identity,
         }
     }

@@ -56,6 +56,9 @@ pub struct ServiceDescriptor {
     pub migrator: &'static Migrator,
     /// Whether the service holds private keys (and so needs its KEK to start).
     pub needs_keys: bool,
+    /// The subject filters its consumers read: what its NATS user may subscribe to (see
+    /// `marty_events::auth`). A consumer the service adds must be one of these.
+    pub consumes: &'static [&'static str],
     /// Builds the service's parts from its context.
     pub build: fn(ServiceContext) -> BoxFuture<'static, anyhow::Result<ServiceParts>>,
 }

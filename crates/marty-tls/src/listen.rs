@@ -23,8 +23,11 @@ const HANDSHAKES: usize = 256;
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub remote: SocketAddr,
-    /// Whether the connection is TLS with a verified client certificate.
+    /// Whether the connection is TLS.
     pub tls: bool,
+    /// Whether the client presented a certificate (verified against the CA: one that does not
+    /// verify ends the handshake).
+    pub certified: bool,
     /// The identity in the client's certificate (none without TLS, or for a certificate from
     /// the CA that carries no Marty identity).
     pub identity: Option<Identity>,
@@ -155,6 +158,7 @@ pub fn accept(
                 let peer = PeerInfo {
                     remote,
                     tls: false,
+                    certified: false,
                     identity: None,
                 };
                 if tx.send(Conn::Plain(tcp, peer)).await.is_err() {
@@ -176,16 +180,16 @@ pub fn accept(
                         Ok(Err(e)) => return on_refused(remote, &e.to_string()),
                         Err(_) => return on_refused(remote, "no handshake within 10 s"),
                     };
-                let identity = stream
+                let leaf = stream
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(|c| identity_of(c));
+                    .and_then(|c| c.first());
                 let peer = PeerInfo {
                     remote,
                     tls: true,
-                    identity,
+                    certified: leaf.is_some(),
+                    identity: leaf.and_then(|c| identity_of(c)),
                 };
                 let _ = tx.send(Conn::Tls(Box::new(stream), peer)).await;
             });
@@ -224,5 +228,13 @@ impl axum::serve::Listener for Incoming {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Incoming>>
+    for PeerInfo
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Incoming>) -> Self {
+        stream.io().peer().clone()
     }
 }

@@ -187,18 +187,30 @@ fn read(ca: &Path, cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     let identity = identity_of(&chain[0]);
     let key_der = private_key(key)?;
     let versions: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
-        .build()
-        .map_err(|e| TlsError::file(ca, format!("cannot verify clients with it: {e}")))?;
-    let server = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key_der.clone_key())
-        .map_err(|e| TlsError::file(cert, format!("does not match its key: {e}")))?;
-    let mut grpc = server.clone();
+    let server = |optional: bool| {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+        // A client certificate, when presented, must chain to the CA either way.
+        let builder = if optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        let verifier = builder
+            .build()
+            .map_err(|e| TlsError::file(ca, format!("cannot verify clients with it: {e}")))?;
+        ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key_der.clone_key())
+            .map_err(|e| TlsError::file(cert, format!("does not match its key: {e}")))
+    };
+    // gRPC: a certificate on every connection. HTTP: optional in the handshake so that
+    // orchestrators' probes (which present none) reach /healthz and /readyz; every other
+    // path requires one (see `marty-runtime`'s HTTP layer).
+    let mut grpc = server(false)?;
     grpc.alpn_protocols = vec![b"h2".to_vec()];
-    let mut http = server;
+    let mut http = server(true)?;
     http.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut client = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)

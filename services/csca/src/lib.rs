@@ -33,6 +33,7 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
     needs_keys: true,
+    consumes: &[],
     build,
 };
 

@@ -36,6 +36,7 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
     needs_keys: true,
+    consumes: &[REVOCATIONS],
     build,
 };
 

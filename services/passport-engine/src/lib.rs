@@ -31,6 +31,7 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
     needs_keys: false,
+    consumes: &["marty.csca.crl.issued", "marty.csca.certificate.revoked"],
     build,
 };
 

@@ -39,6 +39,7 @@ pub const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
     service: SERVICE,
     migrator: &MIGRATOR,
     needs_keys: true,
+    consumes: &["marty.csca.>", "marty.document_signer.signer.activated"],
     build,
 };
 

@@ -1,0 +1,132 @@
+//! Who may publish and subscribe what on NATS: a user per service, limited to its own
+//! subjects, plus an operator user for `marty events`.
+//!
+//! A service may publish only `marty.<its id>.>` (so a PKD credential cannot announce a CSCA
+//! certificate), create and read only its own durable consumers, each on exactly the filter
+//! its descriptor declares, and receive replies only on its own inbox prefix (so it cannot
+//! read the events delivered to another service). JetStream's replies come from the server
+//! itself and need no permission of the receiver.
+
+use marty_config::Service;
+
+use crate::relay::SUBJECT_PREFIX;
+
+/// The stream every event goes to.
+pub const STREAM: &str = "MARTY";
+/// The NATS user of the operator's tools (`marty events …`): no subject limits.
+pub const OPERATOR_USER: &str = "operator";
+
+/// The NATS user name of a service.
+pub fn user(service: Service) -> &'static str {
+    service.id()
+}
+
+/// The reply subject prefix a service's connection uses (and the only one it may subscribe to).
+pub fn inbox_prefix(service: Service) -> String {
+    format!("_INBOX_{}", service.id())
+}
+
+/// What one user may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// The permissions of `service`, which consumes `consumes` (subject filters).
+pub fn service_permissions(service: Service, consumes: &[&str]) -> Permissions {
+    let mut publish = vec![
+        format!("{SUBJECT_PREFIX}.{}.>", service.id()),
+        "$JS.API.INFO".to_owned(),
+        format!("$JS.API.STREAM.INFO.{STREAM}"),
+        format!("$JS.API.STREAM.CREATE.{STREAM}"),
+        format!("$JS.API.STREAM.UPDATE.{STREAM}"),
+    ];
+    for filter in consumes {
+        let durable = crate::ConsumerConfig::new(service, *filter).durable_name();
+        publish.push(format!(
+            "$JS.API.CONSUMER.CREATE.{STREAM}.{durable}.{filter}"
+        ));
+        publish.push(format!("$JS.API.CONSUMER.INFO.{STREAM}.{durable}"));
+        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}"));
+        publish.push(format!("$JS.ACK.{STREAM}.{durable}.>"));
+    }
+    Permissions {
+        publish,
+        subscribe: vec![format!("{}.>", inbox_prefix(service))],
+    }
+}
+
+/// A user of the server's configuration.
+#[derive(Debug, Clone)]
+pub struct NatsUser {
+    pub name: String,
+    pub password: String,
+    /// None: no limits (the operator).
+    pub permissions: Option<Permissions>,
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| quoted(s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The nats-server configuration: loopback on `port`, JetStream in `store_dir`, these users.
+pub fn server_config(port: u16, store_dir: &std::path::Path, users: &[NatsUser]) -> String {
+    let mut out = format!(
+        "# Written by Marty; regenerated at every start.\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {} }}\nauthorization {{\n  users: [\n",
+        quoted(&store_dir.display().to_string())
+    );
+    for u in users {
+        out.push_str(&format!(
+            "    {{ user: {}, password: {}",
+            quoted(&u.name),
+            quoted(&u.password)
+        ));
+        if let Some(p) = &u.permissions {
+            out.push_str(&format!(
+                ", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }}",
+                list(&p.publish),
+                list(&p.subscribe)
+            ));
+        }
+        out.push_str(" }\n");
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_publishes_only_its_own_subjects_and_consumes_what_it_declares() {
+        let p = service_permissions(Service::Pkd, &["marty.csca.>"]);
+        assert_eq!(p.publish[0], "marty.pkd.>");
+        assert!(p.publish.iter().all(|s| !s.starts_with("marty.csca")));
+        assert!(
+            p.publish
+                .contains(&"$JS.API.CONSUMER.CREATE.MARTY.pkd--marty_csca_all.marty.csca.>".into())
+        );
+        assert!(p.publish.iter().all(|s| !s.contains("DELETE")));
+        assert_eq!(p.subscribe, vec!["_INBOX_pkd.>".to_owned()]);
+        let conf = server_config(
+            4222,
+            std::path::Path::new("/tmp/js"),
+            &[NatsUser {
+                name: "pkd".into(),
+                password: "a\"b".into(),
+                permissions: Some(p),
+            }],
+        );
+        assert!(conf.contains(r#"password: "a\"b""#), "{conf}");
+    }
+}
