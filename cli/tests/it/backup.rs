@@ -515,6 +515,28 @@ async fn backup_drop_restore_every_service_and_refuse_bad_dumps() {
     ]);
     assert!(out.status.success(), "{}", show(&out));
 
+    // The reference schema a restore compares with is built once per binary, migrations,
+    // role model and server, and kept private in the state directory.
+    let cached: Vec<_> = std::fs::read_dir(db.state_dir().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("reference-csca-")
+        })
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
     // Restore under another name: a copy with the role model, beside the live database.
     let out = db.marty(&[
         "db",

@@ -316,6 +316,19 @@ async fn reference(
         .at(&db.host, db.port, db.sslmode)
         .connect()
         .await?;
+    let server_version: String = sqlx::query_scalar("select current_setting('server_version_num')")
+        .fetch_one(&mut admin)
+        .await
+        .context(|| "reading the server version".into())?;
+    let cache = reference_cache(config, service, migrator, &server_version);
+    if let Some(found) = cache
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<Reference>(&b).ok())
+    {
+        admin.close().await.ok();
+        return Ok(found);
+    }
     crate::backup::drop_database(&mut admin, &scratch).await?;
     let built = async {
         // Created and hardened by `setup`'s own code, as the live database was.
@@ -337,5 +350,64 @@ async fn reference(
     .await;
     let _ = crate::backup::drop_database(&mut admin, &scratch).await;
     admin.close().await.ok();
+    if let (Ok(reference), Some(path)) = (&built, &cache) {
+        // Best effort: a read-only state directory only means building it again next time.
+        let _ = serde_json::to_vec(reference)
+            .ok()
+            .map(|json| write_cache(path, &json));
+    }
     built
+}
+
+/// Where the reference of (this binary, these migrations, this role model, this server's
+/// version) is kept once built: building it takes a scratch database, and dropping that
+/// database makes the server write out every dirty page — seconds during a large restore.
+/// The state directory is the operator's own (0700; it holds the secrets file too).
+fn reference_cache(
+    config: &Config,
+    service: Service,
+    migrator: &Migrator,
+    server_version: &str,
+) -> Option<std::path::PathBuf> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe().ok()?;
+    let meta = std::fs::metadata(&exe).ok()?;
+    let db = config.database(service);
+    let mut h = Sha256::new();
+    h.update(format!(
+        "{service}\0{}\0{}\0{}\0{}:{}\0{server_version}\0{:?}\0",
+        exe.display(),
+        meta.len(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        db.host,
+        db.port,
+        config.role_policy()
+    ));
+    for role in Role::ALL {
+        h.update(format!("{}={}\0", db.role_name(role), db.login_name(role)));
+    }
+    for m in migrator.iter() {
+        h.update(m.version.to_le_bytes());
+        h.update(&*m.checksum);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    Some(
+        config
+            .state_dir
+            .join("cache")
+            .join(format!("reference-{}-{hex}.json", service.id())),
+    )
+}
+
+fn write_cache(path: &std::path::Path, json: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    crate::backup::write_atomically(path, json, 0o600).map_err(std::io::Error::other)
 }
