@@ -234,10 +234,12 @@ enum DevCommand {
         /// Where to write them (default: the configured TLS directory).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
-        /// A new CA and new certificates for every identity, even if the old ones are valid.
+        /// A new CA and new certificates for every identity, even if the old ones are valid
+        /// (everything issued by the old CA stops being accepted).
         #[arg(long)]
         force: bool,
-        /// More operator identities, each as operator-NAME.crt (repeatable).
+        /// More operator identities, each as operator-NAME.crt (repeatable); the CLI presents
+        /// one with MARTY_TLS_IDENTITY=operator-NAME.
         #[arg(long = "operator", value_name = "NAME")]
         operators: Vec<String>,
         /// More verifier identities, each as verifier-NAME.crt (repeatable).
@@ -271,6 +273,7 @@ fn dev_certs(
     json: bool,
 ) -> Result<ExitCode> {
     use marty_tls::Identity;
+    let configured = dir.is_none();
     let dir = match dir {
         Some(d) => d,
         None => load()?.tls().dir.clone(),
@@ -321,9 +324,11 @@ fn dev_certs(
                 if i.created { "created" } else { "kept" }
             );
         }
-        println!(
-            "Mutual TLS is now on for this state directory (tls.mode defaults to mutual once the CA exists):\n  services present <service>.crt, the CLI presents operator.crt (MARTY_TLS_IDENTITY chooses another)."
-        );
+        if configured {
+            println!(
+                "Mutual TLS is now on for this state directory (tls.mode defaults to mutual once the CA exists):\n  services present <service>.crt, the CLI presents operator.crt (MARTY_TLS_IDENTITY chooses another)."
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -406,9 +411,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Config(ConfigCommand::Show { service, json }) => config_show(service, json),
         Command::Db(cmd) => db(cmd).await,
         Command::Dev(DevCommand::Postgres { action }) => dev_postgres(action),
-        Command::Dev(DevCommand::Nats { action }) => {
-            load().and_then(|config| crate::events::dev_nats(&config, action))
-        }
+        Command::Dev(DevCommand::Nats { action }) => match load() {
+            Ok(config) => crate::events::dev_nats(&config, action).await,
+            Err(e) => Err(e),
+        },
         Command::Dev(DevCommand::Certs {
             dir,
             force,

@@ -63,7 +63,7 @@ pub enum EventsCommand {
     },
 }
 
-pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
+pub async fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
     let nats = LocalNats::in_state_dir(&config.state_dir);
     match action {
         NatsAction::Start => {
@@ -73,6 +73,20 @@ pub fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
                 .map(|s| (s, crate::serve::descriptor(s).consumes))
                 .collect();
             let s = nats.start_authenticated(&consumes)?;
+            // The services may only read the stream: the operator creates and configures it.
+            if let Some(password) = nats.password(marty_events::auth::OPERATOR_USER) {
+                let client = async_nats::ConnectOptions::new()
+                    .user_and_password(marty_events::auth::OPERATOR_USER.into(), password)
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(&s.url)
+                    .await
+                    .with_context(|| format!("logging in to {} as the operator", s.url))?;
+                ensure_stream(
+                    &async_nats::jetstream::new(client),
+                    &StreamConfig::default(),
+                )
+                .await?;
+            }
             println!(
                 "local nats-server running at {} with JetStream and a user per service (store in {}, pid {})",
                 s.url,

@@ -355,13 +355,21 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
         code(&probe(&operator, &["call", &csca_grpc, list, "{}"])),
         "OK"
     );
+    // Files swapped for another identity's are not taken up: the CSCA stays the CSCA.
+    for ext in ["crt", "key"] {
+        let tmp = dir.join(format!("swap.{ext}"));
+        std::fs::copy(dir.join(format!("operator.{ext}")), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("csca.{ext}"))).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(served_serial(dir, csca.grpc_port), renewed);
 
     // A service refuses to start with another identity's certificate.
     let wrong = tempfile::tempdir().unwrap();
     std::fs::copy(dir.join("ca.crt"), wrong.path().join("ca.crt")).unwrap();
     for ext in ["crt", "key"] {
         std::fs::copy(
-            dir.join(format!("csca.{ext}")),
+            dir.join(format!("document_signer.{ext}")),
             wrong.path().join(format!("pkd.{ext}")),
         )
         .unwrap();
@@ -384,7 +392,7 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("carries marty://service/csca, not marty://service/pkd"),
+        err.contains("carries marty://service/document_signer, not marty://service/pkd"),
         "{err}"
     );
     // ... and without its files, saying how to make them.
@@ -492,6 +500,20 @@ async fn nats_users_publish_only_under_their_own_service() {
     );
     let mut stream = operator.get_stream("MARTY").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    // ... nor reconfigure the stream (shrinking it, or narrowing its subjects, would silence
+    // every other service), nor delete it.
+    let mut narrowed = stream.info().await.unwrap().config.clone();
+    narrowed.max_messages = 1;
+    narrowed.subjects = vec!["marty.pkd.>".into()];
+    assert!(pkd.update_stream(narrowed).await.is_err());
+    assert!(pkd.delete_stream("MARTY").await.is_err());
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, vec!["marty.>".to_owned()]);
+    assert_eq!(config.max_messages, -1);
+    // A service finds the stream the operator made and uses it without changing it.
+    marty_events::relay::ensure_stream(&pkd, &marty_events::RelayConfig::new(Service::Pkd).stream)
+        .await
+        .unwrap();
     // ... nor read the Passport Engine's events (a consumer of its subjects is refused).
     let snoop = pkd
         .create_consumer_on_stream(

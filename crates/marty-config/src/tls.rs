@@ -116,14 +116,16 @@ impl TlsSettings {
 
 pub(crate) const TLS_KEYS: &[&str] = &["mode", "dir", "identity", "reload_interval_secs"];
 
-/// A client identity's file stem: letters, digits, `-` and `_`, so that it can never name a
-/// path outside the TLS directory.
+/// A client identity's file stem (`operator`, `operator-alice.ops`): lower-case letters,
+/// digits, `-`, `_` and `.` (not first), so that it can never name a path outside the TLS
+/// directory.
 pub fn valid_identity_stem(stem: &str) -> bool {
     !stem.is_empty()
-        && stem.len() <= 64
-        && stem
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && stem.len() <= 80
+        && !stem.starts_with('.')
+        && stem.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
 }
 
 impl Loader<'_> {
@@ -171,7 +173,7 @@ impl Loader<'_> {
             return Err(self.invalid(
                 "tls.identity",
                 format!(
-                    "{identity:?}: expected lower-case letters, digits, '-' and '_' (the stem of <dir>/<identity>.crt)"
+                    "{identity:?}: expected lower-case letters, digits, '-', '_' and '.' (the stem of <dir>/<identity>.crt)"
                 ),
             ));
         }

@@ -38,9 +38,10 @@ pub fn service_permissions(service: Service, consumes: &[&str]) -> Permissions {
     let mut publish = vec![
         format!("{SUBJECT_PREFIX}.{}.>", service.id()),
         "$JS.API.INFO".to_owned(),
+        // Read only: a service that could update the stream could shrink its limits or
+        // narrow its subjects and silence every other service's events. The operator creates
+        // and configures it (`marty dev nats start`).
         format!("$JS.API.STREAM.INFO.{STREAM}"),
-        format!("$JS.API.STREAM.CREATE.{STREAM}"),
-        format!("$JS.API.STREAM.UPDATE.{STREAM}"),
     ];
     for filter in consumes {
         let durable = crate::ConsumerConfig::new(service, *filter).durable_name();
@@ -116,7 +117,13 @@ mod tests {
             p.publish
                 .contains(&"$JS.API.CONSUMER.CREATE.MARTY.pkd--marty_csca_all.marty.csca.>".into())
         );
-        assert!(p.publish.iter().all(|s| !s.contains("DELETE")));
+        assert!(
+            p.publish.iter().all(|s| !s.contains("DELETE")
+                && !s.contains("UPDATE")
+                && !s.contains("STREAM.CREATE")),
+            "{:?}",
+            p.publish
+        );
         assert_eq!(p.subscribe, vec!["_INBOX_pkd.>".to_owned()]);
         let conf = server_config(
             4222,

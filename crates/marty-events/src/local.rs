@@ -172,6 +172,14 @@ impl LocalNats {
         self.root.join("users.json")
     }
 
+    /// The password of `user` in the users file, if the file holds one.
+    pub fn password(&self, user: &str) -> Option<String> {
+        let bytes = fs::read(self.users_file()).ok()?;
+        let map: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&bytes).ok()?;
+        map.get(user).cloned()
+    }
+
     /// The passwords of the users file, generated (and written) the first time.
     fn passwords(&self) -> Result<std::collections::BTreeMap<String, String>, EventError> {
         let path = self.users_file();

@@ -65,9 +65,37 @@ pub async fn ensure_stream(
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    js.create_or_update_stream(wanted).await.map_err(|e| {
-        EventError::Nats(format!("creating or updating stream {}: {e}", config.name))
-    })?;
+    // A service's NATS user may read the stream's configuration but not change it (see
+    // `crate::auth`): as it should be, nothing is written; otherwise the update is tried and,
+    // when the server refuses it, the stream is used as the operator configured it.
+    if let Ok(mut existing) = js.get_stream(&config.name).await {
+        let current = existing
+            .info()
+            .await
+            .map_err(|e| EventError::Nats(format!("stream {}: {e}", config.name)))?
+            .config
+            .clone();
+        let same = current.subjects == wanted.subjects
+            && current.max_age == wanted.max_age
+            && current.duplicate_window == wanted.duplicate_window
+            && current.max_bytes == wanted.max_bytes
+            && current.max_message_size == wanted.max_message_size
+            && current.storage == wanted.storage;
+        if same {
+            return Ok(existing);
+        }
+        if let Err(e) = js.update_stream(wanted).await {
+            tracing::warn!(stream = %config.name, error = %e, "the stream's configuration differs from Marty's and cannot be updated with this login; using it as it is");
+            return Ok(existing);
+        }
+    } else {
+        js.create_stream(wanted).await.map_err(|e| {
+            EventError::Nats(format!(
+                "creating stream {} ({e}); with authenticated NATS the operator creates it: `marty dev nats start` does",
+                config.name
+            ))
+        })?;
+    }
     js.get_stream(&config.name)
         .await
         .map_err(|e| EventError::Nats(format!("stream {}: {e}", config.name)))

@@ -201,9 +201,9 @@ pub fn may_request_profile<T>(
     } else {
         Service::Pkd
     };
-    match &peer.identity {
-        Some(Identity::Service(s)) if *s == wanted => Ok(()),
-        other => Err(format!(
+    let refused = match &peer.identity {
+        Some(Identity::Service(s)) if *s == wanted => return Ok(()),
+        other => format!(
             "{} certificates are issued only to the {wanted} service, not to {}",
             if for_document_signer {
                 "Document Signer"
@@ -214,12 +214,14 @@ pub fn may_request_profile<T>(
                 .as_ref()
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| "a caller without identity".into())
-        )),
-    }
+        ),
+    };
+    tracing::warn!(remote = %peer.remote, reason = %refused, "certificate request refused by the authorization policy");
+    Err(refused)
 }
 
-/// The HTTP listener's rule: with TLS, a client without a certificate reaches only the
-/// probes (`/healthz`, `/readyz`); everything else (`/metrics`, the PKD's downloads) answers
+/// The HTTP listener's rule: with TLS, a client without a certificate carrying a Marty
+/// identity reaches only the probes (`/healthz`, `/readyz`); everything else (`/metrics`, the PKD's downloads) answers
 /// 401.
 pub async fn require_certificate(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<PeerInfo>,
@@ -227,7 +229,11 @@ pub async fn require_certificate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if peer.tls && !peer.certified && !matches!(request.uri().path(), "/healthz" | "/readyz") {
+    // A certificate from the CA that carries no Marty identity is no better than none.
+    if peer.tls
+        && peer.identity.is_none()
+        && !matches!(request.uri().path(), "/healthz" | "/readyz")
+    {
         return (
             http::StatusCode::UNAUTHORIZED,
             "a client certificate from the platform's CA is required (only /healthz and /readyz answer without one)\n",

@@ -93,6 +93,25 @@ impl TlsMaterial {
             return Ok(false);
         }
         let fresh = read(&self.ca, &self.cert, &self.key)?;
+        // The identity is checked once, at start (a service refuses another's certificate);
+        // new files must carry the same one, or a swapped file would change whom this
+        // process acts as.
+        let current = self.read_lock().identity.clone();
+        if fresh.identity != current {
+            return Err(TlsError::file(
+                &self.cert,
+                format!(
+                    "now carries {}, not {}: not used",
+                    fresh
+                        .identity
+                        .map(|i| i.uri())
+                        .unwrap_or_else(|| "no Marty identity".into()),
+                    current
+                        .map(|i| i.uri())
+                        .unwrap_or_else(|| "no Marty identity".into())
+                ),
+            ));
+        }
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(true)
     }
