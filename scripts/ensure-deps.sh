@@ -2,7 +2,7 @@
 # Installs what `make demo` and `make test` need when it is missing, on Debian/Ubuntu:
 # the PostgreSQL server binaries (initdb, pg_ctl, postgres), the OpenSSL headers and CLI (an
 # independent verifier in the tests), Python with venv (for the Python oracle) and nats-server
-# (the event bus; Debian's package has JetStream).
+# (the event bus; Debian's package has JetStream) and SoftHSM2 (the PKCS#11 token of the key-store tests).
 # Everything else comes from crates.io through cargo. Safe to run repeatedly.
 set -euo pipefail
 
@@ -21,6 +21,16 @@ have_nats() {
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]
 }
 
+have_softhsm() {
+  # SoftHSM2 is the PKCS#11 token the key-store tests initialise; its module is what they load.
+  command -v softhsm2-util >/dev/null 2>&1 || return 1
+  local module
+  for module in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so; do
+    [ -e "$module" ] && return 0
+  done
+  return 1
+}
+
 have_python_venv() {
   command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1
 }
@@ -31,6 +41,7 @@ have_ssl_headers || missing+=(libssl-dev pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 have_python_venv || missing+=(python3 python3-venv)
 have_nats || missing+=(nats-server)
+have_softhsm || missing+=(softhsm2)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is not installed: install Rust from https://rustup.rs first" >&2; exit 1; }
 
 if [ ${#missing[@]} -eq 0 ]; then
