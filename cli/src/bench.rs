@@ -32,6 +32,122 @@ pub enum BenchCommand {
     Issue(LoadArgs),
     /// Verify one issued passport over and over (Passive Authentication, warm path).
     Verify(LoadArgs),
+    /// The cost of a connection: COUNT health checks on one kept connection, then COUNT on a
+    /// new connection each (TCP, plus the mutual-TLS handshake when TLS is on), alternating in
+    /// batches. Compare a run with MARTY_TLS=mutual against one with MARTY_TLS=off.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The service to connect to.
+    #[arg(long, default_value = "csca")]
+    service: Service,
+    /// Calls of each kind.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    count: u32,
+    /// The service's gRPC address (default: its configured URL).
+    #[arg(long)]
+    url: Option<String>,
+    /// Print the result as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ConnectReport {
+    service: Service,
+    tls: bool,
+    calls: u32,
+    kept_p50_us: f64,
+    kept_per_sec: f64,
+    new_connection_p50_us: f64,
+    new_connection_per_sec: f64,
+}
+
+fn median_us(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64() * 1e6
+}
+
+async fn connect_bench(a: ConnectArgs) -> Result<ExitCode> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let url = url_of(&a.url, a.service)?;
+    // Loaded once: the measurement is the connection, not reading certificate files.
+    let tls = crate::operate::client_tls()?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| anyhow!("{} URL {url:?}: {e}", a.service))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let open = || marty_tls::connect::connect(endpoint.clone(), tls.as_ref(), a.service);
+    let service = a.service;
+    let check = |channel: tonic::transport::Channel| {
+        let url = url.clone();
+        async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(status_error(service, &url))
+        }
+    };
+    let connect_err = |e: tonic::transport::Error| {
+        anyhow!("connecting to {url}: {}", crate::operate::error_chain(&e))
+    };
+    let kept_channel = open().await.map_err(connect_err)?;
+    check(kept_channel.clone()).await?;
+    let (mut kept, mut fresh) = (Vec::new(), Vec::new());
+    let (mut kept_total, mut fresh_total) = (Duration::ZERO, Duration::ZERO);
+    // Batches of 50 of each kind, alternating, so both kinds see the same machine.
+    let mut left = a.count;
+    while left > 0 {
+        let n = left.min(50);
+        for _ in 0..n {
+            let t = Instant::now();
+            check(kept_channel.clone()).await?;
+            let d = t.elapsed();
+            kept.push(d);
+            kept_total += d;
+        }
+        for _ in 0..n {
+            let t = Instant::now();
+            let channel = open().await.map_err(connect_err)?;
+            check(channel).await?;
+            let d = t.elapsed();
+            fresh.push(d);
+            fresh_total += d;
+        }
+        left -= n;
+    }
+    let report = ConnectReport {
+        service: a.service,
+        tls: tls.is_some(),
+        calls: a.count,
+        kept_p50_us: median_us(kept),
+        kept_per_sec: f64::from(a.count) / kept_total.as_secs_f64(),
+        new_connection_p50_us: median_us(fresh),
+        new_connection_per_sec: f64::from(a.count) / fresh_total.as_secs_f64(),
+    };
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "{} over {}: one kept connection {:.0} µs per call (p50), {:.0} calls/s; a new connection per call {:.0} µs (p50), {:.0}/s",
+            a.service,
+            if report.tls {
+                "mutual TLS"
+            } else {
+                "plaintext"
+            },
+            report.kept_p50_us,
+            report.kept_per_sec,
+            report.new_connection_p50_us,
+            report.new_connection_per_sec
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +226,7 @@ pub async fn run(command: BenchCommand) -> Result<ExitCode> {
     let (operation, args) = match command {
         BenchCommand::Issue(a) => ("issue", a),
         BenchCommand::Verify(a) => ("verify", a),
+        BenchCommand::Connect(a) => return connect_bench(a).await,
     };
     if operation == "issue"
         && !args.allow_production

@@ -68,6 +68,9 @@ enum Command {
     /// the Passport Engine's gRPC API.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// The services' private keys as their key store reports them (PKCS#11 tokens).
+    #[command(subcommand)]
+    Keys(crate::keys::KeysCommand),
 }
 
 impl Cli {
@@ -422,6 +425,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             verifiers,
             json,
         }) => dev_certs(dir, force, operators, verifiers, json),
+        // Needs no configuration: a deployment author runs it anywhere.
+        Command::Events(crate::events::EventsCommand::Authorization) => {
+            print!("{}", crate::events::authorization_block());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Events(command) => match load() {
             Ok(config) => crate::events::run(&config, command).await,
             Err(e) => Err(e),
@@ -435,6 +443,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Passport(command) => crate::platform::passport(command).await,
         Command::Pkd(command) => crate::platform::pkd(command).await,
         Command::Bench(command) => crate::bench::run(command).await,
+        Command::Keys(command) => match load() {
+            Ok(config) => crate::keys::run(&config, command),
+            Err(e) => Err(e),
+        },
     };
     result.map_err(Failure::classify)
 }
@@ -453,7 +465,7 @@ fn migrator(service: Service) -> &'static Migrator {
     crate::serve::descriptor(service).migrator
 }
 
-fn print_json(value: &impl Serialize) -> Result<()> {
+pub(crate) fn print_json(value: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

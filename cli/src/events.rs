@@ -35,6 +35,14 @@ pub enum NatsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
+    /// Create the event stream, or bring its settings up to date, as the NATS operator: the
+    /// services may only read it. Run once per installation (the setup job does); idempotent.
+    Init,
+    /// Print the nats-server `authorization` block for a deployment: a user per service,
+    /// limited to its own subjects, consumers and inbox, and the operator. Passwords are
+    /// references to the server's environment (`$MARTY_<SERVICE>_NATS_PASSWORD`,
+    /// `$MARTY_NATS_OPERATOR_PASSWORD`), so the file holds none.
+    Authorization,
     /// Outbox backlog, oldest unpublished age, failing, dead-lettered and parked events per
     /// service, and the stream and consumer lag on NATS.
     Status {
@@ -61,6 +69,15 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `marty events authorization` prints, from the services' descriptors.
+pub fn authorization_block() -> String {
+    let consumes: Vec<(Service, &[&str])> = Service::ALL
+        .into_iter()
+        .map(|s| (s, crate::serve::descriptor(s).consumes))
+        .collect();
+    marty_events::auth::deployment_authorization(&consumes)
 }
 
 pub async fn dev_nats(config: &Config, action: NatsAction) -> Result<ExitCode> {
@@ -149,6 +166,28 @@ async fn jetstream(config: &Config) -> Result<async_nats::jetstream::Context> {
 pub async fn run(config: &Config, command: EventsCommand) -> Result<ExitCode> {
     match command {
         EventsCommand::Status { json } => status(config, json).await,
+        EventsCommand::Init => {
+            let js = jetstream(config).await?;
+            ensure_stream(&js, &StreamConfig::default())
+                .await
+                .with_context(|| {
+                    format!(
+                        "creating the {} stream on {} (as the NATS operator: set MARTY_NATS_OPERATOR_PASSWORD or MARTY_NATS_OPERATOR_PASSWORD_FILE)",
+                        marty_events::auth::STREAM,
+                        config.nats_url()
+                    )
+                })?;
+            println!(
+                "the {} stream is ready on {}",
+                marty_events::auth::STREAM,
+                config.nats_url()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        EventsCommand::Authorization => {
+            print!("{}", authorization_block());
+            Ok(ExitCode::SUCCESS)
+        }
         EventsCommand::Bench {
             events,
             rate,

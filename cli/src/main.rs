@@ -17,6 +17,7 @@ mod bench;
 mod commands;
 mod events;
 mod icao;
+mod keys;
 mod load;
 mod operate;
 mod platform;

@@ -407,32 +407,93 @@ pub fn client_tls() -> Result<Option<std::sync::Arc<marty_tls::TlsMaterial>>> {
     Ok(Some(material))
 }
 
+/// An error with its causes ("transport error: invalid peer certificate: Expired"): tonic's
+/// transport errors say nothing useful at the top.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 pub async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| InputError(anyhow!("{service} URL {url:?}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(timeout));
     let tls = client_tls()?;
-    marty_tls::connect::connect(endpoint, tls.as_ref(), service).await.map_err(|e| {
-        anyhow::Error::new(ServiceError {
-            service,
-            url: url.to_owned(),
-            code: tonic::Code::Unavailable,
-            message: format!(
-                "cannot connect ({e}): is it running? Start it with `marty serve {}` (or `marty serve all`)",
-                service.id()
-            ),
+    let tls_on = tls.is_some();
+    marty_tls::connect::connect(endpoint, tls.as_ref(), service)
+        .await
+        .map_err(|e| {
+            let cause = error_chain(&e);
+            anyhow::Error::new(ServiceError {
+                service,
+                url: url.to_owned(),
+                code: tonic::Code::Unavailable,
+                message: format!(
+                    "cannot connect ({cause}){}",
+                    connect_hint(&cause, service, tls_on)
+                ),
+            })
         })
-    })
+}
+
+/// What to do about a failed connection, from its causes.
+fn connect_hint(cause: &str, service: Service, tls_on: bool) -> String {
+    let lower = cause.to_ascii_lowercase();
+    if lower.contains("connection refused") {
+        format!(
+            ": is it running? Start it with `marty serve {}` (or `marty serve all`)",
+            service.id()
+        )
+    } else if lower.contains("expired") {
+        ": a certificate has expired; renew it (`marty dev certs` renews development certificates) — services re-read theirs when the files change".into()
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        ": the certificates do not match: the service and this CLI must use certificates of the same CA (tls.dir, MARTY_TLS_DIR)".into()
+    } else if !tls_on {
+        ": if the service requires mutual TLS, this CLI must use it too (MARTY_TLS=mutual, with the certificates of `marty dev certs` or tls.dir)".into()
+    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        ": the service does not speak TLS (tls.mode: off there?)".into()
+    } else {
+        String::new()
+    }
 }
 
 pub fn status_error(service: Service, url: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| {
+        // A call that failed below gRPC (a refused handshake, a reset, a server that speaks
+        // another protocol) has its cause there, or only in its message.
+        let below_grpc = std::error::Error::source(&s).is_some()
+            || s.message().contains("h2 protocol error")
+            || s.message().contains("transport error");
+        let message = if below_grpc {
+            let cause = match std::error::Error::source(&s) {
+                Some(cause) => error_chain(cause),
+                None => s.message().to_owned(),
+            };
+            let cause = if cause.starts_with(s.message()) {
+                cause
+            } else {
+                format!("{}: {cause}", s.message())
+            };
+            let hint = connect_hint(&cause, service, client_tls().ok().flatten().is_some());
+            format!("{cause}{hint}")
+        } else {
+            s.message().to_owned()
+        };
         anyhow::Error::new(ServiceError {
             service,
             url: url.to_owned(),
             code: s.code(),
-            message: s.message().to_owned(),
+            message,
         })
     }
 }

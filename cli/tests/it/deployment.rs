@@ -306,6 +306,17 @@ fn kubernetes_manifests_validate_and_give_each_workload_a_working_least_privileg
             );
         }
     }
+    // The stream's Job: the NATS operator's password and nothing else.
+    let init = kind("Job")
+        .find(|d| str_of(&d["metadata"]["name"]) == "marty-events-init")
+        .unwrap();
+    let env = environment(&init["spec"]["template"]["spec"]);
+    assert_eq!(secrets_named(&env), ["MARTY_NATS_OPERATOR_PASSWORD_FILE"]);
+    assert!(
+        load(&env)
+            .nats_credential(marty_events::auth::OPERATOR_USER)
+            .is_some()
+    );
     // The setup Job: the administrator and every role it creates.
     let setup = kind("Job")
         .find(|d| str_of(&d["metadata"]["name"]) == "marty-db-setup")
@@ -319,12 +330,23 @@ fn kubernetes_manifests_validate_and_give_each_workload_a_working_least_privileg
     }
 }
 
-/// `${VAR:?message}` and `${VAR:-default}` as docker compose interpolates them.
+/// `${VAR:?message}`, `${VAR:-default}` and `$$` as docker compose interpolates them; a bare
+/// `$NAME` would be interpolated too, so the file must have none.
 fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = text;
-    while let Some(at) = rest.find("${") {
+    while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
+        if rest[at..].starts_with("$$") {
+            out.push('$');
+            rest = &rest[at + 2..];
+            continue;
+        }
+        assert!(
+            rest[at..].starts_with("${"),
+            "compose would interpolate {:?}",
+            &rest[at..rest.len().min(at + 30)]
+        );
         let end = rest[at..].find('}').unwrap() + at;
         let inner = &rest[at + 2..end];
         let (name, fallback) = match inner.find(":?").or_else(|| inner.find(":-")) {
@@ -375,9 +397,30 @@ fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
     }
     let command = services["migrate"]["command"][2].as_str().unwrap();
     assert!(
-        command.contains("marty db setup") && command.contains("marty db migrate"),
+        command.contains("marty db setup")
+            && command.contains("marty db migrate")
+            && command.contains("marty events init"),
         "{command}"
     );
+    assert!(
+        migrate
+            .nats_credential(marty_events::auth::OPERATOR_USER)
+            .is_some(),
+        "the migrate job creates the stream as the NATS operator"
+    );
+    // The CA's key stays in the certs job's volume.
+    for (name, s) in services.as_mapping().unwrap() {
+        if str_of(name) == "certs" {
+            continue;
+        }
+        for v in s["volumes"].as_sequence().into_iter().flatten() {
+            assert!(
+                !str_of(v).starts_with("tls-ca:"),
+                "{} mounts the CA",
+                str_of(name)
+            );
+        }
+    }
     for service in Service::ALL {
         let name = service.id().replace('_', "-");
         let s = &services[name.as_str()];
@@ -404,6 +447,19 @@ fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
             .parse()
             .unwrap();
         check_service_config(service, &env_of(&name), port);
+        // Its own certificate and key (and the CA certificate), never the CA key or another
+        // service's key; its own NATS password.
+        let volumes: Vec<&str> = s["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(str_of)
+            .collect();
+        assert_eq!(volumes, [format!("tls-{name}:/tls:ro")], "{service}");
+        assert!(
+            env_of(&name).contains_key(&marty_events::auth::password_variable(service)),
+            "{service} logs in to NATS as itself"
+        );
         let published: Vec<&str> = s["ports"]
             .as_sequence()
             .unwrap()
@@ -416,4 +472,183 @@ fn the_compose_file_gives_each_service_a_working_least_privilege_config() {
             "{published:?}"
         );
     }
+}
+
+/// The NATS users shipped in the compose file and the Kubernetes ConfigMap are the ones Marty
+/// generates (`marty events authorization`), and a real nats-server running the compose
+/// configuration lets the operator create the stream and each service publish only under its
+/// own name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_nats_configuration_logs_in_each_service_as_itself() {
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_marty"))
+        .args(["events", "authorization"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", show(&generated));
+    let block = String::from_utf8(generated.stdout).unwrap();
+    for s in Service::ALL {
+        assert!(
+            block.contains(&format!(
+                "password: ${}",
+                marty_events::auth::password_variable(s)
+            )),
+            "{block}"
+        );
+    }
+
+    // Kubernetes: the ConfigMap carries the block; the servers get every password, from the
+    // Secrets the services mount theirs from.
+    let docs = yaml_documents(&repo().join("deploy/k8s/30-nats.yaml"));
+    let conf = docs
+        .iter()
+        .find(|d| str_of(&d["kind"]) == "ConfigMap")
+        .unwrap()["data"]["nats.conf"]
+        .clone();
+    assert!(str_of(&conf).contains(&block), "{}", str_of(&conf));
+    let nats = docs
+        .iter()
+        .find(|d| str_of(&d["kind"]) == "StatefulSet")
+        .unwrap();
+    let env: Vec<String> = nats["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| str_of(&e["name"]).to_owned())
+        .collect();
+    for s in Service::ALL {
+        assert!(
+            env.contains(&marty_events::auth::password_variable(s)),
+            "{env:?}"
+        );
+    }
+    assert!(env.contains(&marty_events::auth::OPERATOR_PASSWORD_VARIABLE.to_owned()));
+
+    // Compose: the same block, with compose's `$$` escapes.
+    let example = std::fs::read_to_string(repo().join("deploy/marty.env.example")).unwrap();
+    let vars: BTreeMap<String, String> = example
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let raw = std::fs::read_to_string(repo().join("deploy/docker-compose.yml")).unwrap();
+    let compose: Value = serde_yaml::from_str(&interpolate(&raw, &vars)).unwrap();
+    let content = str_of(&compose["configs"]["nats-conf"]["content"]).to_owned();
+    assert!(content.contains(&block), "{content}");
+    let nats_env = compose["services"]["nats"]["environment"]
+        .as_mapping()
+        .unwrap();
+    let password =
+        |var: &str| -> String { str_of(&nats_env[&Value::String(var.to_owned())]).to_owned() };
+
+    // That configuration, on a real server.
+    let dir = tempfile::tempdir().unwrap();
+    let port = marty_events::local::free_port().unwrap();
+    let conf_path = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf_path,
+        content
+            .replace("port: 4222", &format!("port: {port}"))
+            .replace("http_port: 8222\n", "")
+            .replace(
+                "store_dir: /data",
+                &format!("store_dir: {:?}", dir.path().join("js")),
+            ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(marty_events::local::find_binary().unwrap());
+    server.arg("-c").arg(&conf_path).env_clear();
+    for s in Service::ALL {
+        let var = marty_events::auth::password_variable(s);
+        server.env(&var, password(&var));
+    }
+    let operator_var = marty_events::auth::OPERATOR_PASSWORD_VARIABLE;
+    server.env(operator_var, password(operator_var));
+    let mut server = server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // The migrate job's `marty events init`, as the operator; twice (idempotent).
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_marty"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MARTY_STATE_DIR", dir.path().join("state"))
+            .env(
+                "MARTY_CONFIG_DIR",
+                repo().join("config").display().to_string(),
+            )
+            .env("MARTY_NATS_URL", &url)
+            .env(operator_var, password(operator_var))
+            .args(["events", "init"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    // Without the operator's password it is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marty"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MARTY_STATE_DIR", dir.path().join("state"))
+        .env(
+            "MARTY_CONFIG_DIR",
+            repo().join("config").display().to_string(),
+        )
+        .env("MARTY_NATS_URL", &url)
+        .args(["events", "init"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+
+    // Each service's password logs in as that service, which publishes only under its name.
+    let csca_var = marty_events::auth::password_variable(Service::Csca);
+    let pkd = async_nats::ConnectOptions::new()
+        .user_and_password(
+            "pkd".into(),
+            password(&marty_events::auth::password_variable(Service::Pkd)),
+        )
+        .custom_inbox_prefix("_INBOX_pkd")
+        .connect(&url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(pkd);
+    let own = js
+        .publish("marty.pkd.test.ping", "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(own.is_ok(), "{own:?}");
+    let forged = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        js.publish("marty.csca.certificate.issued", "x".into())
+            .await?
+            .await
+    })
+    .await;
+    assert!(
+        !matches!(forged, Ok(Ok(_))),
+        "the PKD published as the CSCA"
+    );
+    assert!(
+        async_nats::ConnectOptions::new()
+            .user_and_password("csca".into(), "not-the-password".into())
+            .connect(&url)
+            .await
+            .is_err(),
+        "{csca_var}: a wrong password is refused"
+    );
+    server.kill().ok();
+    server.wait().ok();
 }

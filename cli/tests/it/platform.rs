@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use marty_proto::passport::v1 as pb;
-use marty_testkit::tools::{oracle, repo, show};
+use marty_testkit::tools::{openssl_ok, oracle, repo, show};
 use sqlx::Row;
 
 use crate::harness::{MartyCli, TestDb, TestNats, stdout};
@@ -35,10 +35,16 @@ struct Four {
 impl Four {
     /// The four services on free ports; NATS private, so that it can be restarted.
     async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// As [`Four::start`], with more environment for every process.
+    async fn start_with(extra: Vec<(String, String)>) -> Self {
         let db = TestDb::start().await;
         db.provision();
         let nats = TestNats::private();
         let mut env = vec![("MARTY_NATS_URL".to_owned(), nats.url.clone())];
+        env.extend(extra);
         let (mut http, mut grpc) = (BTreeMap::new(), BTreeMap::new());
         for (name, _, prefix) in SERVICES {
             let g = marty_events::local::free_port().unwrap();
@@ -764,4 +770,334 @@ async fn issued_on_nats(nats: &TestNats) -> BTreeSet<uuid::Uuid> {
         read += 1;
     }
     ids
+}
+
+/// A private SoftHSM2 (its own configuration and token directory) with one initialised
+/// token per label, all with the user PIN `pin`.
+pub(crate) struct SoftHsm {
+    dir: tempfile::TempDir,
+}
+
+impl SoftHsm {
+    pub(crate) fn with_tokens(labels: &[&str], pin: &str) -> SoftHsm {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let hsm = SoftHsm { dir };
+        std::fs::write(
+            hsm.conf(),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        for label in labels {
+            let out = Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", hsm.conf())
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    label,
+                    "--so-pin",
+                    "so-pin-never-used",
+                    "--pin",
+                    pin,
+                ])
+                .output()
+                .expect("softhsm2-util (Debian package softhsm2, installed by `make test`)");
+            assert!(out.status.success(), "{}", show(&out));
+        }
+        hsm
+    }
+
+    pub(crate) fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+}
+
+/// Issue 11 §4: the CSCA, the Document Signer and the PKD keep their keys in PKCS#11 tokens;
+/// everything they sign verifies with OpenSSL and the ICAO toolkit, their databases hold only
+/// the handles, and the tokens refuse to hand the keys out.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_in_pkcs11_tokens_sign_everything_and_never_leave_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let pin = "4711-marty-hsm";
+    let labels = ["marty-csca", "marty-document-signer", "marty-pkd"];
+    let hsm = SoftHsm::with_tokens(&labels, pin);
+    let pin_file = hsm.dir.path().join("pkd.pin");
+    std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let conf = hsm.conf().display().to_string();
+    let mut extra = vec![("SOFTHSM2_CONF".to_owned(), conf.clone())];
+    for prefix in ["CSCA", "DOCUMENT_SIGNER", "PKD"] {
+        extra.push((format!("MARTY_{prefix}_KEY_STORE"), "pkcs11".into()));
+    }
+    extra.push(("MARTY_CSCA_PKCS11_PIN".into(), pin.into()));
+    extra.push(("MARTY_DOCUMENT_SIGNER_PKCS11_PIN".into(), pin.into()));
+    extra.push((
+        "MARTY_PKD_PKCS11_PIN_FILE".into(),
+        pin_file.display().to_string(),
+    ));
+    let p = Four::start_with(extra).await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+
+    // ICAO's CSCA profile (brainpool, explicit parameters) and an RSA-PSS Document Signer,
+    // both generated inside their tokens.
+    let created = p.json(
+        d,
+        &[
+            "csca",
+            "create",
+            "--country",
+            "UT",
+            "--key",
+            "ec:brainpoolP256r1",
+            "--out",
+            "csca.der",
+            "--json",
+        ],
+    );
+    assert_eq!(created["crl"]["crl_number"], "1", "{created}");
+    p.json(
+        d,
+        &["signer", "activate", "--key", "rsa-pss:3072", "--json"],
+    );
+    p.json(d, &["signer", "status", "--out", "dsc.der", "--json"]);
+    for f in ["csca", "dsc"] {
+        openssl_ok(
+            d,
+            &[
+                "x509",
+                "-inform",
+                "DER",
+                "-in",
+                &format!("{f}.der"),
+                "-out",
+                &format!("{f}.pem"),
+            ],
+        );
+    }
+    let text = openssl_ok(d, &["x509", "-in", "csca.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("Field Type: prime-field"),
+        "the CSCA's key is published with explicit parameters:\n{text}"
+    );
+    // OpenSSL refuses CA keys with explicit parameters; the Python oracle checks the chain.
+    let (_, csca, shown) = oracle(d, &["cert", "csca.der"]);
+    assert_eq!(csca["ok"], true, "{shown}");
+    let (_, dsc, shown) = oracle(d, &["cert", "dsc.der", "--issuer", "csca.der"]);
+    assert_eq!(dsc["ok"], true, "{shown}");
+    let text = openssl_ok(d, &["x509", "-in", "dsc.pem", "-noout", "-text"]);
+    assert!(
+        text.contains("rsaEncryption") && text.contains("3072 bit"),
+        "{text}"
+    );
+
+    // An EF.SOD signed through the token, verified by OpenSSL and by Passive Authentication.
+    std::fs::create_dir_all(d.join("doc")).unwrap();
+    let face = repo().join("samples/face.jpg");
+    for args in [
+        vec![
+            "icao",
+            "mrz",
+            "make",
+            "--issuing-state",
+            "UTO",
+            "--document-number",
+            "L898902C3",
+            "--primary",
+            "ERIKSSON",
+            "--secondary",
+            "ANNA MARIA",
+            "--nationality",
+            "UTO",
+            "--birth",
+            "740812",
+            "--sex",
+            "F",
+            "--expiry",
+            "340415",
+            "--dg1",
+            "doc/DG1.bin",
+        ],
+        vec![
+            "icao",
+            "lds",
+            "dg2",
+            "--image",
+            face.to_str().unwrap(),
+            "--out",
+            "doc/DG2.bin",
+        ],
+        vec![
+            "signer",
+            "sign-lds",
+            "--dg",
+            "doc/DG1.bin",
+            "--dg",
+            "doc/DG2.bin",
+            "--out",
+            "doc/EF_SOD.bin",
+        ],
+    ] {
+        let (code, _, shown) = p.marty(d, &args);
+        assert_eq!(code, Some(0), "marty {args:?}:\n{shown}\n{}", p.log_tails());
+    }
+    let sod = std::fs::read(d.join("doc/EF_SOD.bin")).unwrap();
+    std::fs::write(
+        d.join("sod.cms"),
+        marty_icao::der::parse(&sod).unwrap().value,
+    )
+    .unwrap();
+    let out = openssl_ok(
+        d,
+        &[
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            "sod.cms",
+            "-noverify",
+            "-out",
+            "/dev/null",
+        ],
+    );
+    assert!(out.contains("Verification successful"), "{out}");
+    let parsed = openssl_ok(d, &["asn1parse", "-inform", "DER", "-in", "sod.cms"]);
+    assert!(
+        parsed.contains("rsassaPss"),
+        "the token signed with RSASSA-PSS: {parsed}"
+    );
+    let (_, checked, shown) = oracle(
+        d,
+        &[
+            "sod",
+            "doc/EF_SOD.bin",
+            "--dg",
+            "1=doc/DG1.bin",
+            "--dg",
+            "2=doc/DG2.bin",
+        ],
+    );
+    assert_eq!(checked["ok"], true, "{shown}");
+    std::fs::create_dir_all(d.join("trust")).unwrap();
+    std::fs::copy(d.join("csca.der"), d.join("trust/csca.der")).unwrap();
+    let (code, _, shown) = p.marty(d, &["icao", "pa", "doc", "--trust", "trust"]);
+    assert_eq!(code, Some(0), "{shown}");
+
+    // The PKD's master list, signed by its Master List Signer key in the PKD's token.
+    p.until_ok(
+        d,
+        &["pkd", "list", "--country", "UT"],
+        "the PKD learning UT's CSCA",
+    );
+    p.json(d, &["pkd", "export-ml", "--out", "UT.ml", "--json"]);
+    let (code, _, shown) = p.marty(
+        d,
+        &[
+            "icao",
+            "masterlist",
+            "verify",
+            "UT.ml",
+            "--root",
+            "csca.der",
+        ],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+
+    // The databases hold each key's public half and its token handle, nothing else.
+    for (database, table, label) in [
+        ("marty_csca", "csca_keys", "marty-csca"),
+        (
+            "marty_document_signer",
+            "signer_keys",
+            "marty-document-signer",
+        ),
+        ("marty_pkd", "master_list_signer_keys", "marty-pkd"),
+    ] {
+        let mut conn = p.db.admin_on(database).await;
+        let rows = sqlx::query(&format!(
+            "select id, encryption_scheme, key_encryption_key_id, encrypted_private_key, coalesce(length(nonce), 0) + coalesce(length(wrapped_data_key), 0) + coalesce(length(data_key_nonce), 0) as other from {table}"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(!rows.is_empty(), "{table} holds the key");
+        let mut ids = BTreeSet::new();
+        for row in &rows {
+            let id: uuid::Uuid = row.get("id");
+            assert_eq!(row.get::<String, _>("encryption_scheme"), "pkcs11/v1");
+            assert_eq!(
+                row.get::<String, _>("key_encryption_key_id"),
+                format!("pkcs11:{label}")
+            );
+            let handle = String::from_utf8(row.get::<Vec<u8>, _>("encrypted_private_key"))
+                .expect("a handle is text, a key is not");
+            assert!(
+                handle.starts_with(&format!("pkcs11:token={label};object=marty%2F"))
+                    && handle.ends_with(";type=private"),
+                "{handle}"
+            );
+            assert_eq!(row.get::<i32, _>("other"), 0, "no key material beside it");
+            ids.insert(id);
+        }
+        // The token describes the same keys as confined: sensitive, never extractable, and it
+        // refuses to return their values.
+        let service = table_service(table);
+        let inspected = p.json(d, &["keys", "inspect", "--service", service, "--json"]);
+        assert_eq!(inspected["confined"], true, "{inspected}");
+        let token_ids: BTreeSet<uuid::Uuid> = inspected["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                assert_eq!(k["extractable"], false, "{k}");
+                assert_eq!(k["never_extractable"], true, "{k}");
+                assert_eq!(k["value_refused"], true, "{k}");
+                k["key_id"].as_str().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            token_ids, ids,
+            "{service}: the table's keys are the token's"
+        );
+    }
+
+    // A service given a wrong PIN refuses to start, and says why.
+    let mut env: Vec<(String, String)> = p
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("MARTY_CSCA_"))
+        .cloned()
+        .collect();
+    env.push(("MARTY_CSCA_PKCS11_PIN".into(), "wrong-pin-0000".into()));
+    env.push(("MARTY_CSCA_KEY_STORE".into(), "pkcs11".into()));
+    env.push(("MARTY_CSCA_GRPC_PORT".into(), "0".into()));
+    env.push(("MARTY_CSCA_HTTP_PORT".into(), "0".into()));
+    let log = p.logs.path().join("csca-wrong-pin.log");
+    let mut child = spawn_serve(&p.db, &env, "csca", &log);
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("PIN of token \"marty-csca\" is wrong"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("wrong-pin-0000"),
+        "the PIN is never printed: {said}"
+    );
+    p.stop_all();
+}
+
+fn table_service(table: &str) -> &'static str {
+    match table {
+        "csca_keys" => "csca",
+        "signer_keys" => "document_signer",
+        _ => "pkd",
+    }
 }

@@ -197,6 +197,28 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
         let r = probe(&env, &["list", &csca_grpc]);
         assert_eq!(r.0, Some(2), "{what} must be refused: {}", r.2);
     }
+    // The operator's CLI, misconfigured, says what is wrong instead of "transport error".
+    let stranger_s = s(stranger);
+    for (what, env, expected) in [
+        (
+            "plaintext",
+            vec![("MARTY_TLS", "off"), ("MARTY_TLS_DIR", dir_s.as_str())],
+            "must use it too",
+        ),
+        (
+            "another CA",
+            vec![
+                ("MARTY_TLS", "mutual"),
+                ("MARTY_TLS_DIR", stranger_s.as_str()),
+            ],
+            "certificate",
+        ),
+    ] {
+        let out = db.marty_with(&["csca", "list", "--csca-url", &csca_url], &env);
+        let said = show(&out);
+        assert!(!out.status.success(), "{what}: {said}");
+        assert!(said.contains(expected), "{what}: {said}");
+    }
     // The client checks the server too: the CSCA is not the Document Signer, whatever
     // address was dialled.
     let wrong_server = probe(

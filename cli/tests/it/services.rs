@@ -505,8 +505,9 @@ async fn operators_run_csca_and_signer_from_the_cli() {
         for row in rows {
             let sealed = marty_keys::SealedKey::from_row(&row).unwrap();
             let pair = marty_keys::KeyStore::open(&store, &sealed).unwrap();
-            let secret = pair.private.ec_key().unwrap().private_key().to_vec();
-            let pkcs8 = pair.private.private_key_to_pkcs8().unwrap();
+            let private = pair.private.software().unwrap();
+            let secret = private.ec_key().unwrap().private_key().to_vec();
+            let pkcs8 = private.private_key_to_pkcs8().unwrap();
             secrets.push((
                 format!("{table} key (hex)"),
                 marty_icao::hex::encode(&secret),

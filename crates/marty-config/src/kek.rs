@@ -114,7 +114,7 @@ impl KekSource {
 /// Permission bits a file holding a secret must not have: group write, anything for others.
 pub(crate) const SECRET_FILE_FORBIDDEN: u32 = 0o037;
 
-fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
+pub(crate) fn read_private(path: &Path) -> Result<Zeroizing<String>, String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
     let mode = meta.permissions().mode();

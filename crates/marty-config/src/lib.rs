@@ -34,6 +34,7 @@
 mod env;
 mod expand;
 mod kek;
+mod keystore;
 mod runtime;
 mod secrets;
 mod service;
@@ -51,6 +52,7 @@ use serde_yaml::{Mapping, Value};
 
 pub use env::Env;
 pub use kek::{KekConfig, KekSecret};
+pub use keystore::{KeyStoreKind, KeyStoreSettings};
 pub use runtime::{CscaPolicy, LogFormat, RuntimeSettings, ServiceApi, SignerPolicy};
 pub use secrets::{
     alternate_login, forget_alternate, generate_password, record_rotation, stored_password,
@@ -137,6 +139,8 @@ pub enum ConfigError {
     },
     #[error("key-encryption key of {service}: {message}")]
     Kek { service: Service, message: String },
+    #[error("key store of {service}: {message}")]
+    KeyStore { service: Service, message: String },
     #[error(transparent)]
     UnknownService(#[from] UnknownService),
 }
@@ -399,6 +403,7 @@ pub struct Config {
     csca_policy: CscaPolicy,
     signer_policy: SignerPolicy,
     keks: BTreeMap<Service, kek::KekSources>,
+    key_stores: BTreeMap<Service, (KeyStoreSettings, Option<keystore::PinSource>)>,
     settings: Vec<Setting>,
 }
 
@@ -501,6 +506,16 @@ impl Config {
     /// when the configuration loads). An error names the variables that would supply them.
     pub fn kek(&self, service: Service) -> Result<KekConfig, ConfigError> {
         self.keks[&service].resolve(service)
+    }
+
+    /// Where `service` keeps its private keys.
+    pub fn key_store(&self, service: Service) -> &KeyStoreSettings {
+        &self.key_stores[&service].0
+    }
+
+    /// The PIN of `service`'s PKCS#11 token, read now (a PIN file is read at this call).
+    pub fn pkcs11_pin(&self, service: Service) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+        keystore::PinSource::resolve(self.key_stores[&service].1.as_ref(), service)
     }
 
     /// Every effective setting with its origin, secrets masked.
@@ -633,6 +648,7 @@ const SERVICE_KEYS: &[&str] = &[
     "passwords",
     "logins",
     "api",
+    "keys",
 ];
 const SERVICE_KEYS_WITH_POLICY: &[&str] = &[
     "database",
@@ -643,6 +659,7 @@ const SERVICE_KEYS_WITH_POLICY: &[&str] = &[
     "passwords",
     "logins",
     "api",
+    "keys",
     "policy",
 ];
 const POOL_KEYS: &[&str] = &["min_connections", "max_connections"];
@@ -705,6 +722,7 @@ impl<'a> Loader<'a> {
             loader.check_keys(&["services", s.id(), "passwords"], ROLE_KEYS)?;
             loader.check_keys(&["services", s.id(), "logins"], ROLE_KEYS)?;
             loader.check_keys(&["services", s.id(), "api"], runtime::API_KEYS)?;
+            loader.check_keys(&["services", s.id(), "keys"], keystore::KEYS_KEYS)?;
             if let Some(keys) = policy {
                 loader.check_keys(&["services", s.id(), "policy"], keys)?;
             }
@@ -982,8 +1000,10 @@ impl<'a> Loader<'a> {
         let tls = self.tls(environment, &state_dir)?;
         let mut apis = BTreeMap::new();
         let mut keks = BTreeMap::new();
+        let mut key_stores = BTreeMap::new();
         for service in Service::ALL {
             apis.insert(service, self.api(service, tls.enabled())?);
+            key_stores.insert(service, self.key_store(service, environment)?);
             let generates_here = generate && environment != Environment::Production;
             keks.insert(
                 service,
@@ -1018,6 +1038,7 @@ impl<'a> Loader<'a> {
             csca_policy,
             signer_policy,
             keks,
+            key_stores,
             settings: self.settings,
         })
     }

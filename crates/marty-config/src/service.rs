@@ -37,6 +37,12 @@ impl Service {
         }
     }
 
+    /// Whether the service keeps private keys (CSCA keys, Document Signer keys, the PKD's
+    /// Master List Signer key).
+    pub fn holds_keys(self) -> bool {
+        matches!(self, Service::Csca | Service::DocumentSigner | Service::Pkd)
+    }
+
     /// Database name in development and testing.
     pub fn default_database(self) -> String {
         format!("marty_{}", self.id())

@@ -355,7 +355,7 @@ fn unknown_keys_are_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords, logins, api, policy",
+            "{}: services.csca.databse: unknown key; expected one of: database, host, port, sslmode, pool, passwords, logins, api, keys, policy",
             f.file("development")
         )
     );
@@ -894,4 +894,91 @@ fn service_endpoints_and_policies() {
         let err = Config::load_from(&f.env()).unwrap_err().to_string();
         assert!(err.contains(why), "{yaml}: {err}");
     }
+}
+
+#[test]
+fn key_stores_default_to_envelopes_and_a_token_needs_its_module_label_and_pin() {
+    use crate::KeyStoreSettings;
+    let dev = Fixture::new("development", &shipped("development"));
+    let config = Config::load_from(&dev.env()).unwrap();
+    for s in Service::ALL {
+        assert_eq!(config.key_store(s), &KeyStoreSettings::Envelope);
+    }
+
+    // A token: its module, its label (default marty-<service>), the PIN read at use.
+    let module = dev.dir.path().join("libtoken.so");
+    fs::write(&module, b"").unwrap();
+    let env = dev
+        .env()
+        .with("MARTY_CSCA_KEY_STORE", "pkcs11")
+        .with("MARTY_CSCA_PKCS11_MODULE", module.to_str().unwrap());
+    let config = Config::load_from(&env).unwrap();
+    assert_eq!(
+        config.key_store(Service::Csca),
+        &KeyStoreSettings::Pkcs11 {
+            module: module.clone(),
+            token: "marty-csca".into()
+        }
+    );
+    let err = config.pkcs11_pin(Service::Csca).unwrap_err().to_string();
+    assert!(err.contains("MARTY_CSCA_PKCS11_PIN"), "{err}");
+    let with_pin = env.clone().with("MARTY_CSCA_PKCS11_PIN", "12345678");
+    let config = Config::load_from(&with_pin).unwrap();
+    assert_eq!(
+        config.pkcs11_pin(Service::Csca).unwrap().as_str(),
+        "12345678"
+    );
+    let shown = format!("{:?}", config.settings());
+    assert!(!shown.contains("12345678"), "{shown}");
+
+    // A PIN file readable by others is refused, a 0600 one is read.
+    let pin_file = dev.dir.path().join("csca.pin");
+    fs::write(&pin_file, "87654321\n").unwrap();
+    fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let with_file = env
+        .clone()
+        .with("MARTY_CSCA_PKCS11_PIN_FILE", pin_file.to_str().unwrap());
+    let err = Config::load_from(&with_file)
+        .unwrap()
+        .pkcs11_pin(Service::Csca)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = Config::load_from(&with_file).unwrap();
+    assert_eq!(
+        config.pkcs11_pin(Service::Csca).unwrap().as_str(),
+        "87654321"
+    );
+
+    // A service without keys has no store to choose; an unknown store is named.
+    let err = Config::load_from(&dev.env().with("MARTY_PASSPORT_ENGINE_KEY_STORE", "pkcs11"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no private keys"), "{err}");
+    let err = Config::load_from(&dev.env().with("MARTY_PKD_KEY_STORE", "hsm"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("envelope or pkcs11"), "{err}");
+
+    // Production names the module explicitly (no guessing which library holds its CSCA keys).
+    let prod = Fixture::new("production", &shipped("production"));
+    let err = Config::load_from(
+        &prod
+            .env()
+            .with("MARTY_ENV", "production")
+            .with("DB_HOST", "pg.example.org")
+            .with("MARTY_CSCA_KEY_STORE", "pkcs11"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("MARTY_CSCA_PKCS11_MODULE"), "{err}");
 }

@@ -82,26 +82,71 @@ fn list(items: &[String]) -> String {
 /// The nats-server configuration: loopback on `port`, JetStream in `store_dir`, these users.
 pub fn server_config(port: u16, store_dir: &std::path::Path, users: &[NatsUser]) -> String {
     let mut out = format!(
-        "# Written by Marty; regenerated at every start.\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {} }}\nauthorization {{\n  users: [\n",
+        "# Written by Marty; regenerated at every start.\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: {} }}\n",
         quoted(&store_dir.display().to_string())
     );
-    for u in users {
-        out.push_str(&format!(
-            "    {{ user: {}, password: {}",
-            quoted(&u.name),
-            quoted(&u.password)
-        ));
-        if let Some(p) = &u.permissions {
-            out.push_str(&format!(
-                ", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }}",
-                list(&p.publish),
-                list(&p.subscribe)
-            ));
-        }
-        out.push_str(" }\n");
-    }
-    out.push_str("  ]\n}\n");
+    let entries: Vec<String> = users
+        .iter()
+        .map(|u| user_entry(&u.name, &quoted(&u.password), u.permissions.as_ref()))
+        .collect();
+    out.push_str(&authorization(&entries));
     out
+}
+
+/// The `authorization` block of a deployed nats-server: a user per service with the
+/// permissions its consumers need, and the operator; each password is a reference to the
+/// server's environment (`$MARTY_<SERVICE>_NATS_PASSWORD`, `$MARTY_NATS_OPERATOR_PASSWORD`),
+/// which nats-server resolves when it reads its configuration, so no password is in the file.
+pub fn deployment_authorization(consumes: &[(Service, &[&str])]) -> String {
+    let mut entries: Vec<String> = Service::ALL
+        .into_iter()
+        .map(|s| {
+            let filters = consumes
+                .iter()
+                .find(|(c, _)| *c == s)
+                .map(|(_, f)| *f)
+                .unwrap_or(&[]);
+            user_entry(
+                user(s),
+                &format!("${}", password_variable(s)),
+                Some(&service_permissions(s, filters)),
+            )
+        })
+        .collect();
+    entries.push(user_entry(
+        OPERATOR_USER,
+        &format!("${OPERATOR_PASSWORD_VARIABLE}"),
+        None,
+    ));
+    authorization(&entries)
+}
+
+/// The variable holding a service's NATS password.
+pub fn password_variable(service: Service) -> String {
+    format!("MARTY_{}_NATS_PASSWORD", service.env_prefix())
+}
+
+/// The variable holding the operator's NATS password.
+pub const OPERATOR_PASSWORD_VARIABLE: &str = "MARTY_NATS_OPERATOR_PASSWORD";
+
+fn user_entry(name: &str, password: &str, permissions: Option<&Permissions>) -> String {
+    let mut out = format!("    {{ user: {}, password: {password}", quoted(name));
+    if let Some(p) = permissions {
+        out.push_str(&format!(
+            ", permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }}",
+            list(&p.publish),
+            list(&p.subscribe)
+        ));
+    }
+    out.push_str(" }\n");
+    out
+}
+
+fn authorization(entries: &[String]) -> String {
+    format!(
+        "authorization {{\n  users: [\n{}  ]\n}}\n",
+        entries.concat()
+    )
 }
 
 #[cfg(test)]

@@ -7,13 +7,14 @@
 //! explicit EC domain parameters (which Doc 9303 mandates and OpenSSL's chain verifier refuses).
 
 use std::fmt;
+use std::sync::Arc;
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::pkey::{HasPublic, Id, PKey, PKeyRef, Private, Public};
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
 use serde::Serialize;
@@ -638,11 +639,24 @@ pub fn verify_with_key(
 
 /// Signs `message` with `key` as `algorithm` says.
 pub fn sign(
-    key: &PKey<Private>,
+    key: &SigningKey,
     algorithm: &SignatureAlgorithm,
     message: &[u8],
 ) -> Result<Vec<u8>, AlgorithmError> {
     let digest = algorithm.digest(DigestAlgorithm::Sha256);
+    let key = match key {
+        SigningKey::Software(k) => k,
+        SigningKey::External(external) => {
+            if let SignatureAlgorithm::EcdsaPlain { .. } = algorithm {
+                return Err(AlgorithmError::Unsupported(
+                    "issuing plain ECDSA signatures".into(),
+                ));
+            }
+            return external
+                .sign_digest(algorithm, digest, &digest.digest(message))
+                .map_err(AlgorithmError::Signing);
+        }
+    };
     let err = |e: openssl::error::ErrorStack| AlgorithmError::Signing(e.to_string());
     if let (SignatureAlgorithm::Ecdsa { .. }, Ok(ec)) = (algorithm, key.ec_key()) {
         // ECDSA directly on the digest: the EVP signing path looks the algorithm up in the
@@ -725,7 +739,7 @@ pub fn spki_has_explicit_ec_params(spki_der: &[u8]) -> bool {
 /// The signature algorithm Marty uses for a key: ECDSA with the digest matching the curve size,
 /// RSASSA-PSS (Doc 9303 Part 12 §4.1.6.1: issuers SHOULD) or PKCS#1 v1.5 for RSA.
 pub fn default_signature_algorithm(
-    key: &PKey<Private>,
+    key: &SigningKey,
     digest: DigestAlgorithm,
     rsa_pss: bool,
 ) -> SignatureAlgorithm {
@@ -739,5 +753,76 @@ pub fn default_signature_algorithm(
         }
     } else {
         SignatureAlgorithm::RsaPkcs1 { digest }
+    }
+}
+
+/// A private key Marty signs with: in this process, or held by a device (a PKCS#11 token)
+/// that signs digests and never hands the key out.
+#[derive(Clone)]
+pub enum SigningKey {
+    Software(PKey<Private>),
+    External(Arc<dyn ExternalSigner>),
+}
+
+/// A key that signs outside the process. It receives the digest of the message, computed
+/// here, and returns the signature as X.509 and CMS carry it (DER ECDSA-Sig-Value for ECDSA).
+pub trait ExternalSigner: Send + Sync + fmt::Debug {
+    fn public_key(&self) -> &PKey<Public>;
+    fn sign_digest(
+        &self,
+        algorithm: &SignatureAlgorithm,
+        digest: DigestAlgorithm,
+        hash: &[u8],
+    ) -> Result<Vec<u8>, String>;
+    /// What holds the key, for messages ("EC prime256v1 in PKCS#11 token \"marty-csca\"").
+    fn describe(&self) -> String;
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SigningKey::Software(k) => write!(f, "SigningKey::Software({:?})", k.id()),
+            SigningKey::External(e) => write!(f, "SigningKey::External({})", e.describe()),
+        }
+    }
+}
+
+impl From<PKey<Private>> for SigningKey {
+    fn from(key: PKey<Private>) -> Self {
+        SigningKey::Software(key)
+    }
+}
+
+impl SigningKey {
+    /// The key type (EC, RSA, RSA-PSS).
+    pub fn id(&self) -> Id {
+        match self {
+            SigningKey::Software(k) => k.id(),
+            SigningKey::External(e) => e.public_key().id(),
+        }
+    }
+
+    /// The key size in bits (the curve's for EC).
+    pub fn bits(&self) -> u32 {
+        match self {
+            SigningKey::Software(k) => k.bits(),
+            SigningKey::External(e) => e.public_key().bits(),
+        }
+    }
+
+    /// The private key itself, when it lives in this process.
+    pub fn software(&self) -> Option<&PKey<Private>> {
+        match self {
+            SigningKey::Software(k) => Some(k),
+            SigningKey::External(_) => None,
+        }
+    }
+
+    /// Is `other` this key's public key?
+    pub fn public_eq<T: HasPublic>(&self, other: &PKeyRef<T>) -> bool {
+        match self {
+            SigningKey::Software(k) => k.public_eq(other),
+            SigningKey::External(e) => e.public_key().public_eq(other),
+        }
     }
 }

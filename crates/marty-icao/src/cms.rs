@@ -349,7 +349,7 @@ pub struct SignRequest<'a> {
     pub signer: &'a Certificate,
     /// Additional certificates to embed after the signer (e.g. the CSCA for master lists).
     pub extra_certificates: &'a [&'a Certificate],
-    pub key: &'a openssl::pkey::PKey<openssl::pkey::Private>,
+    pub key: &'a crate::algo::SigningKey,
     pub digest: DigestAlgorithm,
     pub signature_algorithm: SignatureAlgorithm,
     pub sid: SidChoice,

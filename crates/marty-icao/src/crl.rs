@@ -207,7 +207,7 @@ pub struct CrlSummary {
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     issuer: &Certificate,
-    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    key: &crate::algo::SigningKey,
     signature_algorithm: &SignatureAlgorithm,
     this_update: OffsetDateTime,
     next_update: OffsetDateTime,

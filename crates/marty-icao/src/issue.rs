@@ -16,12 +16,13 @@ use std::str::FromStr;
 
 use openssl::ec::{Asn1Flag, EcGroup, EcKey};
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey::{Id, PKey};
 use openssl::rsa::Rsa;
 use openssl::symm::Cipher;
 use time::OffsetDateTime;
 
 use crate::algo::{self, AlgorithmError, DigestAlgorithm, SignatureAlgorithm};
+pub use crate::algo::{ExternalSigner, SigningKey};
 use crate::cert::{CertError, Certificate};
 use crate::cms::{self, CmsError, SidChoice};
 use crate::der::{self, Oid, Tag};
@@ -75,7 +76,8 @@ impl Curve {
         Curve::BrainpoolP512r1,
     ];
 
-    fn nid(self) -> Nid {
+    /// OpenSSL's identifier of the curve.
+    pub fn nid(self) -> Nid {
         match self {
             Curve::P256 => Nid::X9_62_PRIME256V1,
             Curve::P384 => Nid::SECP384R1,
@@ -195,10 +197,10 @@ impl fmt::Display for KeySpec {
 }
 
 /// A private key with the SubjectPublicKeyInfo Marty publishes for it. Cloning shares the
-/// key (OpenSSL reference counting), it does not copy it.
+/// key (OpenSSL reference counting, or the device's handle), it does not copy it.
 #[derive(Clone)]
 pub struct KeyPair {
-    pub private: PKey<Private>,
+    pub private: SigningKey,
     pub spki: Vec<u8>,
     /// Whether signatures use RSASSA-PSS.
     pub pss: bool,
@@ -224,7 +226,7 @@ impl KeyPair {
                 let private = PKey::from_ec_key(ec).map_err(key_err)?;
                 let spki = private.public_key_to_der().map_err(key_err)?;
                 Ok(KeyPair {
-                    private,
+                    private: private.into(),
                     spki,
                     pss: false,
                 })
@@ -234,7 +236,7 @@ impl KeyPair {
                     PKey::from_rsa(Rsa::generate(bits).map_err(key_err)?).map_err(key_err)?;
                 let spki = private.public_key_to_der().map_err(key_err)?;
                 Ok(KeyPair {
-                    private,
+                    private: private.into(),
                     spki,
                     pss: matches!(spec, KeySpec::RsaPss { .. }),
                 })
@@ -289,7 +291,12 @@ impl KeyPair {
             &mut key,
         )
         .map_err(key_err)?;
-        let mut plain = self.private.private_key_to_pkcs8().map_err(key_err)?;
+        let private = self.private.software().ok_or_else(|| {
+            IssueError::Key(
+                "this private key lives in a hardware token and cannot be written to a file".into(),
+            )
+        })?;
+        let mut plain = private.private_key_to_pkcs8().map_err(key_err)?;
         let encrypted = openssl::symm::encrypt(Cipher::aes_256_cbc(), &key, Some(&iv), &plain);
         // The clear key and the derived key leave memory as soon as they are used.
         plain.iter_mut().for_each(|b| *b = 0);
@@ -334,7 +341,11 @@ impl KeyPair {
         let pss = certificate.is_some_and(|c| {
             matches!(c.signature_algorithm, Ok(SignatureAlgorithm::RsaPss { .. }))
         });
-        Ok(KeyPair { private, spki, pss })
+        Ok(KeyPair {
+            private: private.into(),
+            spki,
+            pss,
+        })
     }
 
     /// Does this key belong to `certificate`?

@@ -151,7 +151,7 @@ pub fn build(
     certificates: &[Certificate],
     signer: &Certificate,
     csca: &Certificate,
-    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    key: &crate::algo::SigningKey,
     digest: DigestAlgorithm,
     signature_algorithm: SignatureAlgorithm,
     signing_time: OffsetDateTime,

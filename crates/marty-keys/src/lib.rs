@@ -12,6 +12,7 @@
 //!
 //! [`KeyStore`] is the seam a hardware store (PKCS#11) fits behind.
 
+pub mod pkcs11;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,46 @@ pub enum KeyError {
     Scheme(Uuid, String),
     #[error("key encryption: {0}")]
     Crypto(String),
+    #[error("PKCS#11 token: {0}")]
+    Token(String),
+    #[error(transparent)]
+    Config(#[from] marty_config::ConfigError),
+}
+
+/// The key store `service` is configured with: its PKCS#11 token, or envelope encryption
+/// under its KEK.
+pub fn configured(
+    config: &marty_config::Config,
+    service: Service,
+) -> Result<std::sync::Arc<dyn KeyStore>, KeyError> {
+    Ok(match config.key_store(service) {
+        marty_config::KeyStoreSettings::Envelope => std::sync::Arc::new(
+            EnvelopeKeyStore::from_config(service, &config.kek(service)?),
+        ),
+        marty_config::KeyStoreSettings::Pkcs11 { .. } => {
+            std::sync::Arc::new(configured_token(config, service)?)
+        }
+    })
+}
+
+/// The PKCS#11 store of `service` (an error when it is configured with envelope encryption).
+pub fn configured_token(
+    config: &marty_config::Config,
+    service: Service,
+) -> Result<pkcs11::Pkcs11KeyStore, KeyError> {
+    let marty_config::KeyStoreSettings::Pkcs11 { module, token } = config.key_store(service) else {
+        return Err(KeyError::Token(format!(
+            "{service} is configured with envelope encryption, not a PKCS#11 token"
+        )));
+    };
+    pkcs11::Pkcs11KeyStore::open(
+        service,
+        &pkcs11::Pkcs11Config {
+            module: module.clone(),
+            token: token.clone(),
+            pin: config.pkcs11_pin(service)?,
+        },
+    )
 }
 
 fn crypto(e: openssl::error::ErrorStack) -> KeyError {
@@ -174,7 +215,10 @@ impl EnvelopeKeyStore {
     fn seal(&self, key_id: Uuid, pair: &KeyPair) -> Result<SealedKey, KeyError> {
         let mut data_key = Zeroizing::new([0u8; 32]);
         openssl::rand::rand_bytes(&mut *data_key).map_err(crypto)?;
-        let plain = Zeroizing::new(pair.private.private_key_to_pkcs8().map_err(crypto)?);
+        let private = pair.private.software().ok_or_else(|| {
+            KeyError::Crypto("a key held by a device cannot be sealed into the database".into())
+        })?;
+        let plain = Zeroizing::new(private.private_key_to_pkcs8().map_err(crypto)?);
         let (ciphertext, nonce) = gcm_seal(&*data_key, &self.key_aad(key_id), &plain)?;
         let (wrapped_data_key, data_key_nonce) = gcm_seal(
             &*self.current.key,
@@ -231,17 +275,16 @@ impl KeyStore for EnvelopeKeyStore {
         )
         .map_err(|_| KeyError::Integrity(sealed.key_id))?;
         let private = PKey::private_key_from_pkcs8(&plain).map_err(crypto)?;
+        // The sealed public key must be the private key's: a swapped column would otherwise
+        // publish one key and sign with another.
+        let public =
+            openssl::pkey::PKey::public_key_from_der(&private.public_key_to_der().map_err(crypto)?)
+                .map_err(crypto)?;
         let pair = KeyPair {
-            private,
+            private: private.into(),
             spki: sealed.spki.clone(),
             pss: sealed.pss,
         };
-        // The sealed public key must be the private key's: a swapped column would otherwise
-        // publish one key and sign with another.
-        let public = openssl::pkey::PKey::public_key_from_der(
-            &pair.private.public_key_to_der().map_err(crypto)?,
-        )
-        .map_err(crypto)?;
         match marty_icao::algo::public_key(&sealed.spki) {
             Ok(stored) if stored.public_eq(&public) => Ok(pair),
             _ => Err(KeyError::Integrity(sealed.key_id)),
@@ -330,10 +373,15 @@ mod tests {
         };
         let (pair, sealed) = s.generate(id, spec).unwrap();
         let opened = s.open(&sealed).unwrap();
-        assert!(opened.private.public_eq(&pair.private));
+        assert!(opened.private.public_eq(pair.private.software().unwrap()));
         assert_eq!(opened.spki, pair.spki);
         // The PKCS#8 DER is not in the ciphertext.
-        let plain = pair.private.private_key_to_pkcs8().unwrap();
+        let plain = pair
+            .private
+            .software()
+            .unwrap()
+            .private_key_to_pkcs8()
+            .unwrap();
         assert!(
             !sealed
                 .ciphertext

@@ -8,7 +8,7 @@ use marty_config::{Config, ConfigError, Role, Service};
 use marty_db::ConnectTarget;
 use marty_events::relay::RelayMetricsSnapshot;
 use marty_events::{Relay, RelayConfig};
-use marty_keys::{EnvelopeKeyStore, KeyStore};
+use marty_keys::KeyStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -58,6 +58,8 @@ pub enum StartError {
     Build(String, Service),
     #[error("refusing to start {service}: {message}")]
     Tls { service: Service, message: String },
+    #[error("refusing to start {service}: its key store: {message}")]
+    Keys { service: Service, message: String },
 }
 
 impl StartError {
@@ -68,6 +70,7 @@ impl StartError {
             StartError::Isolation { .. }
                 | StartError::Config(_)
                 | StartError::Tls { .. }
+                | StartError::Keys { .. }
                 | StartError::Database(marty_db::DbError::Config(_))
                 // A database that is not the service's own, not provisioned or not migrated.
                 | StartError::Database(marty_db::DbError::Startup { .. })
@@ -227,8 +230,12 @@ impl Application {
                 .map_err(|message| StartError::Tls { service, message })?,
         );
         let keys: Option<Arc<dyn KeyStore>> = if descriptor.needs_keys {
-            let keks = config.kek(service)?;
-            Some(Arc::new(EnvelopeKeyStore::from_config(service, &keks)))
+            Some(
+                marty_keys::configured(config, service).map_err(|e| StartError::Keys {
+                    service,
+                    message: e.to_string(),
+                })?,
+            )
         } else {
             None
         };

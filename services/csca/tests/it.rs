@@ -348,7 +348,7 @@ async fn certificates_from_requests() {
             openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
         let spki = private.public_key_to_der().unwrap();
         KeyPair {
-            private,
+            private: private.into(),
             spki,
             pss: false,
         }
@@ -362,7 +362,7 @@ async fn certificates_from_requests() {
         let private = openssl::pkey::PKey::from_rsa(rsa).unwrap();
         let spki = private.public_key_to_der().unwrap();
         KeyPair {
-            private,
+            private: private.into(),
             spki,
             pss: false,
         }
@@ -1140,9 +1140,10 @@ async fn keys_are_never_stored_in_clear_and_keks_rotate() {
     for row in &sealed_rows {
         let sealed = marty_keys::SealedKey::from_row(row).unwrap();
         let pair = marty_keys::KeyStore::open(&store, &sealed).unwrap();
-        let secret = match pair.private.ec_key() {
+        let private = pair.private.software().unwrap();
+        let secret = match private.ec_key() {
             Ok(ec) => ec.private_key().to_vec(),
-            Err(_) => pair.private.rsa().unwrap().d().to_vec(),
+            Err(_) => private.rsa().unwrap().d().to_vec(),
         };
         // A big-endian scalar drops leading zero bytes: 1 key in 256 has 31 of 32.
         assert!(secret.len() >= 24, "{}", secret.len());
