@@ -311,6 +311,37 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
         );
     }
 
+    // The CSCA's rows say who asked, from the certificates: the operator created the CSCA
+    // (and its first CRL), the Document Signer requested its certificate.
+    {
+        use sqlx::Row;
+        let mut conn = db.admin_on("marty_csca").await;
+        let rows = sqlx::query(
+            "select kind, requested_by from certificates union all select 'crl', requested_by from crls order by 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let by_kind: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("kind"),
+                    r.get::<Option<String>, _>("requested_by")
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(by_kind.len(), 3, "{by_kind:?}");
+        for (kind, who) in &by_kind {
+            let expected = match kind.as_str() {
+                "document_signer" => "marty://service/document_signer (",
+                _ => "marty://operator/operator (",
+            };
+            assert!(who.starts_with(expected), "{kind}: {who}");
+        }
+    }
+
     // Every refusal is counted by RPC and kind of caller.
     let (status, metrics) = tls_curl(dir, Some("operator"), &format!("{csca_http}/metrics"));
     assert_eq!(status, 200);
@@ -321,6 +352,14 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
                 && l.contains("rpc=\"marty.csca.v1.CscaService/CreateCsca\"")
                 && l.contains("caller=\"document_signer\"")),
         "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("marty_authz_denied_total{")
+                && l.contains("rpc=\"marty.csca.v1.CscaService/IssueCertificate\"")
+                && l.contains("caller=\"pkd\"")),
+        "the profile check (the PKD asking for a DSC) counts too: {metrics}"
     );
     assert!(
         metrics.contains("marty_tls_handshake_failures_total{"),

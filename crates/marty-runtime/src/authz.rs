@@ -217,6 +217,9 @@ pub fn may_request_profile<T>(
         ),
     };
     tracing::warn!(remote = %peer.remote, reason = %refused, "certificate request refused by the authorization policy");
+    if let Some(counter) = request.extensions().get::<DenialCounter>() {
+        counter.count(peer);
+    }
     Err(refused)
 }
 
@@ -250,6 +253,29 @@ fn caller_label(peer: Option<&PeerInfo>) -> String {
         Some(Identity::Operator(_)) => "operator".into(),
         Some(Identity::Verifier(_)) => "verifier".into(),
         None => "unidentified".into(),
+    }
+}
+
+/// Counts a refusal a handler makes after the policy let the call through.
+#[derive(Clone)]
+struct DenialCounter {
+    metrics: Arc<Registry>,
+    service: &'static str,
+    rpc: Option<String>,
+}
+
+impl DenialCounter {
+    fn count(&self, peer: &PeerInfo) {
+        self.metrics.add(
+            "marty_authz_denied_total",
+            "Calls refused by the authorization policy, by RPC and kind of caller.",
+            &[
+                ("service", self.service),
+                ("rpc", self.rpc.as_deref().unwrap_or("other")),
+                ("caller", &caller_label(Some(peer))),
+            ],
+            1.0,
+        );
     }
 }
 
@@ -314,11 +340,26 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let method = request.uri().path().to_owned();
         let peer = request.extensions().get::<PeerInfo>();
         match self.layer.policy.check(&method, peer) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(()) => {
+                // A handler that refuses on finer grounds (the CSCA's profile check) counts
+                // its refusal in the same series.
+                let counter = DenialCounter {
+                    metrics: self.layer.metrics.clone(),
+                    service: self.layer.service,
+                    rpc: self
+                        .layer
+                        .policy
+                        .rules
+                        .contains_key(&method)
+                        .then(|| method.trim_start_matches('/').to_owned()),
+                };
+                request.extensions_mut().insert(counter);
+                Box::pin(self.inner.call(request))
+            }
             Err(reason) => {
                 let caller = caller_label(peer);
                 tracing::warn!(

@@ -130,7 +130,11 @@ fn requester<T>(request: &Request<T>) -> String {
 }
 
 impl Api {
-    async fn create(&self, r: pb::CreateCscaRequest) -> Result<pb::CreateCscaResponse, CscaError> {
+    async fn create(
+        &self,
+        r: pb::CreateCscaRequest,
+        requested_by: String,
+    ) -> Result<pb::CreateCscaResponse, CscaError> {
         let (row, crl_row) = self
             .csca
             .create(CreateCsca {
@@ -142,6 +146,7 @@ impl Api {
                 common_name: r.common_name,
                 organization: r.organization,
                 crl_distribution_point: r.crl_distribution_point,
+                requested_by,
             })
             .await?;
         let now = OffsetDateTime::now_utc();
@@ -154,10 +159,17 @@ impl Api {
     async fn rollover(
         &self,
         r: pb::RolloverCscaRequest,
+        requested_by: &str,
     ) -> Result<pb::RolloverCscaResponse, CscaError> {
         let (new, link, old) = self
             .csca
-            .rollover(&r.country, &r.key_spec, r.validity_days, r.key_usage_days)
+            .rollover(
+                &r.country,
+                &r.key_spec,
+                r.validity_days,
+                r.key_usage_days,
+                requested_by,
+            )
             .await?;
         let now = OffsetDateTime::now_utc();
         Ok(pb::RolloverCscaResponse {
@@ -227,7 +239,10 @@ impl CscaService for Api {
         &self,
         request: Request<pb::CreateCscaRequest>,
     ) -> R<pb::CreateCscaResponse> {
-        Ok(Response::new(self.create(request.into_inner()).await?))
+        let requested_by = requester(&request);
+        Ok(Response::new(
+            self.create(request.into_inner(), requested_by).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "RolloverCsca"))]
@@ -235,7 +250,10 @@ impl CscaService for Api {
         &self,
         request: Request<pb::RolloverCscaRequest>,
     ) -> R<pb::RolloverCscaResponse> {
-        Ok(Response::new(self.rollover(request.into_inner()).await?))
+        let requested_by = requester(&request);
+        Ok(Response::new(
+            self.rollover(request.into_inner(), &requested_by).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "IssueCertificate"))]
@@ -288,11 +306,12 @@ impl CscaService for Api {
         &self,
         request: Request<pb::RevokeCertificateRequest>,
     ) -> R<pb::RevokeCertificateResponse> {
+        let requested_by = requester(&request);
         let r = request.into_inner();
         let serial = serial(&r.serial_hex)?;
         let (row, crl_row) = self
             .csca
-            .revoke(&serial, optional(&r.country), r.reason)
+            .revoke(&serial, optional(&r.country), r.reason, &requested_by)
             .await?;
         Ok(Response::new(pb::RevokeCertificateResponse {
             certificate: Some(certificate(&row, OffsetDateTime::now_utc())),
@@ -398,7 +417,11 @@ impl CscaService for Api {
 
     #[tracing::instrument(skip_all, fields(rpc = "IssueCrl"))]
     async fn issue_crl(&self, request: Request<pb::IssueCrlRequest>) -> R<pb::Crl> {
-        let row = self.csca.issue_crl(&request.into_inner().country).await?;
+        let requested_by = requester(&request);
+        let row = self
+            .csca
+            .issue_crl(&request.into_inner().country, &requested_by)
+            .await?;
         Ok(Response::new(crl(&row)))
     }
 
@@ -419,7 +442,10 @@ impl CscaService for Api {
         &self,
         request: Request<pb::CreateCscaRequest>,
     ) -> R<pb::CreateCscaResponse> {
-        Ok(Response::new(self.create(request.into_inner()).await?))
+        let requested_by = requester(&request);
+        Ok(Response::new(
+            self.create(request.into_inner(), requested_by).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "RenewCertificate"))]
@@ -427,7 +453,10 @@ impl CscaService for Api {
         &self,
         request: Request<pb::RolloverCscaRequest>,
     ) -> R<pb::RolloverCscaResponse> {
-        Ok(Response::new(self.rollover(request.into_inner()).await?))
+        let requested_by = requester(&request);
+        Ok(Response::new(
+            self.rollover(request.into_inner(), &requested_by).await?,
+        ))
     }
 }
 

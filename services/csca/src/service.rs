@@ -46,7 +46,12 @@ pub struct CreateCsca {
     pub common_name: String,
     pub organization: String,
     pub crl_distribution_point: String,
+    /// Who asks (the caller's identity), recorded with the certificate and its CRL.
+    pub requested_by: String,
 }
+
+/// The `requested_by` of what the CSCA does on its own (CRLs renewed before nextUpdate).
+pub const SCHEDULER: &str = "csca scheduler";
 
 /// What IssueCertificate asks for.
 #[derive(Debug, Clone)]
@@ -367,6 +372,7 @@ impl Csca {
                 country: &country,
                 key_id: Some(key_id),
                 issuer_certificate_id: None,
+                requested_by: &req.requested_by,
             },
         )
         .await?;
@@ -381,7 +387,9 @@ impl Csca {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key_id, Arc::new(pair));
-        let crl = self.issue_crl_in(&mut tx, &key, now).await?;
+        let crl = self
+            .issue_crl_in(&mut tx, &key, now, &req.requested_by)
+            .await?;
         tx.commit().await?;
         tracing::info!(serial = %marty_icao::hex::encode(&row.serial), "CSCA created");
         Ok((row, Some(crl)))
@@ -396,6 +404,7 @@ impl Csca {
         key_spec: &str,
         validity_days: u32,
         key_usage_days: u32,
+        requested_by: &str,
     ) -> Result<(CertRow, CertRow, CertRow)> {
         let country = domain::country(country)?;
         let now = OffsetDateTime::now_utc();
@@ -489,6 +498,7 @@ impl Csca {
                 country: &country,
                 key_id: Some(key_id),
                 issuer_certificate_id: None,
+                requested_by,
             },
         )
         .await?;
@@ -500,6 +510,7 @@ impl Csca {
                 country: &country,
                 key_id: Some(key_id),
                 issuer_certificate_id: Some(current.certificate.id),
+                requested_by,
             },
         )
         .await?;
@@ -524,7 +535,7 @@ impl Csca {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key_id, Arc::new(pair));
         // Part 12 §4.1.5: CRLs are signed with the newest key.
-        self.issue_crl_in(&mut tx, &key, now).await?;
+        self.issue_crl_in(&mut tx, &key, now, requested_by).await?;
         tx.commit().await?;
         tracing::info!(new = %marty_icao::hex::encode(&new_row.serial), link = %marty_icao::hex::encode(&link_row.serial), "CSCA rolled over");
         Ok((new_row, link_row, current.certificate))
@@ -673,6 +684,7 @@ impl Csca {
                 country,
                 key_id: None,
                 issuer_certificate_id: Some(issuer.certificate.id),
+                requested_by: &req.requester,
             },
         )
         .await?;
@@ -690,6 +702,7 @@ impl Csca {
         serial: &[u8],
         country: Option<&str>,
         reason: i32,
+        requested_by: &str,
     ) -> Result<(CertRow, Option<CrlRow>)> {
         let reason = domain::revocation_reason(reason)?;
         let country = country.map(domain::country).transpose()?;
@@ -699,7 +712,7 @@ impl Csca {
         };
         let mut tx = self.begin().await?;
         store::lock_country(&mut tx, &found.country, true).await?;
-        let revoked = store::revoke(&mut tx, found.id, reason.code)
+        let revoked = store::revoke(&mut tx, found.id, reason.code, requested_by)
             .await?
             .ok_or_else(|| {
                 CscaError::FailedPrecondition(format!(
@@ -714,9 +727,10 @@ impl Csca {
         .await?;
         let now = OffsetDateTime::now_utc();
         let crl = match store::current_csca(&mut tx, &revoked.country).await? {
-            Some(signer) if signer.certificate.not_after > now => {
-                Some(self.issue_crl_in(&mut tx, &signer, now).await?)
-            }
+            Some(signer) if signer.certificate.not_after > now => Some(
+                self.issue_crl_in(&mut tx, &signer, now, requested_by)
+                    .await?,
+            ),
             _ => {
                 tracing::warn!(country = %revoked.country, "no CSCA can sign a CRL: the revocation is recorded, the CRL waits for a new CSCA");
                 None
@@ -760,6 +774,7 @@ impl Csca {
         tx: &mut PgConnection,
         signer: &CscaKey,
         now: OffsetDateTime,
+        requested_by: &str,
     ) -> Result<CrlRow> {
         let country = signer.certificate.country.clone();
         let revoked = store::revoked_for_crl(tx, &country, signer.certificate.id).await?;
@@ -792,14 +807,14 @@ impl Csca {
             next_update,
             der,
         };
-        store::insert_crl(tx, signer.sealed.key_id, &crl).await?;
+        store::insert_crl(tx, signer.sealed.key_id, &crl, requested_by).await?;
         enqueue(tx, &crl_event(&crl, &revoked)).await?;
         Ok(crl)
     }
 
     /// A CRL of `country` now.
     #[tracing::instrument(skip_all, fields(country = %country))]
-    pub async fn issue_crl(&self, country: &str) -> Result<CrlRow> {
+    pub async fn issue_crl(&self, country: &str, requested_by: &str) -> Result<CrlRow> {
         let country = domain::country(country)?;
         let now = OffsetDateTime::now_utc();
         let mut tx = self.begin().await?;
@@ -814,7 +829,9 @@ impl Csca {
                 "the CSCA of {country} has expired: it cannot sign CRLs"
             )));
         }
-        let crl = self.issue_crl_in(&mut tx, &signer, now).await?;
+        let crl = self
+            .issue_crl_in(&mut tx, &signer, now, requested_by)
+            .await?;
         tx.commit().await?;
         Ok(crl)
     }
@@ -847,7 +864,7 @@ impl Csca {
                 tracing::warn!(%country, "the CSCA has expired: no CRL can be issued");
                 continue;
             }
-            let crl = self.issue_crl_in(&mut tx, &signer, now).await?;
+            let crl = self.issue_crl_in(&mut tx, &signer, now, SCHEDULER).await?;
             tx.commit().await?;
             tracing::info!(%country, crl_number = crl.crl_number, "scheduled CRL issued");
             issued += 1;

@@ -228,6 +228,8 @@ pub struct NewCertificate<'a> {
     pub country: &'a str,
     pub key_id: Option<Uuid>,
     pub issuer_certificate_id: Option<Uuid>,
+    /// Who asked for it (the caller's identity).
+    pub requested_by: &'a str,
 }
 
 pub async fn insert_certificate(
@@ -240,8 +242,8 @@ pub async fn insert_certificate(
         "insert into certificates (kind, country_code, serial_number, subject_dn, issuer_dn,
                 subject_key_identifier, authority_key_identifier, key_id, not_before, not_after,
                 private_key_usage_not_before, private_key_usage_not_after, der,
-                fingerprint_sha256, issuer_certificate_id, document_types)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                fingerprint_sha256, issuer_certificate_id, document_types, requested_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          returning {CERT_COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -261,6 +263,7 @@ pub async fn insert_certificate(
         .bind(c.fingerprint_sha256())
         .bind(new.issuer_certificate_id)
         .bind(c.document_types.clone())
+        .bind(new.requested_by)
         .fetch_one(conn)
         .await?;
     cert_row(&row)
@@ -311,15 +314,18 @@ pub async fn revoke(
     conn: &mut PgConnection,
     id: Uuid,
     reason: i16,
+    revoked_by: &str,
 ) -> Result<Option<CertRow>, sqlx::Error> {
     let sql = format!(
-        "update certificates set status = 'revoked', revoked_at = now(), revocation_reason = $2
+        "update certificates set status = 'revoked', revoked_at = now(), revocation_reason = $2,
+                revoked_by = $3
           where id = $1 and status <> 'revoked'
           returning {CERT_COLUMNS}"
     );
     sqlx::query(&sql)
         .bind(id)
         .bind(reason)
+        .bind(revoked_by)
         .fetch_optional(conn)
         .await?
         .map(|r| cert_row(&r))
@@ -441,10 +447,11 @@ pub async fn insert_crl(
     conn: &mut PgConnection,
     issuer_key: Uuid,
     crl: &CrlRow,
+    requested_by: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into crls (country_code, issuer_key_id, crl_number, this_update, next_update, der)
-         values ($1, $2, $3::numeric, $4, $5, $6)",
+        "insert into crls (country_code, issuer_key_id, crl_number, this_update, next_update, der, requested_by)
+         values ($1, $2, $3::numeric, $4, $5, $6, $7)",
     )
     .bind(&crl.country)
     .bind(issuer_key)
@@ -452,6 +459,7 @@ pub async fn insert_crl(
     .bind(crl.this_update)
     .bind(crl.next_update)
     .bind(&crl.der)
+    .bind(requested_by)
     .execute(conn)
     .await?;
     Ok(())

@@ -153,6 +153,7 @@ impl PassportEngine for Api {
         &self,
         request: Request<pb::VerifyPassportRequest>,
     ) -> Result<Response<pb::VerificationReport>, Status> {
+        let requested_by = marty_runtime::authz::requester(&request);
         let r = request.into_inner();
         if r.ef_sod.is_empty() {
             return Err(Status::invalid_argument("ef_sod: is required"));
@@ -171,7 +172,7 @@ impl PassportEngine for Api {
         };
         let v = self
             .engine
-            .verify(r.ef_sod, r.data_groups, at, "grpc")
+            .verify(r.ef_sod, r.data_groups, at, &requested_by)
             .await?;
         let report_json = serde_json::to_string(&v.report).unwrap_or_default();
         Ok(Response::new(pb::VerificationReport {

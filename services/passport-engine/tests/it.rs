@@ -259,6 +259,20 @@ async fn issue_verify_tamper_revoke() {
             ("INVALID".to_owned(), Some(passport.id.clone()))
         ]
     );
+    // Who asked comes from the connection (here plaintext: its address; with mutual TLS the
+    // certificate's identity), never a constant.
+    let requesters: Vec<Option<String>> =
+        sqlx::query_scalar("select requested_by from validation_requests")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    for r in &requesters {
+        assert!(
+            r.as_deref()
+                .is_some_and(|r| r.starts_with("unauthenticated 127.0.0.1:")),
+            "{requesters:?}"
+        );
+    }
     // Concurrent verifications share the recorders' statements; each answer names its own
     // committed row, with its own verdict.
     let mut burst = tokio::task::JoinSet::new();
