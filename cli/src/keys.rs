@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use marty_config::{Config, KeyStoreSettings, Service};
 
@@ -10,7 +10,8 @@ use marty_config::{Config, KeyStoreSettings, Service};
 pub enum KeysCommand {
     /// List the private keys a service's PKCS#11 token holds for it, with the attributes that
     /// keep them inside the token (sensitive, never extractable, value refused when asked).
-    /// Exit 0 when every key is confined to the token, 1 when one is not (an alert can use it).
+    /// Exit 0 when every key is confined to the token, 1 when one is not (an alert can use it),
+    /// 3 when the token cannot be read (configuration, PIN, module).
     Inspect {
         /// csca, document_signer or pkd.
         #[arg(long)]
@@ -29,14 +30,16 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<ExitCode> {
 
 fn inspect(config: &Config, service: Service, json: bool) -> Result<ExitCode> {
     let KeyStoreSettings::Pkcs11 { module, token } = config.key_store(service) else {
-        bail!(
+        return crate::operate::input(Err(anyhow::anyhow!(
             "the {service} service keeps its keys by envelope encryption in its database (services.{}.keys.store: envelope); `marty keys inspect` reads PKCS#11 tokens",
             service.id()
-        );
+        )));
     };
-    let store = marty_keys::configured_token(config, service)
-        .with_context(|| format!("opening token {token:?} of {service}"))?;
-    let keys = store.inspect().context("reading the token")?;
+    let store = crate::operate::input(
+        marty_keys::configured_token(config, service)
+            .with_context(|| format!("opening token {token:?} of {service}")),
+    )?;
+    let keys = crate::operate::input(store.inspect().context("reading the token"))?;
     let confined = keys.iter().all(|k| k.confined());
     if json {
         crate::commands::print_json(&serde_json::json!({

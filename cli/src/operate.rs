@@ -430,6 +430,12 @@ pub async fn channel(url: &str, service: Service, timeout: u64) -> Result<Channe
         .timeout(Duration::from_secs(timeout));
     let tls = client_tls()?;
     let tls_on = tls.is_some();
+    if !tls_on && url.starts_with("https://") {
+        return Err(InputError(anyhow!(
+            "{service} URL {url} is https:// but this CLI's TLS is off (tls.mode: off): set MARTY_TLS=mutual with the certificates of `marty dev certs` or tls.dir, or use an http:// URL for a plaintext service"
+        ))
+        .into());
+    }
     marty_tls::connect::connect(endpoint, tls.as_ref(), service)
         .await
         .map_err(|e| {
@@ -454,14 +460,18 @@ fn connect_hint(cause: &str, service: Service, tls_on: bool) -> String {
             ": is it running? Start it with `marty serve {}` (or `marty serve all`)",
             service.id()
         )
-    } else if lower.contains("expired") {
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") {
+        ": the host name does not resolve".into()
+    } else if lower.contains("timed out") || lower.contains("timeout expired") {
+        ": no answer in time (the service's HTTP port instead of its gRPC port? a firewall?)".into()
+    } else if cause.contains("Expired") || lower.contains("certificate expired") {
         ": a certificate has expired; renew it (`marty dev certs` renews development certificates) — services re-read theirs when the files change".into()
     } else if lower.contains("certificate") || lower.contains("unknownissuer") {
         ": the certificates do not match: the service and this CLI must use certificates of the same CA (tls.dir, MARTY_TLS_DIR)".into()
-    } else if !tls_on {
-        ": if the service requires mutual TLS, this CLI must use it too (MARTY_TLS=mutual, with the certificates of `marty dev certs` or tls.dir)".into()
     } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
         ": the service does not speak TLS (tls.mode: off there?)".into()
+    } else if !tls_on {
+        ": if the service requires mutual TLS, this CLI must use it too (MARTY_TLS=mutual, with the certificates of `marty dev certs` or tls.dir)".into()
     } else {
         String::new()
     }

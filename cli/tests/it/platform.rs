@@ -1067,30 +1067,106 @@ async fn keys_in_pkcs11_tokens_sign_everything_and_never_leave_them() {
         );
     }
 
-    // A service given a wrong PIN refuses to start, and says why.
+    // A key imported into the token (made outside it) under a Marty label is reported as one
+    // that may exist outside the token.
+    openssl_ok(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "outside.pem",
+        ],
+    );
+    let outsider = uuid::Uuid::new_v4();
+    let out = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .current_dir(d)
+        .args([
+            "--import",
+            "outside.pem",
+            "--token",
+            "marty-csca",
+            "--label",
+            &format!("marty/csca/{outsider}"),
+            "--id",
+            &outsider.simple().to_string(),
+            "--pin",
+            pin,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let (code, out, shown) = p.marty(d, &["keys", "inspect", "--service", "csca", "--json"]);
+    assert_eq!(code, Some(1), "{shown}");
+    let inspected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let imported = inspected["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == outsider.to_string())
+        .unwrap_or_else(|| panic!("{inspected}"));
+    assert_eq!(imported["confined"], false, "{imported}");
+
+    // A service given a wrong or an empty PIN refuses to start, and says why.
+    let empty_pin = hsm.dir.path().join("empty.pin");
+    std::fs::write(&empty_pin, "\n").unwrap();
+    std::fs::set_permissions(&empty_pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let csca_env = |pin: &str| -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = p
+            .env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("MARTY_CSCA_"))
+            .cloned()
+            .collect();
+        if pin.is_empty() {
+            env.push((
+                "MARTY_CSCA_PKCS11_PIN_FILE".into(),
+                empty_pin.display().to_string(),
+            ));
+        } else {
+            env.push(("MARTY_CSCA_PKCS11_PIN".into(), pin.into()));
+        }
+        env.push(("MARTY_CSCA_KEY_STORE".into(), "pkcs11".into()));
+        env.push(("MARTY_CSCA_GRPC_PORT".into(), "0".into()));
+        env.push(("MARTY_CSCA_HTTP_PORT".into(), "0".into()));
+        env
+    };
+    for (given, expected) in [
+        ("wrong-pin-0000", "PIN of token \"marty-csca\" is wrong"),
+        ("", "PIN of token \"marty-csca\" is empty"),
+    ] {
+        let log = p.logs.path().join("csca-bad-pin.log");
+        let mut child = spawn_serve(&p.db, &csca_env(given), "csca", &log);
+        let status = child.wait().unwrap();
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(3), "{said}");
+        assert!(said.contains(expected), "{said}");
+        assert!(
+            given.is_empty() || !said.contains(given),
+            "the PIN is never printed: {said}"
+        );
+    }
+
+    // Back on envelope encryption after the token trial, the CSCA still starts (its token
+    // keys are refused when used, not at start).
     let mut env: Vec<(String, String)> = p
         .env
         .iter()
         .filter(|(k, _)| !k.starts_with("MARTY_CSCA_"))
         .cloned()
         .collect();
-    env.push(("MARTY_CSCA_PKCS11_PIN".into(), "wrong-pin-0000".into()));
-    env.push(("MARTY_CSCA_KEY_STORE".into(), "pkcs11".into()));
+    let http = marty_events::local::free_port().unwrap();
+    env.push(("MARTY_CSCA_KEY_STORE".into(), "envelope".into()));
     env.push(("MARTY_CSCA_GRPC_PORT".into(), "0".into()));
-    env.push(("MARTY_CSCA_HTTP_PORT".into(), "0".into()));
-    let log = p.logs.path().join("csca-wrong-pin.log");
+    env.push(("MARTY_CSCA_HTTP_PORT".into(), http.to_string()));
+    let log = p.logs.path().join("csca-envelope.log");
     let mut child = spawn_serve(&p.db, &env, "csca", &log);
-    let status = child.wait().unwrap();
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(3), "{said}");
-    assert!(
-        said.contains("PIN of token \"marty-csca\" is wrong"),
-        "{said}"
-    );
-    assert!(
-        !said.contains("wrong-pin-0000"),
-        "the PIN is never printed: {said}"
-    );
+    wait_ready(http, "csca on envelope keys", &log);
+    assert!(terminate(&mut child).success());
     p.stop_all();
 }
 

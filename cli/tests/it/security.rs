@@ -199,22 +199,31 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
     }
     // The operator's CLI, misconfigured, says what is wrong instead of "transport error".
     let stranger_s = s(stranger);
-    for (what, env, expected) in [
+    let plain_url = csca_url.replace("https://", "http://");
+    for (what, url, env, expected) in [
+        (
+            "an https URL without TLS",
+            &csca_url,
+            vec![("MARTY_TLS", "off"), ("MARTY_TLS_DIR", dir_s.as_str())],
+            "is https:// but this CLI's TLS is off",
+        ),
         (
             "plaintext",
+            &plain_url,
             vec![("MARTY_TLS", "off"), ("MARTY_TLS_DIR", dir_s.as_str())],
             "must use it too",
         ),
         (
             "another CA",
+            &csca_url,
             vec![
                 ("MARTY_TLS", "mutual"),
                 ("MARTY_TLS_DIR", stranger_s.as_str()),
             ],
-            "certificate",
+            "certificates of the same CA",
         ),
     ] {
-        let out = db.marty_with(&["csca", "list", "--csca-url", &csca_url], &env);
+        let out = db.marty_with(&["csca", "list", "--csca-url", url], &env);
         let said = show(&out);
         assert!(!out.status.success(), "{what}: {said}");
         assert!(said.contains(expected), "{what}: {said}");

@@ -133,6 +133,12 @@ impl Loader<'_> {
             "a token label",
         )?;
         let var = format!("MARTY_{prefix}_PKCS11_PIN");
+        if self.env.get(&var).is_some() && self.env.get(&format!("{var}_FILE")).is_some() {
+            return Err(ConfigError::Env {
+                var: format!("{var}_FILE"),
+                message: format!("set either {var} or {var}_FILE, not both"),
+            });
+        }
         let pin = if let Some(v) = self.env.get(&var) {
             Some(PinSource::Value(Zeroizing::new(v.to_owned()), var.clone()))
         } else {
@@ -176,11 +182,14 @@ impl PinSource {
             None => Err(bad(format!(
                 "the {service} service keeps its keys in a PKCS#11 token and no PIN is configured: set MARTY_{prefix}_PKCS11_PIN or MARTY_{prefix}_PKCS11_PIN_FILE (a 0600 file holding it)"
             ))),
-            Some(PinSource::Value(v, _)) => Ok(Zeroizing::new(v.trim().to_owned())),
+            Some(PinSource::Value(v, _)) => Ok(Zeroizing::new(v.as_str().to_owned())),
             Some(PinSource::File(path, var)) => {
                 let text = crate::kek::read_private(path)
                     .map_err(|m| bad(format!("{} (named by {var}) {m}", path.display())))?;
-                Ok(Zeroizing::new(text.trim().to_owned()))
+                // The line ending a file ends with is not part of the PIN; spaces may be.
+                let pin = text.strip_suffix('\n').unwrap_or(&text);
+                let pin = pin.strip_suffix('\r').unwrap_or(pin);
+                Ok(Zeroizing::new(pin.to_owned()))
             }
         }
     }

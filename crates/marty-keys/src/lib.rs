@@ -165,6 +165,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn rewrap(&self, sealed: &SealedKey) -> Result<SealedKey, KeyError>;
     /// The id of the KEK new keys are sealed with.
     fn current_kek_id(&self) -> &str;
+    /// The scheme of the keys this store opens ([`ENVELOPE_SCHEME`], [`pkcs11::PKCS11_SCHEME`]).
+    fn scheme(&self) -> &'static str;
 }
 
 /// Envelope encryption under the service's KEK (and, during a rotation, previous KEKs that
@@ -311,6 +313,10 @@ impl KeyStore for EnvelopeKeyStore {
 
     fn current_kek_id(&self) -> &str {
         &self.current.id
+    }
+
+    fn scheme(&self) -> &'static str {
+        ENVELOPE_SCHEME
     }
 }
 

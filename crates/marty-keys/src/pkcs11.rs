@@ -169,6 +169,28 @@ impl Token {
                 config.token
             ))
         })?;
+        if config.pin.is_empty() {
+            return Err(KeyError::Token(format!(
+                "the PIN of token {:?} is empty (an empty PIN file?): refusing to spend a login attempt on it",
+                config.token
+            )));
+        }
+        let info = context
+            .get_token_info(slot)
+            .map_err(token_err("reading the token's description"))?;
+        if info.user_pin_locked() {
+            return Err(KeyError::Token(format!(
+                "the user PIN of token {:?} is locked: its security officer must unlock it",
+                config.token
+            )));
+        }
+        if info.user_pin_final_try() {
+            // A restart loop with a wrong PIN would lock the token for good.
+            return Err(KeyError::Token(format!(
+                "the user PIN of token {:?} has one try left: refusing to log in automatically; check the PIN and log in once by hand",
+                config.token
+            )));
+        }
         let login = context
             .open_rw_session(slot)
             .map_err(token_err("opening a session"))?;
@@ -362,8 +384,11 @@ impl Pkcs11KeyStore {
         class: ObjectClass,
         key_id: Uuid,
     ) -> Result<Vec<ObjectHandle>, CkError> {
+        // By id and label: in a token several services share, a row of one cannot reach
+        // another's key.
         s.find_objects(&[
             Attribute::Class(class),
+            Attribute::Label(self.label(key_id).into_bytes()),
             Attribute::Id(key_id.as_bytes().to_vec()),
         ])
     }
@@ -509,14 +534,30 @@ impl KeyStore for Pkcs11KeyStore {
                 };
                 let flags = s.get_attributes(
                     private,
-                    &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Sign],
+                    &[
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::AlwaysSensitive,
+                        AttributeType::NeverExtractable,
+                        AttributeType::Local,
+                        AttributeType::Sign,
+                    ],
                 )?;
-                let confined = flags.contains(&Attribute::Sensitive(true))
-                    && flags.contains(&Attribute::Extractable(false))
-                    && flags.contains(&Attribute::Sign(true));
+                // Generated in the token and never out of it: a key imported under the same
+                // id and label (made, and perhaps kept, elsewhere) is not one of ours.
+                let confined = [
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::AlwaysSensitive(true),
+                    Attribute::NeverExtractable(true),
+                    Attribute::Local(true),
+                    Attribute::Sign(true),
+                ]
+                .iter()
+                .all(|a| flags.contains(a));
                 if !confined {
                     return Ok(Err(KeyError::Token(format!(
-                        "refusing key {key_id}: the token does not hold it as a sensitive, non-extractable signing key"
+                        "refusing key {key_id}: the token does not hold it as a signing key generated in the token that was always sensitive and never extractable"
                     ))));
                 }
                 Ok(self.token_public_key(s, public)?.map(|p| (private, p)))
@@ -526,14 +567,22 @@ impl KeyStore for Pkcs11KeyStore {
         let stored =
             marty_icao::algo::public_key(&sealed.spki).map_err(|_| KeyError::Integrity(key_id))?;
         if !stored.public_eq(&public) {
-            return Err(KeyError::Integrity(key_id));
+            return Err(KeyError::Token(format!(
+                "the key {key_id}: the table publishes another public key than the token holds for it"
+            )));
         }
-        Ok(self.pair(private, stored, sealed.spki.clone(), sealed.pss))
+        let pair = self.pair(private, stored, sealed.spki.clone(), sealed.pss);
+        prove_signing(&pair, key_id)?;
+        Ok(pair)
     }
 
     fn rewrap(&self, sealed: &SealedKey) -> Result<SealedKey, KeyError> {
         // A token key has no data key to re-wrap.
         Ok(sealed.clone())
+    }
+
+    fn scheme(&self) -> &'static str {
+        PKCS11_SCHEME
     }
 
     fn current_kek_id(&self) -> &str {
@@ -635,6 +684,27 @@ impl ExternalSigner for TokenSigner {
     fn describe(&self) -> String {
         self.describe.clone()
     }
+}
+
+/// Signs a digest with the opened key and verifies it with the published public key: what the
+/// token signs with must be what the certificates certify.
+fn prove_signing(pair: &KeyPair, key_id: Uuid) -> Result<(), KeyError> {
+    let algorithm = pair.signature_algorithm();
+    let message = format!("marty key check {key_id}");
+    let signature = marty_icao::algo::sign(&pair.private, &algorithm, message.as_bytes())
+        .map_err(|e| KeyError::Token(format!("the key {key_id} does not sign: {e}")))?;
+    marty_icao::algo::verify(
+        &pair.spki,
+        &algorithm,
+        pair.digest(),
+        message.as_bytes(),
+        &signature,
+    )
+    .map_err(|_| {
+        KeyError::Token(format!(
+            "the key {key_id}: the token's signature does not verify with the published public key"
+        ))
+    })
 }
 
 fn key_type_name(t: KeyType) -> &'static str {

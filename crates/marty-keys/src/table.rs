@@ -72,8 +72,8 @@ pub enum RewrapError {
     Key(#[from] KeyError),
 }
 
-/// Re-wraps, in one transaction, the data key of every key in `table` that is not sealed
-/// under the store's current KEK (a KEK rotation: `MARTY_<SERVICE>_KEK` is the new KEK,
+/// Re-wraps, in one transaction, the data key of every key of the store's scheme in `table`
+/// that is not sealed under the store's current KEK (a KEK rotation: `MARTY_<SERVICE>_KEK` is the new KEK,
 /// `…_PREVIOUS_KEK` the old one). The private keys' ciphertexts are not touched. Returns how
 /// many keys were re-wrapped; a key no configured KEK opens fails the whole rotation.
 pub async fn rewrap_table(
@@ -82,10 +82,13 @@ pub async fn rewrap_table(
     table: &'static str,
 ) -> Result<usize, RewrapError> {
     let db = |source| RewrapError::Database { table, source };
+    // Only the store's own kind of key: a service back on envelope encryption after a token
+    // trial must still start (its token keys are refused when used, not here).
     let rows = sqlx::query(&format!(
-        "select {SEALED_COLUMNS} from {table} where key_encryption_key_id <> $1 for update"
+        "select {SEALED_COLUMNS} from {table} where key_encryption_key_id <> $1 and encryption_scheme = $2 for update"
     ))
     .bind(store.current_kek_id())
+    .bind(store.scheme())
     .fetch_all(&mut *conn)
     .await
     .map_err(db)?;
