@@ -28,24 +28,29 @@ pub fn descriptor(service: Service) -> &'static ServiceDescriptor {
 pub enum Target {
     One(Service),
     All,
+    /// The operator console (reads the services' APIs; no database of its own).
+    Console,
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "all" {
-            return Ok(Target::All);
+        match s {
+            "all" => return Ok(Target::All),
+            "console" => return Ok(Target::Console),
+            _ => {}
         }
         s.parse::<Service>()
             .map(Target::One)
-            .map_err(|e| format!("{e}, or all"))
+            .map_err(|e| format!("{e}, all or console"))
     }
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The service to run (csca, document_signer, passport_engine, pkd; aliases accepted), or
-    /// `all`: each service in a child process of its own, stopped together.
+    /// The service to run (csca, document_signer, passport_engine, pkd; aliases accepted),
+    /// `all`: each service in a child process of its own, stopped together, or `console`: the
+    /// operator console on MARTY_CONSOLE_LISTEN (default 127.0.0.1:9090).
     pub target: Target,
     /// Log format: human lines or one JSON object per line (default: runtime.log_format,
     /// MARTY_LOG_FORMAT).
@@ -63,7 +68,28 @@ pub async fn run(args: ServeArgs, config: &Config) -> Result<ExitCode> {
     match args.target {
         Target::One(service) => serve_one(service, config).await,
         Target::All => serve_all(config, args.log_format.as_deref()).await,
+        Target::Console => serve_console(config).await,
     }
+}
+
+/// The console: plain HTTP on loopback by default (it shows what the services' read APIs
+/// show, and can change nothing); MARTY_CONSOLE_LISTEN moves it.
+async fn serve_console(config: &Config) -> Result<ExitCode> {
+    let listen = std::env::var("MARTY_CONSOLE_LISTEN").unwrap_or_else(|_| "127.0.0.1:9090".into());
+    let console = crate::operate::input(
+        marty_console::Console::connect(config).map_err(|e| anyhow::anyhow!("the console: {e}")),
+    )?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| {
+            format!("the console cannot listen on {listen} (set MARTY_CONSOLE_LISTEN)")
+        })?;
+    eprintln!("console on http://{}", listener.local_addr()?);
+    tokio::select! {
+        r = marty_console::serve(console, listener) => r.context("the console")?,
+        _ = marty_runtime::terminate_signal() => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve_one(service: Service, config: &Config) -> Result<ExitCode> {

@@ -1177,3 +1177,186 @@ fn table_service(table: &str) -> &'static str {
         _ => "pkd",
     }
 }
+
+/// Chromium renders `url` at `width`×`height` into `png`; what it printed on standard error.
+fn screenshot(url: &str, png: &Path, width: u32, height: u32) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(url)
+        .output()
+        .expect("chromium (Debian package chromium, installed by `make test`)");
+    assert!(out.status.success(), "{}", show(&out));
+    let size = std::fs::metadata(png).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 2_000,
+        "{} is {size} bytes:\n{}",
+        png.display(),
+        show(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 12 (first part): the console reads the running platform through its APIs and
+/// /metrics only, and shows each page in a real browser.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_shows_the_platform_through_its_apis() {
+    let p = Four::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    p.country(d);
+    // A CSCA that expires in 10 days: the timeline marks it.
+    p.json(
+        d,
+        &[
+            "csca",
+            "create",
+            "--country",
+            "FR",
+            "--key",
+            "ec:P-256:named",
+            "--validity-days",
+            "10",
+            "--key-usage-days",
+            "5",
+            "--json",
+        ],
+    );
+    let port = marty_events::local::free_port().unwrap();
+    let mut env = p.env.clone();
+    env.push(("MARTY_CONSOLE_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let log = p.logs.path().join("console.log");
+    let mut console = spawn_serve(&p.db, &env, "console", &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while marty_testkit::tools::curl(&format!("{base}/healthz")).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the console never answered:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let get = |path: &str| {
+        let (status, body) = marty_testkit::tools::curl(&format!("{base}{path}"));
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+
+    let overview = get("/");
+    for s in ["csca", "document_signer", "passport_engine", "pkd"] {
+        assert!(
+            overview.contains(&format!("<th scope=\"row\">{s}</th>")),
+            "{overview}"
+        );
+    }
+    assert_eq!(overview.matches(">up<").count(), 4, "{overview}");
+    assert_eq!(overview.matches(">ready<").count(), 4, "{overview}");
+
+    let listed = p.json(d, &["csca", "list", "--json"]);
+    let all = listed.as_array().unwrap_or_else(|| panic!("{listed}"));
+    let serial_of = |kind: &str, country: &str| -> String {
+        all.iter()
+            .find(|c| c["type"] == kind && c["country"] == country)
+            .unwrap_or_else(|| panic!("no {kind} of {country}: {listed}"))["serial_hex"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ut_csca = serial_of("csca", "UT");
+    let ut_dsc = serial_of("dsc", "UT");
+    let certificates = get("/certificates");
+    assert!(certificates.contains(&ut_csca) && certificates.contains(&ut_dsc));
+    assert!(certificates.contains("<h2>FR</h2>"), "{certificates}");
+    assert_eq!(
+        certificates.matches("valid, expires soon").count(),
+        1,
+        "the CSCA of FR, and only it, expires within 30 days"
+    );
+    assert!(certificates.contains("<svg class=\"timeline\""));
+
+    // The decoded certificate and its DER, byte for byte what the CSCA issued.
+    let detail = get(&format!("/certificates/UT/{ut_csca}"));
+    assert!(detail.contains("C=UT, CN=CSCA UT"), "{detail}");
+    let out = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(d.join("downloaded.der"))
+        .arg(format!("{base}/certificates/UT/{ut_csca}.der"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(d.join("downloaded.der")).unwrap(),
+        std::fs::read(d.join("csca.der")).unwrap()
+    );
+    assert_eq!(
+        marty_testkit::tools::curl(&format!("{base}/certificates/UT/00")).0,
+        404
+    );
+
+    let crls = get("/crls");
+    assert!(
+        crls.contains("<th scope=\"row\">UT</th>") && crls.contains("fresh"),
+        "{crls}"
+    );
+    let anchors = get("/pkd");
+    assert!(anchors.contains("own CSCA"), "{anchors}");
+
+    // A revocation made through the CLI shows at the next load.
+    p.json(
+        d,
+        &[
+            "csca",
+            "revoke",
+            &ut_dsc,
+            "--reason",
+            "superseded",
+            "--json",
+        ],
+    );
+    let certificates = get("/certificates");
+    let row = certificates
+        .split("<tr>")
+        .find(|r| r.contains(&ut_dsc) && r.contains("<td>Document Signer</td>"))
+        .unwrap_or_else(|| panic!("{certificates}"));
+    assert!(row.contains(">revoked<"), "{row}");
+
+    // Every page in a real browser, at a desktop and a phone size; the screenshots stay
+    // under target/console-screenshots.
+    let shots = marty_testkit::tools::repo().join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, path) in [
+        ("overview", "/".to_owned()),
+        ("certificates", "/certificates".to_owned()),
+        ("certificate", format!("/certificates/UT/{ut_csca}")),
+        ("crls", "/crls".to_owned()),
+        ("pkd", "/pkd".to_owned()),
+    ] {
+        for (w, h) in [(1280, 800), (390, 844)] {
+            let said = screenshot(
+                &format!("{base}{path}"),
+                &shots.join(format!("{name}-{w}x{h}.png")),
+                w,
+                h,
+            );
+            assert!(
+                !said.lines().any(|l| l.contains(":CONSOLE(")),
+                "{name}: the page logged to the console:\n{said}"
+            );
+        }
+    }
+    assert!(terminate(&mut console).success());
+    p.stop_all();
+}

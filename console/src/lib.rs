@@ -1,0 +1,95 @@
+//! The operator console: the platform at a glance in a browser.
+//!
+//! It holds no database credentials: everything it shows comes through the services' gRPC APIs
+//! (as the `verifier` identity when mutual TLS is on, which the policy lets read and nothing
+//! else) and their `/metrics`. Pages are rendered on the server as HTML with inline SVG; the
+//! one stylesheet is embedded in the binary, so nothing is fetched from elsewhere.
+
+mod html;
+mod pages;
+mod scrape;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use marty_config::{Config, Service};
+use tonic::transport::{Channel, Endpoint};
+
+pub use pages::router;
+
+/// The console's connections to the services.
+#[derive(Debug)]
+pub struct Console {
+    channels: Vec<(Service, Channel)>,
+    tls: Option<Arc<marty_tls::TlsMaterial>>,
+    http: Vec<(Service, String, u16)>,
+}
+
+impl Console {
+    /// Lazily connecting channels to every service (a service that is down shows as such; it
+    /// does not stop the console), with the identity the configuration gives the console.
+    pub fn connect(config: &Config) -> Result<Console, String> {
+        let settings = config.tls();
+        let tls = if settings.enabled() {
+            // Read-only by construction: the verifier may read trust material and certificates,
+            // and the policy refuses it everything else.
+            let identity = if settings.dir.join("verifier.crt").exists() {
+                "verifier".to_owned()
+            } else {
+                settings.identity.clone()
+            };
+            Some(
+                marty_tls::TlsMaterial::from_settings(settings, &identity)
+                    .map_err(|e| format!("mutual TLS: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let mut channels = Vec::new();
+        let mut http = Vec::new();
+        for service in Service::ALL {
+            let api = config.api(service);
+            let endpoint = Endpoint::from_shared(api.url.clone())
+                .map_err(|e| format!("{service} URL {}: {e}", api.url))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10));
+            let channel = match &tls {
+                Some(m) => endpoint.connect_with_connector_lazy(
+                    marty_tls::connect::TlsConnector::new(m.clone(), service),
+                ),
+                None => endpoint.connect_lazy(),
+            };
+            channels.push((service, channel));
+            let host = match api.listen_host.as_str() {
+                "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_owned(),
+                h => h.to_owned(),
+            };
+            http.push((service, host, api.http_port));
+        }
+        Ok(Console {
+            channels,
+            tls,
+            http,
+        })
+    }
+
+    fn channel(&self, service: Service) -> Channel {
+        self.channels
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, c)| c.clone())
+            .expect("a channel per service")
+    }
+}
+
+/// Serves the console on `listener` until the process is stopped.
+pub async fn serve(console: Console, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let app = router(Arc::new(console));
+    tracing::info!(addr = %listener.local_addr()?, "console listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}

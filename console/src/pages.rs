@@ -1,0 +1,500 @@
+//! The pages. Each handler asks the services, then renders; a service that does not answer
+//! is shown as such and the rest of the page still renders.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use marty_config::Service;
+use marty_proto::csca::v1 as csca;
+use marty_proto::csca::v1::csca_service_client::CscaServiceClient;
+use marty_proto::pkd::v1 as pkd;
+use marty_proto::pkd::v1::pkd_service_client::PkdServiceClient;
+use time::{Duration, OffsetDateTime};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::Console;
+use crate::html::{Span, date, esc, page, timeline};
+use crate::scrape;
+
+/// Certificates that end within this many days are "expiring soon".
+const EXPIRING_DAYS: i64 = 30;
+/// At most this many certificates are read for one page.
+const MAX_CERTIFICATES: usize = 20_000;
+
+type Shared = State<Arc<Console>>;
+
+pub fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/certificates", get(certificates))
+        .route("/certificates/{country}/{serial}", get(certificate))
+        .route("/crls", get(crls))
+        .route("/pkd", get(trust_anchors))
+        .route("/console.css", get(style))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(console)
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::html::STYLE,
+    )
+        .into_response()
+}
+
+fn time_of(t: &Option<prost_types::Timestamp>) -> Option<OffsetDateTime> {
+    t.as_ref().and_then(marty_proto::offset_date_time)
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match csca::CertificateType::try_from(kind) {
+        Ok(csca::CertificateType::Csca) => "CSCA",
+        Ok(csca::CertificateType::Link) => "link",
+        Ok(csca::CertificateType::DocumentSigner) => "Document Signer",
+        Ok(csca::CertificateType::MasterListSigner) => "Master List Signer",
+        _ => "other",
+    }
+}
+
+fn status_name(status: i32) -> &'static str {
+    match csca::CertificateStatus::try_from(status) {
+        Ok(csca::CertificateStatus::Valid) => "valid",
+        Ok(csca::CertificateStatus::NotYetValid) => "not yet valid",
+        Ok(csca::CertificateStatus::Expired) => "expired",
+        Ok(csca::CertificateStatus::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn unavailable(what: &str, e: &tonic::Status) -> String {
+    format!(
+        "<p class=\"bad\" role=\"alert\">{} did not answer: {}</p>",
+        esc(what),
+        esc(e.message())
+    )
+}
+
+async fn overview(State(c): Shared) -> Html<String> {
+    let mut rows = String::new();
+    for service in Service::ALL {
+        let health = HealthClient::new(c.channel(service))
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        let up = match &health {
+            Ok(r) => r.get_ref().status == 1,
+            Err(_) => false,
+        };
+        let (host, port) = c
+            .http
+            .iter()
+            .find(|(s, _, _)| *s == service)
+            .map(|(_, h, p)| (h.clone(), *p))
+            .unwrap_or_default();
+        let metrics = scrape::get(c.tls.as_ref(), service, &host, port, "/metrics").await;
+        let ready = scrape::get(c.tls.as_ref(), service, &host, port, "/readyz")
+            .await
+            .is_ok();
+        let cell = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into());
+        let (migration, requests, errors, backlog, oldest) = match &metrics {
+            Ok(m) => (
+                cell(scrape::sum(m, "marty_migration_version", &[])),
+                cell(scrape::sum(m, "marty_grpc_requests_total", &[])),
+                cell(scrape::sum_without(
+                    m,
+                    "marty_grpc_requests_total",
+                    "code=\"OK\"",
+                )),
+                cell(scrape::sum(m, "marty_outbox_backlog", &[])),
+                cell(scrape::sum(m, "marty_outbox_oldest_age_seconds", &[])),
+            ),
+            Err(_) => Default::default(),
+        };
+        let _ = write!(
+            rows,
+            "<tr><th scope=\"row\">{}</th><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td>{migration}</td>\
+             <td>{requests}</td><td>{errors}</td><td>{backlog}</td><td>{oldest}</td></tr>",
+            service.id(),
+            if up { "ok" } else { "bad" },
+            if up { "up" } else { "down" },
+            if ready { "ok" } else { "bad" },
+            if ready { "ready" } else { "not ready" },
+        );
+    }
+    Html(page(
+        "/",
+        "Overview",
+        &format!(
+            "<div class=\"wide\"><table><caption>Each service as its gRPC health check and its /metrics report it</caption>\
+             <thead><tr><th scope=\"col\">service</th><th scope=\"col\">gRPC</th><th scope=\"col\">database</th>\
+             <th scope=\"col\">migration</th><th scope=\"col\">requests</th><th scope=\"col\">errors</th>\
+             <th scope=\"col\">outbox backlog</th><th scope=\"col\">oldest unpublished (s)</th></tr></thead>\
+             <tbody>{rows}</tbody></table></div>"
+        ),
+    ))
+}
+
+async fn all_certificates(c: &Console) -> Result<Vec<csca::Certificate>, tonic::Status> {
+    let mut client = CscaServiceClient::new(c.channel(Service::Csca));
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_certificates(csca::ListCertificatesRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        out.extend(page.certificates);
+        if page.next_page_token.is_empty() || out.len() >= MAX_CERTIFICATES {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn certificates(State(c): Shared) -> Html<String> {
+    let now = OffsetDateTime::now_utc();
+    let certs = match all_certificates(&c).await {
+        Ok(v) => v,
+        Err(e) => {
+            return Html(page(
+                "/certificates",
+                "Certificates",
+                &unavailable("The CSCA", &e),
+            ));
+        }
+    };
+    let mut by_country: BTreeMap<String, Vec<csca::Certificate>> = BTreeMap::new();
+    for cert in certs {
+        by_country
+            .entry(cert.country.clone())
+            .or_default()
+            .push(cert);
+    }
+    let mut body = format!(
+        "<p class=\"legend\"><span>bar: validity</span><span>dark inner bar: private key usage period</span>\
+         <span class=\"warn\">amber: expires within {EXPIRING_DAYS} days</span><span class=\"bad\">struck through: revoked</span></p>"
+    );
+    if by_country.is_empty() {
+        body.push_str("<p>The CSCA holds no certificates yet.</p>");
+    }
+    for (country, certs) in &by_country {
+        let mut spans = Vec::new();
+        let mut rows = String::new();
+        for cert in certs {
+            let (Some(nb), Some(na)) = (time_of(&cert.not_before), time_of(&cert.not_after)) else {
+                continue;
+            };
+            let revoked = status_name(cert.status) == "revoked";
+            let expiring = !revoked && na > now && na - now <= Duration::days(EXPIRING_DAYS);
+            let usage = match (
+                time_of(&cert.private_key_usage_not_before),
+                time_of(&cert.private_key_usage_not_after),
+            ) {
+                (Some(a), Some(b)) => Some((a, b)),
+                _ => None,
+            };
+            let href = format!("/certificates/{}/{}", cert.country, cert.serial_hex);
+            let label = format!(
+                "{} {}",
+                kind_name(cert.r#type),
+                &cert.serial_hex[..cert.serial_hex.len().min(8)]
+            );
+            spans.push(Span {
+                label: label.clone(),
+                href: href.clone(),
+                not_before: nb,
+                not_after: na,
+                usage,
+                revoked,
+                expiring,
+            });
+            let status = status_name(cert.status);
+            let class = match (revoked, expiring) {
+                (true, _) => "bad",
+                (_, true) => "warn",
+                _ if status == "valid" => "ok",
+                _ => "",
+            };
+            let shown = if expiring {
+                "valid, expires soon"
+            } else {
+                status
+            };
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td><a href=\"{}\" class=\"mono\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+                kind_name(cert.r#type),
+                esc(&href),
+                esc(&cert.serial_hex),
+                esc(&cert.subject),
+                date(Some(nb)),
+                date(Some(na)),
+                usage
+                    .map(|(a, b)| format!("{} – {}", date(Some(a)), date(Some(b))))
+                    .unwrap_or_else(|| "–".into()),
+                shown
+            );
+        }
+        let _ = write!(
+            body,
+            "<h2>{c}</h2>{}<div class=\"wide\"><table><caption>Certificates of {c}</caption><thead><tr><th scope=\"col\">kind</th><th scope=\"col\">serial</th>\
+             <th scope=\"col\">subject</th><th scope=\"col\">not before</th><th scope=\"col\">not after</th>\
+             <th scope=\"col\">private key usage</th><th scope=\"col\">status</th></tr></thead><tbody>{rows}</tbody></table></div>",
+            timeline(&spans, now),
+            c = esc(country)
+        );
+    }
+    Html(page("/certificates", "Certificates", &body))
+}
+
+async fn certificate(
+    State(c): Shared,
+    Path((country, serial)): Path<(String, String)>,
+) -> Response {
+    let (serial, der_wanted) = match serial.strip_suffix(".der") {
+        Some(s) => (s.to_owned(), true),
+        None => (serial, false),
+    };
+    let found = CscaServiceClient::new(c.channel(Service::Csca))
+        .get_certificate(csca::GetCertificateRequest {
+            serial_hex: serial.clone(),
+            country: country.clone(),
+            ..Default::default()
+        })
+        .await;
+    let cert = match found {
+        Ok(r) => r.into_inner(),
+        Err(e) if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(page(
+                    "/certificates",
+                    "Certificate not found",
+                    &format!("<p>{}</p>", esc(e.message())),
+                )),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Html(page(
+                    "/certificates",
+                    "Certificate",
+                    &unavailable("The CSCA", &e),
+                )),
+            )
+                .into_response();
+        }
+    };
+    if der_wanted {
+        // The file name is built from the serial's hex digits only, never from the certificate.
+        let name: String = cert
+            .serial_hex
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        return (
+            [
+                (header::CONTENT_TYPE, "application/pkix-cert".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}.der\""),
+                ),
+            ],
+            cert.der,
+        )
+            .into_response();
+    }
+    let decoded = match marty_icao::cert::Certificate::from_der(&cert.der) {
+        Ok(parsed) => {
+            let mut rows = String::new();
+            let mut row = |k: &str, v: String| {
+                let _ = write!(
+                    rows,
+                    "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+                    esc(k),
+                    esc(&v)
+                );
+            };
+            row("subject", parsed.subject.to_string());
+            row("issuer", parsed.issuer.to_string());
+            row("serial", cert.serial_hex.clone());
+            row("not before", date(Some(parsed.not_before)));
+            row("not after", date(Some(parsed.not_after)));
+            row(
+                "public key",
+                marty_icao::algo::describe_public_key(&parsed.spki),
+            );
+            row(
+                "signature algorithm",
+                parsed
+                    .signature_algorithm
+                    .as_ref()
+                    .map(|a| a.name())
+                    .unwrap_or_else(|e| e.to_string()),
+            );
+            row(
+                "subject key identifier",
+                marty_icao::hex::encode(&parsed.subject_key_id.clone().unwrap_or_default()),
+            );
+            row(
+                "authority key identifier",
+                marty_icao::hex::encode(&parsed.authority_key_id.clone().unwrap_or_default()),
+            );
+            row("SHA-256 fingerprint", cert.fingerprint_sha256.clone());
+            row("status", status_name(cert.status).to_owned());
+            rows
+        }
+        Err(e) => format!(
+            "<tr><td colspan=\"2\" class=\"bad\">not decodable: {}</td></tr>",
+            esc(&e.to_string())
+        ),
+    };
+    let href = format!(
+        "/certificates/{}/{}.der",
+        esc(&cert.country),
+        esc(&cert.serial_hex)
+    );
+    Html(page(
+        "/certificates",
+        &format!("{} {}", kind_name(cert.r#type), cert.serial_hex),
+        &format!(
+            "<table><caption>Decoded certificate</caption><tbody>{decoded}</tbody></table><p><a href=\"{href}\">Download the DER</a></p>"
+        ),
+    ))
+    .into_response()
+}
+
+async fn crls(State(c): Shared) -> Html<String> {
+    let now = OffsetDateTime::now_utc();
+    let countries: std::collections::BTreeSet<String> = match all_certificates(&c).await {
+        Ok(v) => v
+            .into_iter()
+            .filter(|c| c.r#type == csca::CertificateType::Csca as i32)
+            .map(|c| c.country)
+            .collect(),
+        Err(e) => return Html(page("/crls", "CRLs", &unavailable("The CSCA", &e))),
+    };
+    let mut rows = String::new();
+    let mut client = CscaServiceClient::new(c.channel(Service::Csca));
+    for country in &countries {
+        match client
+            .get_latest_crl(csca::GetLatestCrlRequest {
+                country: country.clone(),
+            })
+            .await
+        {
+            Ok(r) => {
+                let crl = r.into_inner();
+                let next = time_of(&crl.next_update);
+                let stale = next.is_none_or(|n| n <= now);
+                let _ = write!(
+                    rows,
+                    "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                    esc(country),
+                    esc(&crl.crl_number),
+                    date(time_of(&crl.this_update)),
+                    date(next),
+                    crl.revoked_serials_hex.len(),
+                    if stale { "bad" } else { "ok" },
+                    if stale {
+                        "stale: past nextUpdate"
+                    } else {
+                        "fresh"
+                    }
+                );
+            }
+            Err(e) => {
+                let _ = write!(
+                    rows,
+                    "<tr><th scope=\"row\">{}</th><td colspan=\"5\" class=\"bad\">{}</td></tr>",
+                    esc(country),
+                    esc(e.message())
+                );
+            }
+        }
+    }
+    Html(page(
+        "/crls",
+        "CRLs",
+        &format!(
+            "<div class=\"wide\"><table><caption>The latest CRL of each country with a CSCA</caption><thead><tr><th scope=\"col\">country</th>\
+             <th scope=\"col\">number</th><th scope=\"col\">thisUpdate</th><th scope=\"col\">nextUpdate</th><th scope=\"col\">revoked</th>\
+             <th scope=\"col\">freshness</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        ),
+    ))
+}
+
+fn source_name(source: i32) -> &'static str {
+    match pkd::Source::try_from(source) {
+        Ok(pkd::Source::LocalEvent) => "own CSCA",
+        Ok(pkd::Source::MasterList) => "imported master list",
+        Ok(pkd::Source::ManualImport) => "manual import",
+        Ok(pkd::Source::Ldif) => "LDIF",
+        _ => "unknown",
+    }
+}
+
+async fn trust_anchors(State(c): Shared) -> Html<String> {
+    let anchors = match PkdServiceClient::new(c.channel(Service::Pkd))
+        .list_trust_anchors(pkd::ListTrustAnchorsRequest::default())
+        .await
+    {
+        Ok(r) => r.into_inner().anchors,
+        Err(e) => {
+            return Html(page(
+                "/pkd",
+                "PKD trust anchors",
+                &unavailable("The PKD", &e),
+            ));
+        }
+    };
+    let mut by_country: BTreeMap<String, Vec<pkd::TrustCertificate>> = BTreeMap::new();
+    for a in anchors {
+        by_country.entry(a.country.clone()).or_default().push(a);
+    }
+    let mut rows = String::new();
+    for (country, anchors) in &by_country {
+        for a in anchors {
+            let _ = write!(
+                rows,
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(country),
+                esc(&a.kind),
+                esc(&a.subject),
+                esc(&a.serial_hex),
+                source_name(a.source),
+                if a.revoked {
+                    "<span class=\"bad\">revoked</span>"
+                } else {
+                    "trusted"
+                }
+            );
+        }
+    }
+    let count = by_country.values().map(Vec::len).sum::<usize>();
+    Html(page(
+        "/pkd",
+        "PKD trust anchors",
+        &format!(
+            "<p>{count} trust anchors of {} countries.</p><div class=\"wide\"><table><caption>What the PKD trusts, and where it learnt it</caption>\
+             <thead><tr><th scope=\"col\">country</th><th scope=\"col\">kind</th><th scope=\"col\">subject</th><th scope=\"col\">serial</th>\
+             <th scope=\"col\">source</th><th scope=\"col\">state</th></tr></thead><tbody>{rows}</tbody></table></div>",
+            by_country.len()
+        ),
+    ))
+}
