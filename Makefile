@@ -29,13 +29,16 @@ test: deps lint oracle
 	MARTY_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --workspace --exclude marty-bench --no-fail-fast
 	scripts/fuzz.sh 10
 
-## oracle: the independent verifiers' virtualenv (asn1crypto + cryptography, grpcio, promtool).
+## oracle: the independent verifiers' virtualenv (asn1crypto + cryptography, grpcio, promtool)
+## and the browser tools (playwright-core driving Debian's Chromium, axe-core) in .venv/node.
 oracle: $(ORACLE_STAMP)
 
-$(ORACLE_STAMP): scripts/oracle-requirements.txt scripts/ensure-promtool.sh
+$(ORACLE_STAMP): scripts/oracle-requirements.txt scripts/ensure-promtool.sh scripts/browser-package.json
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r scripts/oracle-requirements.txt
 	scripts/ensure-promtool.sh $(VENV)/bin
+	mkdir -p $(VENV)/node && cp scripts/browser-package.json $(VENV)/node/package.json
+	cd $(VENV)/node && npm install --no-audit --no-fund --silent
 	touch $@
 
 ## fuzz-smoke: 10 s per fuzz target (FUZZ_SECONDS=300 for a longer run).

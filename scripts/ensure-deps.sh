@@ -3,7 +3,8 @@
 # the PostgreSQL server binaries (initdb, pg_ctl, postgres), the OpenSSL headers and CLI (an
 # independent verifier in the tests), Python with venv (for the Python oracle), nats-server
 # (the event bus; Debian's package has JetStream), SoftHSM2 (the PKCS#11 token of the
-# key-store tests) and Chromium (the console's browser tests).
+# key-store tests), Chromium and npm (the console's browser tests: playwright-core and
+# axe-core come from the npm registry into .venv/node).
 # Everything else comes from crates.io through cargo. Safe to run repeatedly.
 set -euo pipefail
 
@@ -44,6 +45,7 @@ have_python_venv || missing+=(python3 python3-venv)
 have_nats || missing+=(nats-server)
 have_softhsm || missing+=(softhsm2)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v cargo >/dev/null 2>&1 || { echo "cargo is not installed: install Rust from https://rustup.rs first" >&2; exit 1; }
 
 if [ ${#missing[@]} -eq 0 ]; then

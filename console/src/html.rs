@@ -29,8 +29,32 @@ const NAV: [(&str, &str); 4] = [
     ("/pkd", "PKD"),
 ];
 
+/// A table wrapper that scrolls sideways on small screens. Keyboard users must be able to
+/// scroll it: when nothing inside it takes the focus, the wrapper does.
+fn focusable_scrollers(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find("<div class=\"wide\">") {
+        out.push_str(&rest[..at]);
+        let inner = &rest[at..];
+        let end = inner
+            .find("</div>")
+            .map_or(inner.len(), |e| e + "</div>".len());
+        if inner[..end].contains("<a ") {
+            out.push_str(&inner[..end]);
+        } else {
+            out.push_str("<div class=\"wide\" tabindex=\"0\" role=\"group\" aria-label=\"table (scrolls sideways on small screens)\">");
+            out.push_str(&inner["<div class=\"wide\">".len()..end]);
+        }
+        rest = &inner[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A whole page: `title` is also its heading.
 pub fn page(current: &str, title: &str, body: &str) -> String {
+    let body = focusable_scrollers(body);
     let mut nav = String::new();
     for (href, name) in NAV {
         let here = if href == current {
@@ -43,7 +67,7 @@ pub fn page(current: &str, title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} — Marty</title><link rel=\"stylesheet\" href=\"/console.css\"></head>\
+         <title>{t} — Marty</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/console.css\"></head>\
          <body><header><p class=\"brand\">Marty</p><nav aria-label=\"Pages\"><ul>{nav}</ul></nav></header>\
          <main><h1>{t}</h1>{body}</main></body></html>\n",
         t = esc(title)
@@ -91,7 +115,7 @@ pub fn timeline(spans: &[Span], now: OffsetDateTime) -> String {
     let x = |t: OffsetDateTime| left + width * ((t - start).whole_seconds() as f64 / total);
     let height = row * spans.len() as f64 + 30.0;
     let mut svg = format!(
-        "<svg class=\"timeline\" role=\"img\" aria-label=\"Validity and private key usage periods\" viewBox=\"0 0 {} {height}\" width=\"100%\">",
+        "<svg class=\"timeline\" role=\"group\" aria-label=\"Validity and private key usage periods\" viewBox=\"0 0 {} {height}\" width=\"100%\">",
         left + width + 20.0
     );
     for (i, s) in spans.iter().enumerate() {
