@@ -116,7 +116,7 @@ step "marty icao masterlist verify: the published list checked as a receiving St
 expect 0 $marty icao masterlist verify "$out/UT.ml" "${roots[@]}"
 
 step "marty db verify: every role tries every database with its real password"
-$marty db verify
+$marty db verify --json-file "$state/isolation.json"
 
 cat <<MSG
 
@@ -129,6 +129,7 @@ Done. Where things are:
   $state/secrets.json  generated role passwords and key-encryption keys (mode 0600)
   $state/tls/          the development CA and the mutual-TLS certificates (keys 0600)
 
+The operator console: http://${MARTY_CONSOLE_LISTEN:-127.0.0.1:9090}/  (read-only; it reads the services' APIs)
 Try: $marty csca list,  $marty signer audit,  $marty passport list,  $marty pkd list --country DE
      curl -s ${mtls[*]} https://127.0.0.1:9084/metrics | head
      (every listener requires a client certificate from $tls/ca.crt: mutual TLS)

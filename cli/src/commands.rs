@@ -149,6 +149,11 @@ enum DbCommand {
         /// node_exporter's textfile collector).
         #[arg(long, value_name = "FILE")]
         metrics_file: Option<std::path::PathBuf>,
+        /// Also write the JSON report to this file (replaced atomically): what the console's
+        /// Isolation page shows (it reads <state dir>/isolation.json unless
+        /// MARTY_CONSOLE_ISOLATION_FILE says otherwise).
+        #[arg(long, value_name = "FILE")]
+        json_file: Option<std::path::PathBuf>,
         /// Print machine-readable JSON on standard output instead of text.
         #[arg(long)]
         json: bool,
@@ -671,6 +676,7 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
             concurrency,
             timeout,
             metrics_file,
+            json_file,
         } => {
             if let Some(path) = &metrics_file {
                 let dir = path
@@ -694,6 +700,14 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 print!("{}", verify::render(&report));
+            }
+            if let Some(path) = json_file {
+                marty_db::backup::write_atomically(
+                    &path,
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                    0o644,
+                )
+                .with_context(|| format!("writing {}", path.display()))?;
             }
             if let Some(path) = metrics_file {
                 marty_db::backup::write_atomically(

@@ -49,8 +49,8 @@ impl std::str::FromStr for Target {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The service to run (csca, document_signer, passport_engine, pkd; aliases accepted),
-    /// `all`: each service in a child process of its own, stopped together, or `console`: the
-    /// operator console on MARTY_CONSOLE_LISTEN (default 127.0.0.1:9090).
+    /// `all`: each service in a child process of its own and the console, stopped together,
+    /// or `console`: the operator console on MARTY_CONSOLE_LISTEN (default 127.0.0.1:9090).
     pub target: Target,
     /// Log format: human lines or one JSON object per line (default: runtime.log_format,
     /// MARTY_LOG_FORMAT).
@@ -130,6 +130,10 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
             .with_context(|| format!("starting {}", d.service))?;
         children.push((d.service, child));
     }
+    // The console beside them: it reads their APIs, so it starts last and stops with them.
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("serve").arg("console").kill_on_drop(true);
+    let console = cmd.spawn().context("starting the console")?;
     let grace = config.runtime().shutdown_grace + Duration::from_secs(10);
     let pids: Vec<u32> = children.iter().filter_map(|(_, c)| c.id()).collect();
     // Wait for a signal, or for a child to end on its own (then the others stop too); SIGHUP
@@ -174,7 +178,16 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
             terminate(pid);
         }
     }
+    // The console is not watched like a service: if it cannot start (its port taken), the
+    // platform goes on without it; it said why on standard error.
+    let mut console = console;
+    if let Some(pid) = console.id() {
+        terminate(pid);
+    }
     let deadline = Instant::now() + grace;
+    if tokio::time::timeout(grace, console.wait()).await.is_err() {
+        let _ = console.kill().await;
+    }
     let mut clean = first_exit.is_none();
     for (service, child) in &mut children {
         let left = deadline.saturating_duration_since(Instant::now());

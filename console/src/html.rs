@@ -22,11 +22,13 @@ pub fn esc(s: &str) -> String {
 
 pub const STYLE: &str = include_str!("console.css");
 
-const NAV: [(&str, &str); 4] = [
+const NAV: [(&str, &str); 6] = [
     ("/", "Overview"),
     ("/certificates", "Certificates"),
     ("/crls", "CRLs"),
     ("/pkd", "PKD"),
+    ("/passports", "Passports"),
+    ("/isolation", "Isolation"),
 ];
 
 /// A table wrapper that scrolls sideways on small screens. Keyboard users must be able to

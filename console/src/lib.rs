@@ -22,6 +22,8 @@ pub use pages::router;
 #[derive(Debug)]
 pub struct Console {
     channels: Vec<(Service, Channel)>,
+    /// Where `marty db verify --json-file` leaves its latest report.
+    isolation_file: std::path::PathBuf,
     tls: Option<Arc<marty_tls::TlsMaterial>>,
     http: Vec<(Service, String, u16)>,
 }
@@ -67,7 +69,11 @@ impl Console {
             };
             http.push((service, host, api.http_port));
         }
+        let isolation_file = std::env::var_os("MARTY_CONSOLE_ISOLATION_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| config.state_dir.join("isolation.json"));
         Ok(Console {
+            isolation_file,
             channels,
             tls,
             http,

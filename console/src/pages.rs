@@ -13,6 +13,8 @@ use axum::routing::get;
 use marty_config::Service;
 use marty_proto::csca::v1 as csca;
 use marty_proto::csca::v1::csca_service_client::CscaServiceClient;
+use marty_proto::passport::v1 as passport;
+use marty_proto::passport::v1::passport_engine_client::PassportEngineClient;
 use marty_proto::pkd::v1 as pkd;
 use marty_proto::pkd::v1::pkd_service_client::PkdServiceClient;
 use time::{Duration, OffsetDateTime};
@@ -37,6 +39,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/certificates/{country}/{serial}", get(certificate))
         .route("/crls", get(crls))
         .route("/pkd", get(trust_anchors))
+        .route("/passports", get(passports))
+        .route("/isolation", get(isolation))
         .route("/console.css", get(style))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(console)
@@ -495,6 +499,172 @@ async fn trust_anchors(State(c): Shared) -> Html<String> {
              <thead><tr><th scope=\"col\">country</th><th scope=\"col\">kind</th><th scope=\"col\">subject</th><th scope=\"col\">serial</th>\
              <th scope=\"col\">source</th><th scope=\"col\">state</th></tr></thead><tbody>{rows}</tbody></table></div>",
             by_country.len()
+        ),
+    ))
+}
+
+async fn passports(State(c): Shared) -> Html<String> {
+    // Counts from the engine's /metrics: no personal data.
+    let (host, port) = c
+        .http
+        .iter()
+        .find(|(s, _, _)| *s == Service::PassportEngine)
+        .map(|(_, h, p)| (h.clone(), *p))
+        .unwrap_or_default();
+    let counts = match scrape::get(
+        c.tls.as_ref(),
+        Service::PassportEngine,
+        &host,
+        port,
+        "/metrics",
+    )
+    .await
+    {
+        Ok(m) => {
+            let n = |method: &str, code: &str| {
+                scrape::sum(
+                    &m,
+                    "marty_grpc_requests_total",
+                    &[
+                        &format!("method=\"marty.passport.v1.PassportEngine/{method}\""),
+                        code,
+                    ],
+                )
+                .unwrap_or(0.0)
+            };
+            format!(
+                "<table><caption>Since the engine started</caption><tbody>\
+                 <tr><th scope=\"row\">passports issued</th><td>{:.0}</td></tr>\
+                 <tr><th scope=\"row\">verifications answered</th><td>{:.0}</td></tr>\
+                 <tr><th scope=\"row\">calls refused or failed</th><td>{:.0}</td></tr></tbody></table>",
+                n("IssuePassport", "code=\"OK\"") + n("ProcessPassport", "code=\"OK\""),
+                n("VerifyPassport", "code=\"OK\""),
+                scrape::sum_without(&m, "marty_grpc_requests_total", "code=\"OK\"").unwrap_or(0.0),
+            )
+        }
+        Err(e) => format!(
+            "<p class=\"bad\" role=\"alert\">The Passport Engine's metrics did not answer: {}</p>",
+            esc(&e)
+        ),
+    };
+    // The list carries holders' MRZ: only identities the policy lets list passports see it.
+    let list = match PassportEngineClient::new(c.channel(Service::PassportEngine))
+        .list_passports(passport::ListPassportsRequest {
+            page_size: 50,
+            page_token: String::new(),
+        })
+        .await
+    {
+        Ok(r) => {
+            let mut rows = String::new();
+            for p in r.into_inner().passports {
+                let _ = write!(
+                    rows,
+                    "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&p.document_number),
+                    esc(&p.document_type),
+                    esc(&p.issuing_state),
+                    date(time_of(&p.issued_at)),
+                    esc(&p.status)
+                );
+            }
+            format!(
+                "<div class=\"wide\"><table><caption>The 50 most recent passports</caption><thead><tr><th scope=\"col\">document</th>\
+                 <th scope=\"col\">type</th><th scope=\"col\">state</th><th scope=\"col\">issued</th><th scope=\"col\">status</th></tr></thead>\
+                 <tbody>{rows}</tbody></table></div>"
+            )
+        }
+        Err(e) if e.code() == tonic::Code::PermissionDenied => "<p>The console's identity may not list passports (they carry holders' data): counts only.</p>".into(),
+        Err(e) => unavailable("The Passport Engine", &e),
+    };
+    Html(page(
+        "/passports",
+        "Passports",
+        &format!("{counts}<h2>Recent passports</h2>{list}"),
+    ))
+}
+
+async fn isolation(State(c): Shared) -> Html<String> {
+    let text = match std::fs::read_to_string(&c.isolation_file) {
+        Ok(t) => t,
+        Err(_) => {
+            return Html(page(
+                "/isolation",
+                "Isolation",
+                &format!(
+                    "<p>No isolation proof has been published yet. Run <code>marty db verify --json-file {}</code> (from the CLI or a periodic job).</p>",
+                    esc(&c.isolation_file.display().to_string())
+                ),
+            ));
+        }
+    };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Html(page(
+            "/isolation",
+            "Isolation",
+            "<p class=\"bad\" role=\"alert\">The published report is not JSON.</p>",
+        ));
+    };
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let databases: Vec<String> = report["databases"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect())
+        .unwrap_or_default();
+    let roles: Vec<String> = report["roles"]
+        .as_array()
+        .map(|a| a.iter().map(s).collect())
+        .unwrap_or_default();
+    let cells = report["cells"].as_array().cloned().unwrap_or_default();
+    let mut head = String::from("<th scope=\"col\">role \\ database</th>");
+    for d in &databases {
+        let _ = write!(head, "<th scope=\"col\">{}</th>", esc(d));
+    }
+    let mut rows = String::new();
+    for r in &roles {
+        let _ = write!(rows, "<tr><th scope=\"row\">{}</th>", esc(r));
+        for d in &databases {
+            let cell = cells
+                .iter()
+                .find(|c| s(&c["role"]) == *r && s(&c["database"]) == *d);
+            match cell {
+                Some(c) => {
+                    let ok = c["ok"].as_bool().unwrap_or(false);
+                    let allowed: Vec<String> = c["actual"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p[1]["outcome"] == "allowed")
+                        .map(|p| s(&p[0]))
+                        .collect();
+                    let _ = write!(
+                        rows,
+                        "<td class=\"{}\">{} {}</td>",
+                        if ok { "ok" } else { "bad" },
+                        if ok { "as declared" } else { "DEVIATES" },
+                        esc(&if allowed.is_empty() {
+                            "(nothing allowed)".to_owned()
+                        } else {
+                            allowed.join(", ")
+                        })
+                    );
+                }
+                None => rows.push_str("<td>–</td>"),
+            }
+        }
+        rows.push_str("</tr>");
+    }
+    let outcome = s(&report["outcome"]);
+    let class = if outcome == "verified" { "ok" } else { "bad" };
+    Html(page(
+        "/isolation",
+        "Isolation",
+        &format!(
+            "<p>Proof made <strong>{}</strong> by <code>marty db verify</code>: <span class=\"{class}\">{}</span>, {} deviations.</p>\
+             <div class=\"wide\"><table><caption>What each role could do in each database, as the proof found it by acting as the role</caption>\
+             <thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>",
+            esc(&s(&report["finished_at"])),
+            esc(&outcome),
+            report["deviations"].as_u64().unwrap_or(0)
         ),
     ))
 }

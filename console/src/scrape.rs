@@ -27,7 +27,10 @@ pub async fn get(
             Some(m) => {
                 let name = rustls_pki_types::ServerName::try_from(marty_tls::server_name(service))
                     .map_err(|e| e.to_string())?;
-                let mut stream = tokio_rustls::TlsConnector::from(m.client_config())
+                // HTTP/1.1 over TLS: the material's client configuration offers only h2 (gRPC).
+                let mut config = (*m.client_config()).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {service}: {e}"))?;

@@ -1203,9 +1203,18 @@ async fn the_console_shows_the_platform_through_its_apis() {
             "--json",
         ],
     );
+    // The isolation proof, published where the console reads it.
+    let iso = d.join("isolation.json");
+    let (code, _, shown) = p.marty(d, &["db", "verify", "--json-file", iso.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{shown}");
+    let proof: serde_json::Value = serde_json::from_slice(&std::fs::read(&iso).unwrap()).unwrap();
     let port = marty_events::local::free_port().unwrap();
     let mut env = p.env.clone();
     env.push(("MARTY_CONSOLE_LISTEN".into(), format!("127.0.0.1:{port}")));
+    env.push((
+        "MARTY_CONSOLE_ISOLATION_FILE".into(),
+        iso.display().to_string(),
+    ));
     let log = p.logs.path().join("console.log");
     let mut console = spawn_serve(&p.db, &env, "console", &log);
     let base = format!("http://127.0.0.1:{port}");
@@ -1282,6 +1291,20 @@ async fn the_console_shows_the_platform_through_its_apis() {
     );
     let anchors = get("/pkd");
     assert!(anchors.contains("own CSCA"), "{anchors}");
+    let passports = get("/passports");
+    assert!(passports.contains("passports issued"), "{passports}");
+    let isolation = get("/isolation");
+    let cells = proof["cells"].as_array().unwrap().len();
+    assert!(cells >= 60, "{proof}");
+    assert_eq!(
+        isolation.matches(">as declared ").count(),
+        cells,
+        "every cell of the published matrix: {isolation}"
+    );
+    assert!(
+        isolation.contains(proof["finished_at"].as_str().unwrap()),
+        "with its time"
+    );
 
     // A revocation made through the CLI shows at the next load.
     p.json(
@@ -1320,12 +1343,14 @@ async fn the_console_shows_the_platform_through_its_apis() {
         .arg(format!("certificate={base}/certificates/UT/{ut_csca}"))
         .arg(format!("crls={base}/crls"))
         .arg(format!("pkd={base}/pkd"))
+        .arg(format!("passports={base}/passports"))
+        .arg(format!("isolation={base}/isolation"))
         .output()
         .expect("node (make oracle installs the browser tools into .venv/node)");
     assert!(out.status.success(), "{}", show(&out));
     let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pages = checked["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 10, "five pages at two sizes");
+    assert_eq!(pages.len(), 14, "seven pages at two sizes");
     for page in pages {
         assert_eq!(page["console_errors"], serde_json::json!([]), "{page}");
         assert_eq!(page["failed_requests"], serde_json::json!([]), "{page}");

@@ -480,6 +480,68 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
     .to_string();
     assert!(err.contains("marty dev certs"), "{err}");
 
+    // The console over mutual TLS: it reads as the verifier (gRPC health, /readyz, /metrics,
+    // the certificate list) and never as more.
+    let console_port = marty_events::local::free_port().unwrap();
+    let mut env: Vec<(String, String)> = [
+        ("MARTY_TLS", dir_s.clone()),
+        ("MARTY_TLS_DIR", dir_s.clone()),
+        ("MARTY_CSCA_GRPC_PORT", csca.grpc_port.to_string()),
+        ("MARTY_CSCA_HTTP_PORT", csca.http_port.to_string()),
+        (
+            "MARTY_DOCUMENT_SIGNER_GRPC_PORT",
+            signer.grpc_port.to_string(),
+        ),
+        (
+            "MARTY_DOCUMENT_SIGNER_HTTP_PORT",
+            signer.http_port.to_string(),
+        ),
+        ("MARTY_CONSOLE_LISTEN", format!("127.0.0.1:{console_port}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env[0].1 = "mutual".into();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("console.log");
+    let mut console = crate::services::spawn_serve(&db, &env, "console", &log);
+    let base = format!("http://127.0.0.1:{console_port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while marty_testkit::tools::curl(&format!("{base}/healthz")).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, overview) = marty_testkit::tools::curl(&format!("{base}/"));
+    assert_eq!(status, 200);
+    for service in ["csca", "document_signer"] {
+        let row = overview
+            .split("<tr>")
+            .find(|r| r.contains(&format!(">{service}</th>")))
+            .unwrap_or_else(|| panic!("{overview}"));
+        assert!(row.contains(">up<") && row.contains(">ready<"), "{row}");
+        assert!(
+            row.contains(">20261"),
+            "the migration version from /metrics: {row}"
+        );
+    }
+    let (status, certificates) = marty_testkit::tools::curl(&format!("{base}/certificates"));
+    assert_eq!(status, 200);
+    assert!(certificates.contains("<h2>UT</h2>"), "{certificates}");
+    let (_, metrics) = tls_curl(dir, Some("operator"), &format!("{csca_http}/metrics"));
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("marty_authz_denied_total{")
+                && l.contains("caller=\"verifier\"")
+                && l.contains("ListCertificates")),
+        "the verifier may list certificates: {metrics}"
+    );
+    crate::services::terminate(&mut console);
+
     signer.stop().await.unwrap();
     csca.stop().await.unwrap();
 }
