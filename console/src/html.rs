@@ -182,3 +182,77 @@ pub fn timeline(spans: &[Span], now: OffsetDateTime) -> String {
     svg.push_str("</svg>");
     svg
 }
+
+/// A line chart of per-minute values over time, drawn as SVG with a text summary beside it
+/// for those who cannot see it. `series`: (name, CSS class, points).
+/// Points of a chart: (time, value per minute).
+pub type Points = Vec<(OffsetDateTime, f64)>;
+
+pub fn chart(title: &str, series: &[(&str, &str, Points)]) -> String {
+    let points: Vec<&(OffsetDateTime, f64)> = series.iter().flat_map(|s| s.2.iter()).collect();
+    if points.len() < 2 {
+        return format!(
+            "<p>{}: not enough samples yet (the console samples the services every few seconds).</p>",
+            esc(title)
+        );
+    }
+    let t0 = points
+        .iter()
+        .map(|p| p.0)
+        .min()
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t1 = points.iter().map(|p| p.0).max().unwrap_or(t0);
+    let span = (t1 - t0).as_seconds_f64().max(1.0);
+    let top = points.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1.0);
+    let (w, h, left, bottom) = (600.0, 120.0, 40.0, 18.0);
+    let mut svg = format!(
+        "<svg class=\"chart\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {} {}\" width=\"100%\">\
+         <text class=\"axis\" x=\"0\" y=\"12\">{top:.0}/min</text><text class=\"axis\" x=\"0\" y=\"{}\">0</text>",
+        esc(title),
+        w + left,
+        h + bottom,
+        h
+    );
+    for (name, class, pts) in series {
+        let line: Vec<String> = pts
+            .iter()
+            .map(|(t, v)| {
+                format!(
+                    "{:.1},{:.1}",
+                    left + w * ((*t - t0).as_seconds_f64() / span),
+                    h - (h - 4.0) * (v / top)
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline class=\"{class}\" fill=\"none\" points=\"{}\"><title>{}</title></polyline>",
+            line.join(" "),
+            esc(name)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text class=\"axis\" x=\"{left}\" y=\"{}\">{}</text><text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text></svg>",
+        h + bottom - 2.0,
+        clock(t0),
+        left + w,
+        h + bottom - 2.0,
+        clock(t1)
+    );
+    let mut summary = String::from("<p class=\"legend\">");
+    for (name, class, pts) in series {
+        let last = pts.last().map(|p| p.1).unwrap_or(0.0);
+        let _ = write!(
+            summary,
+            "<span class=\"{class}-key\">{}: {last:.1}/min now</span>",
+            esc(name)
+        );
+    }
+    summary.push_str("</p>");
+    format!("{svg}{summary}")
+}
+
+fn clock(t: OffsetDateTime) -> String {
+    format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
+}

@@ -5,6 +5,7 @@
 //! else) and their `/metrics`. Pages are rendered on the server as HTML with inline SVG; the
 //! one stylesheet is embedded in the binary, so nothing is fetched from elsewhere.
 
+mod history;
 mod html;
 mod pages;
 mod scrape;
@@ -26,6 +27,7 @@ pub struct Console {
     isolation_file: std::path::PathBuf,
     tls: Option<Arc<marty_tls::TlsMaterial>>,
     http: Vec<(Service, String, u16)>,
+    history: history::History,
 }
 
 impl Console {
@@ -73,6 +75,7 @@ impl Console {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| config.state_dir.join("isolation.json"));
         Ok(Console {
+            history: history::History::default(),
             isolation_file,
             channels,
             tls,
@@ -89,9 +92,17 @@ impl Console {
     }
 }
 
-/// Serves the console on `listener` until the process is stopped.
+/// Serves the console on `listener` until the process is stopped; the services' counters are
+/// sampled every `MARTY_CONSOLE_SAMPLE_SECS` (default 15) for the rates and charts.
 pub async fn serve(console: Console, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let app = router(Arc::new(console));
+    let console = Arc::new(console);
+    let every = std::env::var("MARTY_CONSOLE_SAMPLE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(15);
+    let _sampler = history::spawn(console.clone(), Duration::from_secs(every));
+    let app = router(console);
     tracing::info!(addr = %listener.local_addr()?, "console listening");
     axum::serve(
         listener,

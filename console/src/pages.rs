@@ -22,7 +22,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::Console;
-use crate::html::{Span, date, esc, page, timeline};
+use crate::history::{per_minute, recent_rate};
+use crate::html::{Span, chart, date, esc, page, timeline};
 use crate::scrape;
 
 /// Certificates that end within this many days are "expiring soon".
@@ -123,10 +124,17 @@ async fn overview(State(c): Shared) -> Html<String> {
             ),
             Err(_) => Default::default(),
         };
+        let samples = c.history.of(service);
+        let rate = |v: fn(&crate::history::Sample) -> f64| {
+            recent_rate(&samples, Duration::minutes(5), v)
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        let (request_rate, error_rate) = (rate(|s| s.requests), rate(|s| s.errors));
         let _ = write!(
             rows,
             "<tr><th scope=\"row\">{}</th><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td>{migration}</td>\
-             <td>{requests}</td><td>{errors}</td><td>{backlog}</td><td>{oldest}</td></tr>",
+             <td>{requests}</td><td>{request_rate}</td><td>{errors}</td><td>{error_rate}</td><td>{backlog}</td><td>{oldest}</td></tr>",
             service.id(),
             if up { "ok" } else { "bad" },
             if up { "up" } else { "down" },
@@ -140,7 +148,8 @@ async fn overview(State(c): Shared) -> Html<String> {
         &format!(
             "<div class=\"wide\"><table><caption>Each service as its gRPC health check and its /metrics report it</caption>\
              <thead><tr><th scope=\"col\">service</th><th scope=\"col\">gRPC</th><th scope=\"col\">database</th>\
-             <th scope=\"col\">migration</th><th scope=\"col\">requests</th><th scope=\"col\">errors</th>\
+             <th scope=\"col\">migration</th><th scope=\"col\">requests</th><th scope=\"col\">requests/min (5 min)</th>\
+             <th scope=\"col\">errors</th><th scope=\"col\">errors/min (5 min)</th>\
              <th scope=\"col\">outbox backlog</th><th scope=\"col\">oldest unpublished (s)</th></tr></thead>\
              <tbody>{rows}</tbody></table></div>"
         ),
@@ -577,10 +586,18 @@ async fn passports(State(c): Shared) -> Html<String> {
         Err(e) if e.code() == tonic::Code::PermissionDenied => "<p>The console's identity may not list passports (they carry holders' data): counts only.</p>".into(),
         Err(e) => unavailable("The Passport Engine", &e),
     };
+    let samples = c.history.of(Service::PassportEngine);
+    let over_time = chart(
+        "Passports issued and verified per minute, the last hour",
+        &[
+            ("issued", "issued", per_minute(&samples, |s| s.issued)),
+            ("verified", "verified", per_minute(&samples, |s| s.verified)),
+        ],
+    );
     Html(page(
         "/passports",
         "Passports",
-        &format!("{counts}<h2>Recent passports</h2>{list}"),
+        &format!("{counts}<h2>Over time</h2>{over_time}<h2>Recent passports</h2>{list}"),
     ))
 }
 

@@ -1215,6 +1215,7 @@ async fn the_console_shows_the_platform_through_its_apis() {
         "MARTY_CONSOLE_ISOLATION_FILE".into(),
         iso.display().to_string(),
     ));
+    env.push(("MARTY_CONSOLE_SAMPLE_SECS".into(), "1".into()));
     let log = p.logs.path().join("console.log");
     let mut console = spawn_serve(&p.db, &env, "console", &log);
     let base = format!("http://127.0.0.1:{port}");
@@ -1291,8 +1292,35 @@ async fn the_console_shows_the_platform_through_its_apis() {
     );
     let anchors = get("/pkd");
     assert!(anchors.contains("own CSCA"), "{anchors}");
+    // Traffic on the engine (one passport issued, then verified for two seconds) shows as
+    // rates and on the chart once the console has sampled it.
+    let (code, _, shown) = p.marty(
+        d,
+        &[
+            "bench",
+            "verify",
+            "--duration",
+            "2",
+            "--concurrency",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    std::thread::sleep(Duration::from_secs(3));
     let passports = get("/passports");
     assert!(passports.contains("passports issued"), "{passports}");
+    assert!(passports.contains("<svg class=\"chart\""), "{passports}");
+    assert!(passports.contains("verified: "), "{passports}");
+    let overview = get("/");
+    let engine = overview
+        .split("<tr>")
+        .find(|r| r.contains(">passport_engine</th>"))
+        .unwrap();
+    assert!(
+        !engine.contains("<td>–</td>"),
+        "every column of the engine has a value, its rates too: {engine}"
+    );
     let isolation = get("/isolation");
     let cells = proof["cells"].as_array().unwrap().len();
     assert!(cells >= 60, "{proof}");
