@@ -133,6 +133,20 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
     // The console beside them: it reads their APIs, so it starts last and stops with them.
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.arg("serve").arg("console").kill_on_drop(true);
+    if let Some(f) = log_format {
+        cmd.arg("--log-format").arg(f);
+    }
+    // The console connects to no database: it gets none of the secrets in this environment.
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str()
+            && (name.contains("PASSWORD")
+                || name.contains("_KEK")
+                || name.contains("_PIN")
+                || name.ends_with("DATABASE_URL"))
+        {
+            cmd.env_remove(name);
+        }
+    }
     let console = cmd.spawn().context("starting the console")?;
     let grace = config.runtime().shutdown_grace + Duration::from_secs(10);
     let pids: Vec<u32> = children.iter().filter_map(|(_, c)| c.id()).collect();

@@ -56,11 +56,16 @@ impl History {
         }
     }
 
+    /// The samples of the last hour (none of a service that stopped answering an hour ago).
     pub fn of(&self, service: Service) -> Vec<Sample> {
+        self.of_at(service, OffsetDateTime::now_utc())
+    }
+
+    fn of_at(&self, service: Service, now: OffsetDateTime) -> Vec<Sample> {
         let all = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         all.iter()
             .find(|(s, _)| *s == service)
-            .map(|(_, l)| l.iter().copied().collect())
+            .map(|(_, l)| l.iter().filter(|s| s.at >= now - KEEP).copied().collect())
             .unwrap_or_default()
     }
 }
@@ -84,14 +89,24 @@ pub fn per_minute(
         .collect()
 }
 
-/// The rate per minute over the last `window` (None with fewer than two samples in it).
+/// The rate per minute over the last `window` before now (None with fewer than two samples
+/// in it: a service that stopped answering shows no rate, not its old one).
 pub fn recent_rate(
     samples: &[Sample],
     window: time::Duration,
     value: impl Fn(&Sample) -> f64,
 ) -> Option<f64> {
-    let last = samples.last()?;
-    let first = samples.iter().find(|s| s.at >= last.at - window)?;
+    recent_rate_at(samples, window, value, OffsetDateTime::now_utc())
+}
+
+fn recent_rate_at(
+    samples: &[Sample],
+    window: time::Duration,
+    value: impl Fn(&Sample) -> f64,
+    now: OffsetDateTime,
+) -> Option<f64> {
+    let last = samples.last().filter(|s| s.at >= now - window)?;
+    let first = samples.iter().find(|s| s.at >= now - window)?;
     let secs = (last.at - first.at).as_seconds_f64();
     (secs > 0.0).then(|| (value(last) - value(first)).max(0.0) * 60.0 / secs)
 }
@@ -152,32 +167,26 @@ mod tests {
 
     #[test]
     fn rates_come_from_differences_and_a_restart_starts_again() {
+        let t = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+        let five = time::Duration::minutes(5);
         let h = History::default();
         h.push(Service::Csca, at(0, 10.0));
         h.push(Service::Csca, at(30, 40.0));
         h.push(Service::Csca, at(60, 100.0));
-        let s = h.of(Service::Csca);
-        assert_eq!(
-            per_minute(&s, |s| s.requests)
-                .iter()
-                .map(|r| r.1)
-                .collect::<Vec<_>>(),
-            [60.0, 120.0]
-        );
-        assert_eq!(
-            recent_rate(&s, time::Duration::minutes(5), |s| s.requests),
-            Some(90.0)
-        );
-        // The service restarted: its counter went down.
+        let s = h.of_at(Service::Csca, t(60));
+        let rates: Vec<f64> = per_minute(&s, |s| s.requests).iter().map(|r| r.1).collect();
+        assert_eq!(rates, [60.0, 120.0]);
+        assert_eq!(recent_rate_at(&s, five, |s| s.requests, t(60)), Some(90.0));
+        // Ten minutes on without a new sample: no rate, not the old one.
+        assert_eq!(recent_rate_at(&s, five, |s| s.requests, t(660)), None);
+        assert!(h.of_at(Service::Csca, t(7260)).is_empty());
+        // The service restarted: its counter went down, its history starts again.
         h.push(Service::Csca, at(90, 3.0));
-        assert_eq!(h.of(Service::Csca).len(), 1);
-        assert_eq!(
-            recent_rate(&h.of(Service::Csca), time::Duration::minutes(5), |s| s
-                .requests),
-            None
-        );
+        let s = h.of_at(Service::Csca, t(90));
+        assert_eq!(s.len(), 1);
+        assert_eq!(recent_rate_at(&s, five, |s| s.requests, t(90)), None);
         // An hour later the oldest samples are gone.
         h.push(Service::Csca, at(90 + 3601, 5.0));
-        assert_eq!(h.of(Service::Csca).len(), 1);
+        assert_eq!(h.of_at(Service::Csca, t(90 + 3601)).len(), 1);
     }
 }

@@ -32,21 +32,32 @@ pub struct Console {
 
 impl Console {
     /// Lazily connecting channels to every service (a service that is down shows as such; it
-    /// does not stop the console), with the identity the configuration gives the console.
+    /// does not stop the console). With mutual TLS the console presents `<tls.dir>/verifier.crt`
+    /// and refuses to start with any other identity: the verifier may read certificates and
+    /// trust material, and the policy refuses it everything else, so the console cannot change
+    /// anything whoever reaches its page.
     pub fn connect(config: &Config) -> Result<Console, String> {
         let settings = config.tls();
         let tls = if settings.enabled() {
-            // Read-only by construction: the verifier may read trust material and certificates,
-            // and the policy refuses it everything else.
-            let identity = if settings.dir.join("verifier.crt").exists() {
-                "verifier".to_owned()
-            } else {
-                settings.identity.clone()
-            };
-            Some(
-                marty_tls::TlsMaterial::from_settings(settings, &identity)
-                    .map_err(|e| format!("mutual TLS: {e}"))?,
-            )
+            let material = marty_tls::TlsMaterial::from_settings(settings, "verifier").map_err(|e| {
+                format!(
+                    "mutual TLS: the console reads as a verifier and needs {}/verifier.crt and .key (`marty dev certs` makes them): {e}",
+                    settings.dir.display()
+                )
+            })?;
+            match material.identity() {
+                Some(marty_tls::Identity::Verifier(_)) => {}
+                other => {
+                    return Err(format!(
+                        "{}/verifier.crt carries {}, not a verifier identity (marty://verifier/<name>): the console refuses to call with more rights than reading",
+                        settings.dir.display(),
+                        other
+                            .map(|i| i.uri())
+                            .unwrap_or_else(|| "no Marty identity".into())
+                    ));
+                }
+            }
+            Some(material)
         } else {
             None
         };

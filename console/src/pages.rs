@@ -45,6 +45,23 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/console.css", get(style))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(console)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Nothing but the console's own stylesheet may load; pages are not framed or sniffed.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn style() -> Response {
@@ -156,13 +173,19 @@ async fn overview(State(c): Shared) -> Html<String> {
     ))
 }
 
-async fn all_certificates(c: &Console) -> Result<Vec<csca::Certificate>, tonic::Status> {
+/// The CSCA's certificates (of `kind`, or all), at most [`MAX_CERTIFICATES`]; true when the
+/// list was cut there.
+async fn all_certificates(
+    c: &Console,
+    kind: csca::CertificateType,
+) -> Result<(Vec<csca::Certificate>, bool), tonic::Status> {
     let mut client = CscaServiceClient::new(c.channel(Service::Csca));
     let mut out = Vec::new();
     let mut token = String::new();
-    loop {
+    for _ in 0..(MAX_CERTIFICATES / 1000 + 1) {
         let page = client
             .list_certificates(csca::ListCertificatesRequest {
+                r#type: kind as i32,
                 page_size: 1000,
                 page_token: token.clone(),
                 ..Default::default()
@@ -170,16 +193,21 @@ async fn all_certificates(c: &Console) -> Result<Vec<csca::Certificate>, tonic::
             .await?
             .into_inner();
         out.extend(page.certificates);
-        if page.next_page_token.is_empty() || out.len() >= MAX_CERTIFICATES {
-            return Ok(out);
+        // A server that repeats its token would otherwise be followed for ever.
+        if page.next_page_token.is_empty() || page.next_page_token == token {
+            return Ok((out, false));
+        }
+        if out.len() >= MAX_CERTIFICATES {
+            return Ok((out, true));
         }
         token = page.next_page_token;
     }
+    Ok((out, true))
 }
 
 async fn certificates(State(c): Shared) -> Html<String> {
     let now = OffsetDateTime::now_utc();
-    let certs = match all_certificates(&c).await {
+    let (certs, cut) = match all_certificates(&c, csca::CertificateType::Unspecified).await {
         Ok(v) => v,
         Err(e) => {
             return Html(page(
@@ -203,6 +231,12 @@ async fn certificates(State(c): Shared) -> Html<String> {
     if by_country.is_empty() {
         body.push_str("<p>The CSCA holds no certificates yet.</p>");
     }
+    if cut {
+        let _ = write!(
+            body,
+            "<p class=\"warn\" role=\"status\">Only the first {MAX_CERTIFICATES} certificates are shown.</p>"
+        );
+    }
     for (country, certs) in &by_country {
         let mut spans = Vec::new();
         let mut rows = String::new();
@@ -223,7 +257,7 @@ async fn certificates(State(c): Shared) -> Html<String> {
             let label = format!(
                 "{} {}",
                 kind_name(cert.r#type),
-                &cert.serial_hex[..cert.serial_hex.len().min(8)]
+                cert.serial_hex.chars().take(8).collect::<String>()
             );
             spans.push(Span {
                 label: label.clone(),
@@ -394,14 +428,11 @@ async fn certificate(
 
 async fn crls(State(c): Shared) -> Html<String> {
     let now = OffsetDateTime::now_utc();
-    let countries: std::collections::BTreeSet<String> = match all_certificates(&c).await {
-        Ok(v) => v
-            .into_iter()
-            .filter(|c| c.r#type == csca::CertificateType::Csca as i32)
-            .map(|c| c.country)
-            .collect(),
-        Err(e) => return Html(page("/crls", "CRLs", &unavailable("The CSCA", &e))),
-    };
+    let countries: std::collections::BTreeSet<String> =
+        match all_certificates(&c, csca::CertificateType::Csca).await {
+            Ok((v, _)) => v.into_iter().map(|c| c.country).collect(),
+            Err(e) => return Html(page("/crls", "CRLs", &unavailable("The CSCA", &e))),
+        };
     let mut rows = String::new();
     let mut client = CscaServiceClient::new(c.channel(Service::Csca));
     for country in &countries {

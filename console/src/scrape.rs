@@ -7,6 +7,10 @@ use std::time::Duration;
 use marty_config::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The most of an answer read: a /metrics page is kilobytes; a broken or hostile endpoint
+/// must not fill the console's memory.
+const MAX_RESPONSE: u64 = 8 * 1024 * 1024;
+
 /// One HTTP/1.1 GET with `Connection: close`; the body, when the status is 200.
 pub async fn get(
     tls: Option<&Arc<marty_tls::TlsMaterial>>,
@@ -39,7 +43,10 @@ pub async fn get(
                     .await
                     .map_err(|e| e.to_string())?;
                 // A server may close without close_notify; what arrived is the answer.
-                let _ = stream.read_to_end(&mut response).await;
+                let _ = (&mut stream)
+                    .take(MAX_RESPONSE)
+                    .read_to_end(&mut response)
+                    .await;
             }
             None => {
                 let mut stream = tcp;
@@ -47,44 +54,52 @@ pub async fn get(
                     .write_all(request.as_bytes())
                     .await
                     .map_err(|e| e.to_string())?;
-                stream
+                (&mut stream)
+                    .take(MAX_RESPONSE)
                     .read_to_end(&mut response)
                     .await
                     .map_err(|e| e.to_string())?;
             }
         }
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
             .ok_or_else(|| "no HTTP answer".to_owned())?;
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let body = &response[split + 4..];
         let status = head.split_whitespace().nth(1).unwrap_or("");
         if status != "200" {
             return Err(format!("HTTP {status}"));
         }
-        if head
+        let body = if head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked")
         {
-            return Ok(dechunk(body));
-        }
-        Ok(body.to_owned())
+            dechunk(body)
+        } else {
+            body.to_vec()
+        };
+        Ok(String::from_utf8_lossy(&body).into_owned())
     };
     tokio::time::timeout(Duration::from_secs(3), work)
         .await
         .map_err(|_| "no answer within 3 s".to_owned())?
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+/// The body of a chunked answer, in bytes (chunk sizes count bytes, not characters).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&body[..eol]);
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
             break;
         };
+        let rest = &body[eol + 2..];
         if n == 0 || rest.len() < n {
             break;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..n]);
+        body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -132,6 +147,9 @@ mod tests {
         );
         assert_eq!(sum(m, "marty_outbox_backlog", &[]), Some(0.0));
         assert_eq!(sum(m, "missing", &[]), None);
-        assert_eq!(dechunk("5\r\nhello\r\n0\r\n\r\n"), "hello");
+        assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n\r\n"), b"hello");
+        // Sizes count bytes: a chunk of "é" (two bytes) and a cut one do not panic.
+        assert_eq!(dechunk("2\r\né\r\n0\r\n\r\n".as_bytes()), "é".as_bytes());
+        assert_eq!(dechunk(b"ff\r\nshort"), b"");
     }
 }

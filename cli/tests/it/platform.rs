@@ -43,33 +43,72 @@ impl Four {
         let db = TestDb::start().await;
         db.provision();
         let nats = TestNats::private();
-        let mut env = vec![("MARTY_NATS_URL".to_owned(), nats.url.clone())];
-        env.extend(extra);
-        let (mut http, mut grpc) = (BTreeMap::new(), BTreeMap::new());
-        for (name, _, prefix) in SERVICES {
-            let g = marty_events::local::free_port().unwrap();
-            let h = marty_events::local::free_port().unwrap();
-            env.push((format!("MARTY_{prefix}_GRPC_PORT"), g.to_string()));
-            env.push((format!("MARTY_{prefix}_HTTP_PORT"), h.to_string()));
-            grpc.insert(name, g);
-            http.insert(name, h);
-        }
         let mut four = Four {
             db,
             nats,
-            env,
+            env: Vec::new(),
             children: BTreeMap::new(),
-            http,
-            grpc,
+            http: BTreeMap::new(),
+            grpc: BTreeMap::new(),
             logs: tempfile::tempdir().unwrap(),
         };
-        for (name, _, _) in SERVICES {
-            four.spawn(name);
+        // A port found free can be taken before the service binds it (tests run in parallel,
+        // and every outgoing connection takes a port of the same range): then all four start
+        // again on other ports.
+        for attempt in 1..=3 {
+            four.env = vec![("MARTY_NATS_URL".to_owned(), four.nats.url.clone())];
+            four.env.extend(extra.iter().cloned());
+            for (name, _, prefix) in SERVICES {
+                let g = marty_events::local::free_port().unwrap();
+                let h = marty_events::local::free_port().unwrap();
+                four.env
+                    .push((format!("MARTY_{prefix}_GRPC_PORT"), g.to_string()));
+                four.env
+                    .push((format!("MARTY_{prefix}_HTTP_PORT"), h.to_string()));
+                four.grpc.insert(name, g);
+                four.http.insert(name, h);
+            }
+            for (name, _, _) in SERVICES {
+                four.spawn(name);
+            }
+            if four.all_ready() || attempt == 3 {
+                break;
+            }
+            for (_, mut child) in std::mem::take(&mut four.children) {
+                child.kill().ok();
+                child.wait().ok();
+            }
         }
         for (name, _, _) in SERVICES {
             four.ready(name);
         }
         four
+    }
+
+    /// Whether all four become ready; false as soon as one could not take its port.
+    fn all_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (name, _, _) in SERVICES {
+            loop {
+                if marty_testkit::tools::curl(&self.http_url(name, "/readyz")).0 == 200 {
+                    break;
+                }
+                let exited = self
+                    .children
+                    .get_mut(name)
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited || Instant::now() > deadline {
+                    let log = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+                    if log.contains("Address already in use") {
+                        return false;
+                    }
+                    // Anything else is reported by `ready` below.
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        true
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -1234,6 +1273,16 @@ async fn the_console_shows_the_platform_through_its_apis() {
         body
     };
 
+    let head = Command::new("curl")
+        .args(["-sI", &format!("{base}/")])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("content-security-policy: default-src 'none'")
+            && head.contains("x-content-type-options: nosniff"),
+        "{head}"
+    );
     let overview = get("/");
     for s in ["csca", "document_signer", "passport_engine", "pkd"] {
         assert!(
