@@ -9,12 +9,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use marty_icao::algo::DigestAlgorithm;
 use marty_icao::cert::Certificate;
 use marty_icao::cms::SidChoice;
-use marty_icao::issue::{self, CertificateRequest, Curve, KeyPair, KeySpec, Period, Subject};
+use marty_icao::issue::{self, Curve, KeyPair, KeySpec};
 use marty_icao::masterlist::MasterList;
 use marty_icao::pa;
 use marty_icao::sod::{DataGroupHash, LdsSecurityObject};
 use marty_icao::trust::TrustStore;
-use time::{Duration, OffsetDateTime, macros::datetime};
+use time::macros::datetime;
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
@@ -24,29 +24,7 @@ fn read(rel: &str) -> Vec<u8> {
     std::fs::read(vectors().join(rel)).unwrap()
 }
 
-fn subject(cn: &str) -> Subject {
-    Subject {
-        country: "UT".into(),
-        mrz_country: "UTO".into(),
-        organization: None,
-        common_name: cn.into(),
-    }
-}
-
-fn request(cn: &str) -> CertificateRequest {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    CertificateRequest {
-        subject: subject(cn),
-        period: Period {
-            not_before: now,
-            not_after: now + Duration::days(3650),
-            key_usage_not_before: now,
-            key_usage_not_after: now + Duration::days(90),
-        },
-        crl_distribution_point: "https://pkd.utopia.test/csca.crl".into(),
-        serial: None,
-    }
-}
+use marty_bench::{request, subject};
 
 fn sod_signing(c: &mut Criterion) {
     let mut group = c.benchmark_group("sod_sign");

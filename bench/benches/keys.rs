@@ -11,36 +11,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use marty_config::Service;
 use marty_icao::algo::DigestAlgorithm;
 use marty_icao::cms::SidChoice;
-use marty_icao::issue::{self, CertificateRequest, Curve, KeyPair, KeySpec, Period, Subject};
+use marty_icao::issue::{self, Curve, KeyPair, KeySpec};
 use marty_icao::sod::{DataGroupHash, LdsSecurityObject};
 use marty_keys::pkcs11::{Pkcs11Config, Pkcs11KeyStore};
 use marty_keys::{EnvelopeKeyStore, Kek, KeyStore};
-use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-fn subject(cn: &str) -> Subject {
-    Subject {
-        country: "UT".into(),
-        mrz_country: "UTO".into(),
-        organization: None,
-        common_name: cn.into(),
-    }
-}
-
-fn request(cn: &str) -> CertificateRequest {
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    CertificateRequest {
-        subject: subject(cn),
-        period: Period {
-            not_before: now,
-            not_after: now + Duration::days(3650),
-            key_usage_not_before: now,
-            key_usage_not_after: now + Duration::days(90),
-        },
-        crl_distribution_point: "https://pkd.utopia.test/csca.crl".into(),
-        serial: None,
-    }
-}
+use marty_bench::{request, subject};
 
 fn token() -> Option<Pkcs11KeyStore> {
     let token = std::env::var("MARTY_BENCH_PKCS11_TOKEN").ok()?;

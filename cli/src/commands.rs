@@ -758,29 +758,13 @@ async fn db(cmd: DbCommand) -> Result<ExitCode> {
     }
 }
 
-/// A running service's `/metrics`, or `None` when nothing answers within 3 s.
+/// A running service's `/metrics` (over mutual TLS with the CLI's certificate when TLS is on),
+/// or `None` when nothing answers within 3 s.
 async fn scrape_metrics(api: &marty_config::ServiceApi) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = match api.listen_host.as_str() {
-        "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
-        h => h,
-    };
-    let get = async {
-        let mut stream = tokio::net::TcpStream::connect((host, api.http_port))
-            .await
-            .ok()?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let response = String::from_utf8(response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(3), get)
+    let tls = crate::operate::client_tls().ok().flatten();
+    marty_console::fetch(tls.as_ref(), api, "/metrics")
         .await
         .ok()
-        .flatten()
 }
 
 fn print_status(s: &status::ServiceStatus) {

@@ -118,10 +118,9 @@ pub fn spawn(console: Arc<Console>, every: Duration) -> tokio::task::JoinHandle<
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (service, host, port) in &console.http {
-                let Ok(m) =
-                    scrape::get(console.tls.as_ref(), *service, host, *port, "/metrics").await
-                else {
+            for api in &console.apis {
+                let service = &api.service;
+                let Ok(m) = scrape::get(console.tls.as_ref(), api, "/metrics").await else {
                     continue;
                 };
                 let engine = |method: &str| {

@@ -18,6 +18,7 @@ use marty_config::{Config, Service};
 use tonic::transport::{Channel, Endpoint};
 
 pub use pages::router;
+pub use scrape::get as fetch;
 
 /// The console's connections to the services.
 #[derive(Debug)]
@@ -26,7 +27,8 @@ pub struct Console {
     /// Where `marty db verify --json-file` leaves its latest report.
     isolation_file: std::path::PathBuf,
     tls: Option<Arc<marty_tls::TlsMaterial>>,
-    http: Vec<(Service, String, u16)>,
+    /// Where each service listens, from the configuration.
+    apis: Vec<marty_config::ServiceApi>,
     history: history::History,
 }
 
@@ -62,7 +64,7 @@ impl Console {
             None
         };
         let mut channels = Vec::new();
-        let mut http = Vec::new();
+        let mut apis = Vec::new();
         for service in Service::ALL {
             let api = config.api(service);
             let endpoint = Endpoint::from_shared(api.url.clone())
@@ -76,11 +78,7 @@ impl Console {
                 None => endpoint.connect_lazy(),
             };
             channels.push((service, channel));
-            let host = match api.listen_host.as_str() {
-                "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_owned(),
-                h => h.to_owned(),
-            };
-            http.push((service, host, api.http_port));
+            apis.push(api.clone());
         }
         let isolation_file = std::env::var_os("MARTY_CONSOLE_ISOLATION_FILE")
             .map(std::path::PathBuf::from)
@@ -90,8 +88,15 @@ impl Console {
             isolation_file,
             channels,
             tls,
-            http,
+            apis,
         })
+    }
+
+    fn api(&self, service: Service) -> &marty_config::ServiceApi {
+        self.apis
+            .iter()
+            .find(|a| a.service == service)
+            .expect("an API per service")
     }
 
     fn channel(&self, service: Service) -> Channel {

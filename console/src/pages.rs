@@ -116,14 +116,8 @@ async fn overview(State(c): Shared) -> Html<String> {
             Ok(r) => r.get_ref().status == 1,
             Err(_) => false,
         };
-        let (host, port) = c
-            .http
-            .iter()
-            .find(|(s, _, _)| *s == service)
-            .map(|(_, h, p)| (h.clone(), *p))
-            .unwrap_or_default();
-        let metrics = scrape::get(c.tls.as_ref(), service, &host, port, "/metrics").await;
-        let ready = scrape::get(c.tls.as_ref(), service, &host, port, "/readyz")
+        let metrics = scrape::get(c.tls.as_ref(), c.api(service), "/metrics").await;
+        let ready = scrape::get(c.tls.as_ref(), c.api(service), "/readyz")
             .await
             .is_ok();
         let cell = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into());
@@ -545,20 +539,7 @@ async fn trust_anchors(State(c): Shared) -> Html<String> {
 
 async fn passports(State(c): Shared) -> Html<String> {
     // Counts from the engine's /metrics: no personal data.
-    let (host, port) = c
-        .http
-        .iter()
-        .find(|(s, _, _)| *s == Service::PassportEngine)
-        .map(|(_, h, p)| (h.clone(), *p))
-        .unwrap_or_default();
-    let counts = match scrape::get(
-        c.tls.as_ref(),
-        Service::PassportEngine,
-        &host,
-        port,
-        "/metrics",
-    )
-    .await
+    let counts = match scrape::get(c.tls.as_ref(), c.api(Service::PassportEngine), "/metrics").await
     {
         Ok(m) => {
             let n = |method: &str, code: &str| {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use marty_config::Service;
+use marty_config::ServiceApi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The most of an answer read: a /metrics page is kilobytes; a broken or hostile endpoint
@@ -14,13 +14,12 @@ const MAX_RESPONSE: u64 = 8 * 1024 * 1024;
 /// One HTTP/1.1 GET with `Connection: close`; the body, when the status is 200.
 pub async fn get(
     tls: Option<&Arc<marty_tls::TlsMaterial>>,
-    service: Service,
-    host: &str,
-    port: u16,
+    api: &ServiceApi,
     path: &str,
 ) -> Result<String, String> {
+    let (service, host, port) = (api.service, api.reach_host.as_str(), api.http_port);
     let work = async {
-        let tcp = tokio::net::TcpStream::connect((host, port))
+        let tcp = tokio::net::TcpStream::connect(format!("{host}:{port}"))
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
         let request = format!(

@@ -581,36 +581,28 @@ async fn the_shipped_nats_configuration_logs_in_each_service_as_itself() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
-    // The migrate job's `marty events init`, as the operator; twice (idempotent).
-    for _ in 0..2 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_marty"))
-            .env_clear()
+    // The migrate job's `marty events init`, as the operator; twice (idempotent); without
+    // the operator's password it is refused.
+    let init = |operator_password: Option<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_marty"));
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MARTY_STATE_DIR", dir.path().join("state"))
             .env(
                 "MARTY_CONFIG_DIR",
                 repo().join("config").display().to_string(),
             )
-            .env("MARTY_NATS_URL", &url)
-            .env(operator_var, password(operator_var))
-            .args(["events", "init"])
-            .output()
-            .unwrap();
+            .env("MARTY_NATS_URL", &url);
+        if let Some(p) = operator_password {
+            cmd.env(operator_var, p);
+        }
+        cmd.args(["events", "init"]).output().unwrap()
+    };
+    for _ in 0..2 {
+        let out = init(Some(password(operator_var)));
         assert!(out.status.success(), "{}", show(&out));
     }
-    // Without the operator's password it is refused.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marty"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("MARTY_STATE_DIR", dir.path().join("state"))
-        .env(
-            "MARTY_CONFIG_DIR",
-            repo().join("config").display().to_string(),
-        )
-        .env("MARTY_NATS_URL", &url)
-        .args(["events", "init"])
-        .output()
-        .unwrap();
+    let out = init(None);
     assert!(!out.status.success(), "{}", show(&out));
 
     // Each service's password logs in as that service, which publishes only under its name.

@@ -541,6 +541,18 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
         "the verifier may list certificates: {metrics}"
     );
     crate::services::terminate(&mut console);
+    // `marty db status` reads a service's pool from its /metrics over mutual TLS too.
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = db.marty_with(&["db", "status", "--json"], &pairs);
+    let rows: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    let csca_row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "csca")
+        .unwrap();
+    assert!(csca_row["pool"]["max"].as_f64().is_some(), "{csca_row}");
 
     signer.stop().await.unwrap();
     csca.stop().await.unwrap();

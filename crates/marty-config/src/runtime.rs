@@ -58,6 +58,9 @@ pub struct ServiceApi {
     pub http_port: u16,
     /// The gRPC endpoint peers and the CLI use.
     pub url: String,
+    /// The host peers dial for this service's listeners (loopback for a wildcard listener;
+    /// IPv6 in brackets).
+    pub reach_host: String,
 }
 
 /// The CSCA's issuing policy (Doc 9303 Part 12 §4.1, Table 1; ICAO-FACTS §2).
@@ -223,6 +226,7 @@ impl Loader<'_> {
             grpc_port,
             http_port,
             url: url.0,
+            reach_host: reach,
         })
     }
 

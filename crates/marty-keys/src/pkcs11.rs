@@ -178,11 +178,14 @@ impl Token {
         let info = context
             .get_token_info(slot)
             .map_err(token_err("reading the token's description"))?;
-        if info.user_pin_locked() {
-            return Err(KeyError::Token(format!(
+        let locked = || {
+            KeyError::Token(format!(
                 "the user PIN of token {:?} is locked: its security officer must unlock it",
                 config.token
-            )));
+            ))
+        };
+        if info.user_pin_locked() {
+            return Err(locked());
         }
         if info.user_pin_final_try() {
             // A restart loop with a wrong PIN would lock the token for good.
@@ -203,12 +206,7 @@ impl Token {
                     config.token
                 )));
             }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(KeyError::Token(format!(
-                    "the user PIN of token {:?} is locked: its security officer must unlock it",
-                    config.token
-                )));
-            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(locked()),
             Err(e) => return Err(token_err("logging in to the token")(e)),
         }
         let token = Arc::new(Token {
