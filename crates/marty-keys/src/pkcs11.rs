@@ -67,6 +67,27 @@ impl fmt::Debug for Pkcs11Config {
     }
 }
 
+/// How often a read that failed with `CKR_GENERAL_ERROR` is tried in all.
+const TRANSIENT_TRIES: u32 = 6;
+
+/// Runs `f` until it succeeds, fails with anything but `CKR_GENERAL_ERROR`, or has been tried
+/// `tries` times, waiting 50 ms, 100 ms, 200 ms, … between tries. Only for reads: a login is
+/// never repeated (a token counts failed logins).
+fn retry_transient<T>(tries: u32, mut f: impl FnMut() -> Result<T, CkError>) -> Result<T, CkError> {
+    let mut wait = std::time::Duration::from_millis(50);
+    let mut tried = 1;
+    loop {
+        match f() {
+            Err(CkError::Pkcs11(RvError::GeneralError, _)) if tried < tries => {
+                std::thread::sleep(wait);
+                wait *= 2;
+                tried += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 fn token_err(what: &str) -> impl Fn(CkError) -> KeyError + '_ {
     move |e| KeyError::Token(format!("{what}: {e}"))
 }
@@ -134,15 +155,23 @@ impl Token {
             return Ok(t.clone());
         }
         let context = module(&config.module)?;
-        let slots = context
-            .get_slots_with_initialized_token()
-            .map_err(token_err("listing the token slots"))?;
+        // Every token of the module is read here, including those other processes are
+        // writing to (a login rewrites a SoftHSM token's state file): such a read can fail
+        // with CKR_GENERAL_ERROR and succeed a moment later.
+        let slots = retry_transient(TRANSIENT_TRIES, || {
+            context
+                .get_slots_with_token()?
+                .into_iter()
+                .map(|slot| Ok((slot, context.get_token_info(slot)?)))
+                .collect::<Result<Vec<_>, CkError>>()
+        })
+        .map_err(token_err("listing the token slots"))?;
         let mut labels = Vec::new();
         let mut found = None;
-        for slot in slots {
-            let info = context
-                .get_token_info(slot)
-                .map_err(token_err("reading a token's description"))?;
+        for (slot, info) in slots {
+            if !info.token_initialized() {
+                continue;
+            }
             let label = info.label().trim_end().to_owned();
             if label == config.token {
                 if found.is_some() {
@@ -175,8 +204,7 @@ impl Token {
                 config.token
             )));
         }
-        let info = context
-            .get_token_info(slot)
+        let info = retry_transient(TRANSIENT_TRIES, || context.get_token_info(slot))
             .map_err(token_err("reading the token's description"))?;
         let locked = || {
             KeyError::Token(format!(
@@ -829,4 +857,53 @@ fn pct(bytes: &[u8]) -> String {
 /// Every byte percent-encoded (RFC 7512 writes binary ids so).
 fn pct_all(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    fn failing(rv: RvError) -> CkError {
+        CkError::Pkcs11(rv, Function::GetTokenInfo)
+    }
+
+    #[test]
+    fn a_general_error_is_tried_again_until_it_passes() {
+        let mut calls = 0;
+        let got = retry_transient(TRANSIENT_TRIES, || {
+            calls += 1;
+            if calls < 3 {
+                Err(failing(RvError::GeneralError))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+    }
+
+    #[test]
+    fn retries_stop_after_the_last_try_and_on_any_other_error() {
+        let mut calls = 0;
+        let got: Result<(), _> = retry_transient(3, || {
+            calls += 1;
+            Err(failing(RvError::GeneralError))
+        });
+        assert!(matches!(
+            got,
+            Err(CkError::Pkcs11(RvError::GeneralError, _))
+        ));
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let got: Result<(), _> = retry_transient(TRANSIENT_TRIES, || {
+            calls += 1;
+            Err(failing(RvError::PinIncorrect))
+        });
+        assert!(matches!(
+            got,
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _))
+        ));
+        assert_eq!(calls, 1, "only a general error is tried again");
+    }
 }
