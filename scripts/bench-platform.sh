@@ -125,18 +125,7 @@ echo "RSS peak under load (MB): $(cat "$state/peak")"
 base=$(psql -d marty_passport_engine -Atc 'select count(*) from passports')
 echo "loading 1,000,000 passports by SQL (copies of a real row; ${base} stored before)…" >&2
 t0=$(date +%s)
-psql -q -d marty_passport_engine <<'SQL'
-insert into passports (document_number, document_type, issuing_state, holder_primary_name,
-    holder_secondary_name, nationality, date_of_birth, sex, date_of_expiry, mrz, dg1, dg2,
-    ef_com, ef_sod, signer_certificate_fingerprint, status, issued_at)
-select 'Z' || lpad(g::text, 8, '0'), p.document_type, p.issuing_state, p.holder_primary_name,
-       p.holder_secondary_name, p.nationality, p.date_of_birth, p.sex, p.date_of_expiry, p.mrz,
-       p.dg1, null, p.ef_com, p.ef_sod || int4send(g), p.signer_certificate_fingerprint,
-       p.status, now() - make_interval(secs => g)
-  from generate_series(1, 1000000) g,
-       (select * from passports order by issued_at limit 1) p;
-analyze passports;
-SQL
+psql -q -d marty_passport_engine -v passports=1000000 -f scripts/fixtures/passports.sql
 echo "loaded in $(( $(date +%s) - t0 )) s" >&2
 after_r=(); before_r=("${issue_r[@]}")
 for i in $(seq "$rounds"); do

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +37,7 @@ pub fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/certificates", get(certificates))
+        .route("/certificates/{country}", get(country_certificates))
         .route("/certificates/{country}/{serial}", get(certificate))
         .route("/crls", get(crls))
         .route("/pkd", get(trust_anchors))
@@ -199,10 +200,23 @@ async fn all_certificates(
     Ok((out, true))
 }
 
+fn legend() -> String {
+    format!(
+        "<p class=\"legend\"><span>bar: validity</span><span>dark inner bar: private key usage period</span>\
+         <span class=\"warn\">amber: expires within {EXPIRING_DAYS} days</span><span class=\"bad\">struck through: revoked</span></p>"
+    )
+}
+
+/// Every country at a glance: the CSCA counts them (one query, whatever their number), and each
+/// country links to its own page.
 async fn certificates(State(c): Shared) -> Html<String> {
-    let now = OffsetDateTime::now_utc();
-    let (certs, cut) = match all_certificates(&c, csca::CertificateType::Unspecified).await {
-        Ok(v) => v,
+    let summaries = match CscaServiceClient::new(c.channel(Service::Csca))
+        .summarize_certificates(csca::SummarizeCertificatesRequest {
+            expiring_days: EXPIRING_DAYS as u32,
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().summaries,
         Err(e) => {
             return Html(page(
                 "/certificates",
@@ -211,94 +225,242 @@ async fn certificates(State(c): Shared) -> Html<String> {
             ));
         }
     };
-    let mut by_country: BTreeMap<String, Vec<csca::Certificate>> = BTreeMap::new();
-    for cert in certs {
-        by_country
-            .entry(cert.country.clone())
-            .or_default()
-            .push(cert);
+    #[derive(Default)]
+    struct Country {
+        by_kind: BTreeMap<&'static str, u64>,
+        valid: u64,
+        expiring: u64,
+        revoked: u64,
+        expired: u64,
+        next_expiry: Option<OffsetDateTime>,
     }
-    let mut body = format!(
-        "<p class=\"legend\"><span>bar: validity</span><span>dark inner bar: private key usage period</span>\
-         <span class=\"warn\">amber: expires within {EXPIRING_DAYS} days</span><span class=\"bad\">struck through: revoked</span></p>"
-    );
-    if by_country.is_empty() {
-        body.push_str("<p>The CSCA holds no certificates yet.</p>");
-    }
-    if cut {
-        let _ = write!(
-            body,
-            "<p class=\"warn\" role=\"status\">Only the first {MAX_CERTIFICATES} certificates are shown.</p>"
-        );
-    }
-    for (country, certs) in &by_country {
-        let mut spans = Vec::new();
-        let mut rows = String::new();
-        for cert in certs {
-            let (Some(nb), Some(na)) = (time_of(&cert.not_before), time_of(&cert.not_after)) else {
-                continue;
-            };
-            let revoked = status_name(cert.status) == "revoked";
-            let expiring = !revoked && na > now && na - now <= Duration::days(EXPIRING_DAYS);
-            let usage = match (
-                time_of(&cert.private_key_usage_not_before),
-                time_of(&cert.private_key_usage_not_after),
-            ) {
-                (Some(a), Some(b)) => Some((a, b)),
-                _ => None,
-            };
-            let href = format!("/certificates/{}/{}", cert.country, cert.serial_hex);
-            let label = format!(
-                "{} {}",
-                kind_name(cert.r#type),
-                cert.serial_hex.chars().take(8).collect::<String>()
-            );
-            spans.push(Span {
-                label: label.clone(),
-                href: href.clone(),
-                not_before: nb,
-                not_after: na,
-                usage,
-                revoked,
-                expiring,
-            });
-            let status = status_name(cert.status);
-            let class = match (revoked, expiring) {
-                (true, _) => "bad",
-                (_, true) => "warn",
-                _ if status == "valid" => "ok",
-                _ => "",
-            };
-            let shown = if expiring {
-                "valid, expires soon"
-            } else {
-                status
-            };
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td><a href=\"{}\" class=\"mono\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
-                kind_name(cert.r#type),
-                esc(&href),
-                esc(&cert.serial_hex),
-                esc(&cert.subject),
-                date(Some(nb)),
-                date(Some(na)),
-                usage
-                    .map(|(a, b)| format!("{} – {}", date(Some(a)), date(Some(b))))
-                    .unwrap_or_else(|| "–".into()),
-                shown
-            );
+    let mut countries: BTreeMap<String, Country> = BTreeMap::new();
+    for s in &summaries {
+        let c = countries.entry(s.country.clone()).or_default();
+        *c.by_kind.entry(kind_name(s.r#type)).or_default() += s.total;
+        c.valid += s.valid;
+        c.expiring += s.expiring;
+        c.revoked += s.revoked;
+        c.expired += s.expired;
+        if let Some(t) = time_of(&s.next_expiry) {
+            c.next_expiry = Some(c.next_expiry.map_or(t, |n| n.min(t)));
         }
+    }
+    if countries.is_empty() {
+        return Html(page(
+            "/certificates",
+            "Certificates",
+            "<p>The CSCA holds no certificates yet.</p>",
+        ));
+    }
+    let mut rows = String::new();
+    for (country, n) in &countries {
+        let kind = |k: &str| n.by_kind.get(k).copied().unwrap_or(0);
+        let flagged = |count: u64, class: &str, what: &str| {
+            if count == 0 {
+                "<td>0</td>".to_owned()
+            } else {
+                format!("<td class=\"{class}\">{count} {what}</td>")
+            }
+        };
+        let href = format!("/certificates/{}", pct(country));
         let _ = write!(
-            body,
-            "<h2>{c}</h2>{}<div class=\"wide\"><table><caption>Certificates of {c}</caption><thead><tr><th scope=\"col\">kind</th><th scope=\"col\">serial</th>\
-             <th scope=\"col\">subject</th><th scope=\"col\">not before</th><th scope=\"col\">not after</th>\
-             <th scope=\"col\">private key usage</th><th scope=\"col\">status</th></tr></thead><tbody>{rows}</tbody></table></div>",
-            timeline(&spans, now),
-            c = esc(country)
+            rows,
+            "<tr><th scope=\"row\"><a href=\"{}\">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td></tr>",
+            esc(&href),
+            esc(country),
+            kind("CSCA"),
+            kind("link"),
+            kind("Document Signer"),
+            kind("Master List Signer"),
+            n.valid,
+            flagged(n.expiring, "warn", "expire soon"),
+            flagged(n.revoked, "bad", "revoked"),
+            n.expired,
+            date(n.next_expiry),
         );
     }
-    Html(page("/certificates", "Certificates", &body))
+    Html(page(
+        "/certificates",
+        "Certificates",
+        &format!(
+            "<div class=\"wide\"><table><caption>Certificates per country; a country's page shows their timeline</caption>\
+             <thead><tr><th scope=\"col\">country</th><th scope=\"col\">CSCAs</th><th scope=\"col\">links</th>\
+             <th scope=\"col\">Document Signers</th><th scope=\"col\">Master List Signers</th><th scope=\"col\">valid</th>\
+             <th scope=\"col\">expiring within {EXPIRING_DAYS} days</th><th scope=\"col\">revoked</th><th scope=\"col\">expired</th>\
+             <th scope=\"col\">next expiry</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        ),
+    ))
+}
+
+/// Certificates per page of a country's page.
+const COUNTRY_PAGE: u32 = 200;
+
+/// One country's certificates, [`COUNTRY_PAGE`] at a time, oldest first: the timeline and
+/// the table. `?after=` carries the CSCA's page token.
+async fn country_certificates(
+    State(c): Shared,
+    Path(country): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let after = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .unwrap_or("")
+        .to_owned();
+    let listed = CscaServiceClient::new(c.channel(Service::Csca))
+        .list_certificates(csca::ListCertificatesRequest {
+            country: country.clone(),
+            page_size: COUNTRY_PAGE,
+            page_token: after.clone(),
+            ..Default::default()
+        })
+        .await;
+    let listed = match listed {
+        Ok(r) => r.into_inner(),
+        Err(e) if e.code() == tonic::Code::InvalidArgument => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(page(
+                    "/certificates",
+                    "Country not found",
+                    &format!("<p>{}</p>", esc(e.message())),
+                )),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Html(page(
+                    "/certificates",
+                    "Certificates",
+                    &unavailable("The CSCA", &e),
+                )),
+            )
+                .into_response();
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut body = legend();
+    if listed.certificates.is_empty() {
+        body.push_str("<p>No certificates of this country.</p>");
+    } else {
+        body.push_str(&country_section(&country, &listed.certificates, now));
+    }
+    let mut links = Vec::new();
+    if !after.is_empty() {
+        links.push(format!(
+            "<a href=\"/certificates/{}\">first page</a>",
+            esc(&pct(&country))
+        ));
+    }
+    if !listed.next_page_token.is_empty() && listed.next_page_token != after {
+        links.push(format!(
+            "<a href=\"/certificates/{}?after={}\" rel=\"next\">next {COUNTRY_PAGE}</a>",
+            esc(&pct(&country)),
+            esc(&pct(&listed.next_page_token))
+        ));
+    }
+    if !links.is_empty() {
+        let _ = write!(
+            body,
+            "<nav aria-label=\"pages\"><p>{}</p></nav>",
+            links.join(" · ")
+        );
+    }
+    Html(page(
+        "/certificates",
+        &format!("Certificates of {country}"),
+        &body,
+    ))
+    .into_response()
+}
+
+/// Percent-encoding for a path segment or query value: unreserved characters stay.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The timeline and the table of one country's certificates.
+fn country_section(country: &str, certs: &[csca::Certificate], now: OffsetDateTime) -> String {
+    let mut spans = Vec::new();
+    let mut rows = String::new();
+    for cert in certs {
+        let (Some(nb), Some(na)) = (time_of(&cert.not_before), time_of(&cert.not_after)) else {
+            continue;
+        };
+        let revoked = status_name(cert.status) == "revoked";
+        let expiring = !revoked && na > now && na - now <= Duration::days(EXPIRING_DAYS);
+        let usage = match (
+            time_of(&cert.private_key_usage_not_before),
+            time_of(&cert.private_key_usage_not_after),
+        ) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
+        };
+        let href = format!(
+            "/certificates/{}/{}",
+            pct(&cert.country),
+            pct(&cert.serial_hex)
+        );
+        let label = format!(
+            "{} {}",
+            kind_name(cert.r#type),
+            cert.serial_hex.chars().take(8).collect::<String>()
+        );
+        spans.push(Span {
+            label: label.clone(),
+            href: href.clone(),
+            not_before: nb,
+            not_after: na,
+            usage,
+            revoked,
+            expiring,
+        });
+        let status = status_name(cert.status);
+        let class = match (revoked, expiring) {
+            (true, _) => "bad",
+            (_, true) => "warn",
+            _ if status == "valid" => "ok",
+            _ => "",
+        };
+        let shown = if expiring {
+            "valid, expires soon"
+        } else {
+            status
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td><a href=\"{}\" class=\"mono\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+            kind_name(cert.r#type),
+            esc(&href),
+            esc(&cert.serial_hex),
+            esc(&cert.subject),
+            date(Some(nb)),
+            date(Some(na)),
+            usage
+                .map(|(a, b)| format!("{} – {}", date(Some(a)), date(Some(b))))
+                .unwrap_or_else(|| "–".into()),
+            shown
+        );
+    }
+    format!(
+        "{}<div class=\"wide\"><table><caption>Certificates of {c}</caption><thead><tr><th scope=\"col\">kind</th><th scope=\"col\">serial</th>\
+         <th scope=\"col\">subject</th><th scope=\"col\">not before</th><th scope=\"col\">not after</th>\
+         <th scope=\"col\">private key usage</th><th scope=\"col\">status</th></tr></thead><tbody>{rows}</tbody></table></div>",
+        timeline(&spans, now),
+        c = esc(country)
+    )
 }
 
 async fn certificate(

@@ -1305,15 +1305,70 @@ async fn the_console_shows_the_platform_through_its_apis() {
     };
     let ut_csca = serial_of("csca", "UT");
     let ut_dsc = serial_of("dsc", "UT");
-    let certificates = get("/certificates");
-    assert!(certificates.contains(&ut_csca) && certificates.contains(&ut_dsc));
-    assert!(certificates.contains("<h2>FR</h2>"), "{certificates}");
+    // 250 more Document Signer rows of UT (the load fixture of docs/PERFORMANCE.md): more
+    // than one page of a country.
+    let fixture = std::fs::read_to_string(repo().join("scripts/fixtures/certificates.sql"))
+        .unwrap()
+        .replace(":certificates", "250")
+        .replace(":countries", "1");
+    let mut conn = p.db.admin_on("marty_csca").await;
+    sqlx::raw_sql(&fixture).execute(&mut conn).await.unwrap();
+    drop(conn);
+    let stored = all.len() + 250;
+
+    // The summary counts per country; the CSCA of FR, and only it, expires within 30 days.
+    let summary = get("/certificates");
+    let row_of = |page: &str, country: &str| -> String {
+        page.split("<tr>")
+            .find(|r| r.contains(&format!(">{country}</a></th>")))
+            .unwrap_or_else(|| panic!("no row of {country}: {page}"))
+            .to_owned()
+    };
+    let fr = row_of(&summary, "FR");
+    assert!(fr.contains("<td class=\"warn\">1 expire soon</td>"), "{fr}");
+    let ut = row_of(&summary, "UT");
+    assert!(!ut.contains("expire soon"), "{ut}");
+    let ut_dscs = all
+        .iter()
+        .filter(|c| c["country"] == "UT" && c["type"] == "dsc")
+        .count()
+        + 250;
+    assert!(ut.contains(&format!("<td>{ut_dscs}</td>")), "{ut}");
+    let fr_page = get("/certificates/FR");
     assert_eq!(
-        certificates.matches("valid, expires soon").count(),
+        fr_page.matches("valid, expires soon").count(),
         1,
-        "the CSCA of FR, and only it, expires within 30 days"
+        "{fr_page}"
     );
-    assert!(certificates.contains("<svg class=\"timeline\""));
+    assert!(fr_page.contains("<svg class=\"timeline\""), "{fr_page}");
+    // A country's pages, followed to the end, show each of its certificates once.
+    let mut seen = BTreeSet::new();
+    let mut next = "/certificates/UT".to_owned();
+    let mut pages = 0;
+    loop {
+        let html = get(&next);
+        pages += 1;
+        assert_eq!(html.matches("valid, expires soon").count(), 0);
+        for serial in html.split("class=\"mono\">").skip(1) {
+            let serial = serial.split('<').next().unwrap().to_owned();
+            assert!(seen.insert(serial.clone()), "{serial} shown twice");
+        }
+        match html
+            .split("rel=\"next\"")
+            .next()
+            .and_then(|h| h.rsplit("href=\"").next())
+        {
+            Some(href) if html.contains("rel=\"next\"") => {
+                next = href.trim_end_matches("\" ").replace("&amp;", "&");
+            }
+            _ => break,
+        }
+        assert!(pages < 10, "paging never ended");
+    }
+    let ut_total = all.iter().filter(|c| c["country"] == "UT").count() + 250;
+    assert_eq!(seen.len(), ut_total, "{stored} stored");
+    assert_eq!(pages, ut_total.div_ceil(200));
+    assert!(seen.contains(&ut_csca) && seen.contains(&ut_dsc));
 
     // The decoded certificate and its DER, byte for byte what the CSCA issued.
     let detail = get(&format!("/certificates/UT/{ut_csca}"));
@@ -1395,7 +1450,7 @@ async fn the_console_shows_the_platform_through_its_apis() {
             "--json",
         ],
     );
-    let certificates = get("/certificates");
+    let certificates = get("/certificates/UT");
     let row = certificates
         .split("<tr>")
         .find(|r| r.contains(&ut_dsc) && r.contains("<td>Document Signer</td>"))
@@ -1417,6 +1472,7 @@ async fn the_console_shows_the_platform_through_its_apis() {
         .arg(&shots)
         .arg(format!("overview={base}/"))
         .arg(format!("certificates={base}/certificates"))
+        .arg(format!("country={base}/certificates/FR"))
         .arg(format!("certificate={base}/certificates/UT/{ut_csca}"))
         .arg(format!("crls={base}/crls"))
         .arg(format!("pkd={base}/pkd"))
@@ -1427,7 +1483,7 @@ async fn the_console_shows_the_platform_through_its_apis() {
     assert!(out.status.success(), "{}", show(&out));
     let checked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pages = checked["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 14, "seven pages at two sizes");
+    assert_eq!(pages.len(), 16, "eight pages at two sizes");
     for page in pages {
         assert_eq!(page["console_errors"], serde_json::json!([]), "{page}");
         assert_eq!(page["failed_requests"], serde_json::json!([]), "{page}");

@@ -42,6 +42,7 @@ pub const DEFAULT_POLICY: &[(&str, &[Caller])] = &[
     ("/marty.csca.v1.CscaService/GetCertificate", &[Any]),
     ("/marty.csca.v1.CscaService/GetCertificateStatus", &[Any]),
     ("/marty.csca.v1.CscaService/ListCertificates", &[Any]),
+    ("/marty.csca.v1.CscaService/SummarizeCertificates", &[Any]),
     ("/marty.csca.v1.CscaService/GetLatestCrl", &[Any]),
     ("/marty.csca.v1.CscaService/GetCscaData", &[Any]),
     // Document Signer: only the Passport Engine has documents signed.

@@ -392,6 +392,44 @@ impl CscaService for Api {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "SummarizeCertificates"))]
+    async fn summarize_certificates(
+        &self,
+        request: Request<pb::SummarizeCertificatesRequest>,
+    ) -> R<pb::SummarizeCertificatesResponse> {
+        let days = match request.into_inner().expiring_days {
+            0 => 30,
+            d @ 1..=36600 => d,
+            _ => {
+                return Err(
+                    CscaError::InvalidArgument("expiring_days must be 1 to 36600".into()).into(),
+                );
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let rows = self
+            .csca
+            .summarize(now, now + time::Duration::days(i64::from(days)))
+            .await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(Response::new(pb::SummarizeCertificatesResponse {
+            summaries: rows
+                .into_iter()
+                .map(|r| pb::CertificateSummary {
+                    country: r.country,
+                    r#type: kind_to_pb(r.kind) as i32,
+                    total: count(r.total),
+                    valid: count(r.valid),
+                    not_yet_valid: count(r.not_yet_valid),
+                    expired: count(r.expired),
+                    revoked: count(r.revoked),
+                    expiring: count(r.expiring),
+                    next_expiry: r.next_expiry.map(timestamp),
+                })
+                .collect(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "CheckExpiringCertificates"))]
     async fn check_expiring_certificates(
         &self,

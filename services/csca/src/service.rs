@@ -918,4 +918,13 @@ impl Csca {
         let mut conn = self.ctx.db().acquire().await?;
         Ok(store::list(&mut conn, at, filter).await?)
     }
+
+    pub async fn summarize(
+        &self,
+        at: OffsetDateTime,
+        expiring_before: OffsetDateTime,
+    ) -> Result<Vec<store::CertSummary>> {
+        let mut conn = self.ctx.db().acquire().await?;
+        Ok(store::summarize(&mut conn, at, expiring_before).await?)
+    }
 }

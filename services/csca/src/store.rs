@@ -387,6 +387,65 @@ pub async fn list(
     rows.iter().map(cert_row).collect()
 }
 
+/// One country's certificates of one kind, counted at a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    pub country: String,
+    pub kind: CertKind,
+    pub total: i64,
+    pub valid: i64,
+    pub not_yet_valid: i64,
+    pub expired: i64,
+    pub revoked: i64,
+    pub expiring: i64,
+    pub next_expiry: Option<OffsetDateTime>,
+}
+
+/// Counts per country and kind at `at`, with the statuses [`list`] filters by; "expiring" is
+/// valid and ending no later than `expiring_before`.
+pub async fn summarize(
+    conn: &mut PgConnection,
+    at: OffsetDateTime,
+    expiring_before: OffsetDateTime,
+) -> Result<Vec<CertSummary>, sqlx::Error> {
+    let rows = sqlx::query(
+        "with c as (
+           select country_code::text as country, kind, not_before, not_after,
+                  (status = 'revoked' and revoked_at <= $1) as revoked
+             from certificates)
+         select country, kind, count(*) as total,
+                count(*) filter (where not revoked and not_before <= $1 and not_after >= $1) as valid,
+                count(*) filter (where not revoked and not_before > $1) as not_yet_valid,
+                count(*) filter (where not revoked and not_after < $1) as expired,
+                count(*) filter (where revoked) as revoked,
+                count(*) filter (where not revoked and not_before <= $1 and not_after >= $1
+                                   and not_after <= $2) as expiring,
+                min(not_after) filter (where not revoked and not_after >= $1) as next_expiry
+           from c
+          group by country, kind
+          order by country, kind",
+    )
+    .bind(at)
+    .bind(expiring_before)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(CertSummary {
+                country: row.try_get("country")?,
+                kind: CertKind::from_db(row.try_get::<&str, _>("kind")?),
+                total: row.try_get("total")?,
+                valid: row.try_get("valid")?,
+                not_yet_valid: row.try_get("not_yet_valid")?,
+                expired: row.try_get("expired")?,
+                revoked: row.try_get("revoked")?,
+                expiring: row.try_get("expiring")?,
+                next_expiry: row.try_get("next_expiry")?,
+            })
+        })
+        .collect()
+}
+
 /// A CRL as stored.
 #[derive(Debug, Clone)]
 pub struct CrlRow {
