@@ -253,6 +253,6 @@ pub fn chart(title: &str, series: &[(&str, &str, Points)]) -> String {
     format!("{svg}{summary}")
 }
 
-fn clock(t: OffsetDateTime) -> String {
+pub fn clock(t: OffsetDateTime) -> String {
     format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
 }

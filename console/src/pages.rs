@@ -23,7 +23,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::Console;
 use crate::history::{per_minute, recent_rate};
-use crate::html::{Span, chart, date, esc, page, timeline};
+use crate::html::{Span, chart, clock, date, esc, page, timeline};
 use crate::scrape;
 
 /// Certificates that end within this many days are "expiring soon".
@@ -760,6 +760,7 @@ async fn passports(State(c): Shared) -> Html<String> {
         Err(e) if e.code() == tonic::Code::PermissionDenied => "<p>The console's identity may not list passports (they carry holders' data): counts only.</p>".into(),
         Err(e) => unavailable("The Passport Engine", &e),
     };
+    let verifications = recent_verifications(&c).await;
     let samples = c.history.of(Service::PassportEngine);
     let over_time = chart(
         "Passports issued and verified per minute, the last hour",
@@ -771,8 +772,93 @@ async fn passports(State(c): Shared) -> Html<String> {
     Html(page(
         "/passports",
         "Passports",
-        &format!("{counts}<h2>Over time</h2>{over_time}<h2>Recent passports</h2>{list}"),
+        &format!(
+            "{counts}<h2>Over time</h2>{over_time}<h2>Recent verifications</h2>{verifications}<h2>Recent passports</h2>{list}"
+        ),
     ))
+}
+
+/// How many verification reports the Passports page shows.
+const RECENT_VERIFICATIONS: u32 = 20;
+
+/// The engine's latest verification records with their checks (no holder data: the engine
+/// leaves the MRZ out of this RPC).
+async fn recent_verifications(c: &Console) -> String {
+    let listed = PassportEngineClient::new(c.channel(Service::PassportEngine))
+        .list_verifications(passport::ListVerificationsRequest {
+            page_size: RECENT_VERIFICATIONS,
+            page_token: String::new(),
+        })
+        .await;
+    let records = match listed {
+        Ok(r) => r.into_inner().verifications,
+        Err(e) if e.code() == tonic::Code::PermissionDenied => {
+            return "<p>The console's identity may not read verification records.</p>".into();
+        }
+        Err(e) => return unavailable("The Passport Engine", &e),
+    };
+    if records.is_empty() {
+        return "<p>No verification recorded yet.</p>".into();
+    }
+    let mut rows = String::new();
+    for v in &records {
+        let class = match v.verdict.as_str() {
+            "VALID" => "ok",
+            "INVALID" => "bad",
+            _ => "warn",
+        };
+        let checks: Vec<String> = v
+            .checks
+            .iter()
+            .map(|c| {
+                let class = match c.status.as_str() {
+                    "passed" => "ok",
+                    "failed" => "bad",
+                    "warning" => "warn",
+                    _ => "",
+                };
+                format!(
+                    "<li><span class=\"{class}\">{}</span> {}: {}</li>",
+                    esc(&c.status),
+                    esc(&c.name),
+                    esc(&c.detail)
+                )
+            })
+            .collect();
+        // The count of each status in the row; every check with its detail one click away.
+        let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &v.checks {
+            *tally.entry(c.status.as_str()).or_default() += 1;
+        }
+        let tally: Vec<String> = tally
+            .iter()
+            .map(|(status, n)| format!("{n} {}", esc(status)))
+            .collect();
+        let at = time_of(&v.requested_at);
+        let _ = write!(
+            rows,
+            "<tr><td>{} {}</td><td class=\"{class}\">{}</td><td>{}</td><td><details><summary>{}</summary><ul class=\"checks\">{}</ul></details></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            date(at),
+            at.map(clock).unwrap_or_default(),
+            esc(&v.verdict),
+            esc(&v.summary),
+            tally.join(", "),
+            checks.join(""),
+            esc(&v.signer_subject),
+            if v.issued_here {
+                "issued here"
+            } else {
+                "foreign"
+            },
+            esc(&v.requested_by),
+        );
+    }
+    format!(
+        "<div class=\"wide\"><table><caption>The {RECENT_VERIFICATIONS} most recent verifications, newest first</caption><thead><tr>\
+         <th scope=\"col\">when</th><th scope=\"col\">verdict</th><th scope=\"col\">summary</th><th scope=\"col\">checks</th>\
+         <th scope=\"col\">Document Signer</th><th scope=\"col\">passport</th><th scope=\"col\">asked by</th></tr></thead>\
+         <tbody>{rows}</tbody></table></div>"
+    )
 }
 
 async fn isolation(State(c): Shared) -> Html<String> {

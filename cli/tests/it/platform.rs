@@ -1416,6 +1416,23 @@ async fn the_console_shows_the_platform_through_its_apis() {
     assert!(passports.contains("passports issued"), "{passports}");
     assert!(passports.contains("<svg class=\"chart\""), "{passports}");
     assert!(passports.contains("verified: "), "{passports}");
+    // The verification reports of that traffic, with their checks.
+    let recent = passports
+        .split("<h2>Recent verifications</h2>")
+        .nth(1)
+        .and_then(|s| s.split("<h2>").next())
+        .unwrap_or_else(|| panic!("{passports}"));
+    assert_eq!(
+        recent.matches("<tr><td>").count(),
+        20,
+        "the 20 most recent: {recent}"
+    );
+    assert!(
+        recent.contains("<td class=\"ok\">VALID</td>")
+            && recent.contains("sod_signature")
+            && recent.contains("issued here"),
+        "{recent}"
+    );
     let overview = get("/");
     let engine = overview
         .split("<tr>")

@@ -530,15 +530,18 @@ async fn mutual_tls_refuses_strangers_and_the_policy_holds_per_rpc() {
     }
     let (status, certificates) = marty_testkit::tools::curl(&format!("{base}/certificates"));
     assert_eq!(status, 200);
-    assert!(certificates.contains("<h2>UT</h2>"), "{certificates}");
+    assert!(certificates.contains(">UT</a></th>"), "{certificates}");
+    let (status, country) = marty_testkit::tools::curl(&format!("{base}/certificates/UT"));
+    assert_eq!(status, 200);
+    assert!(country.contains("<td>CSCA</td>"), "{country}");
     let (_, metrics) = tls_curl(dir, Some("operator"), &format!("{csca_http}/metrics"));
     assert!(
         !metrics
             .lines()
             .any(|l| l.starts_with("marty_authz_denied_total{")
                 && l.contains("caller=\"verifier\"")
-                && l.contains("ListCertificates")),
-        "the verifier may list certificates: {metrics}"
+                && (l.contains("ListCertificates") || l.contains("SummarizeCertificates"))),
+        "the verifier may list and count certificates: {metrics}"
     );
     crate::services::terminate(&mut console);
     // `marty db status` reads a service's pool from its /metrics over mutual TLS too.

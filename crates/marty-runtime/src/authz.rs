@@ -17,7 +17,7 @@ use marty_tls::{Identity, PeerInfo};
 
 use crate::metrics::{KnownMethods, Registry};
 
-use Caller::{Any, Operator, Service as S};
+use Caller::{Any, Operator, Service as S, Verifier};
 use Service::{DocumentSigner, PassportEngine, Pkd};
 
 /// The safe default: signing and issuing only for the service that needs it, administration
@@ -81,6 +81,11 @@ pub const DEFAULT_POLICY: &[(&str, &[Caller])] = &[
         &[Operator],
     ),
     ("/marty.passport.v1.PassportEngine/VerifyPassport", &[Any]),
+    // Who verified what and when, without holder data: operators and verifiers (the console).
+    (
+        "/marty.passport.v1.PassportEngine/ListVerifications",
+        &[Operator, Verifier],
+    ),
     // PKD: what it trusts changes only by an operator; what it trusts is public.
     ("/marty.pkd.v1.PkdService/ImportMasterList", &[Operator]),
     ("/marty.pkd.v1.PkdService/ImportCrl", &[Operator]),
@@ -458,6 +463,11 @@ mod tests {
         assert!(ok(create, &op));
         assert!(!ok(create, &svc(DocumentSigner)) && !ok(create, &verifier));
         assert!(ok(trust, &verifier) && ok(trust, &op) && ok(trust, &svc(PassportEngine)));
+        let reports = "/marty.passport.v1.PassportEngine/ListVerifications";
+        assert!(ok(reports, &verifier) && ok(reports, &op));
+        assert!(!ok(reports, &svc(Pkd)) && !ok(reports, &svc(Csca)));
+        let holders = "/marty.passport.v1.PassportEngine/ListPassports";
+        assert!(ok(holders, &op) && !ok(holders, &verifier));
         assert!(
             !ok(trust, &None),
             "a certificate without an identity reads nothing"

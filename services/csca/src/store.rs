@@ -410,10 +410,10 @@ pub async fn summarize(
 ) -> Result<Vec<CertSummary>, sqlx::Error> {
     let rows = sqlx::query(
         "with c as (
-           select country_code::text as country, kind, not_before, not_after,
+           select country_code, kind, not_before, not_after,
                   (status = 'revoked' and revoked_at <= $1) as revoked
              from certificates)
-         select country, kind, count(*) as total,
+         select country_code::text as country, kind, count(*) as total,
                 count(*) filter (where not revoked and not_before <= $1 and not_after >= $1) as valid,
                 count(*) filter (where not revoked and not_before > $1) as not_yet_valid,
                 count(*) filter (where not revoked and not_after < $1) as expired,
@@ -422,8 +422,8 @@ pub async fn summarize(
                                    and not_after <= $2) as expiring,
                 min(not_after) filter (where not revoked and not_after >= $1) as next_expiry
            from c
-          group by country, kind
-          order by country, kind",
+          group by country_code, kind
+          order by country_code, kind",
     )
     .bind(at)
     .bind(expiring_before)

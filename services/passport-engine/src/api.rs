@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::error::EngineError;
 use crate::service::{Engine, Holder};
-use crate::store::PassportRow;
+use crate::store::{PassportRow, ValidationRow};
 
 const MAX_PAGE: u32 = 500;
 const DEFAULT_PAGE: u32 = 50;
@@ -26,6 +26,37 @@ pub struct Api {
 impl Api {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
+    }
+}
+
+/// A recorded verification as the API shows it: named fields of the stored report only, so
+/// the MRZ (and whatever else of the holder the report carries) stays in the database.
+fn verification_to_pb(v: ValidationRow) -> pb::VerificationRecord {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+    let checks = v.report["checks"]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .map(|c| pb::Check {
+                    name: text(&c["name"]),
+                    status: text(&c["status"]),
+                    detail: text(&c["detail"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::VerificationRecord {
+        request_id: v.id.to_string(),
+        requested_at: Some(timestamp(v.requested_at)),
+        summary: text(&v.report["reason"]),
+        checks,
+        requested_by: v.requested_by.unwrap_or_default(),
+        issued_here: v.issued_here,
+        sod_sha256: marty_icao::hex::encode(&v.sod_sha256),
+        signer_subject: text(&v.report["dsc"]["subject"]),
+        chain_from_cache: v.report["chain_from_cache"].as_bool().unwrap_or(false),
+        verdict: v.verdict,
     }
 }
 
@@ -237,6 +268,36 @@ impl PassportEngine for Api {
         };
         Ok(Response::new(pb::ListPassportsResponse {
             passports: rows.into_iter().map(|r| passport_to_pb(r, false)).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_verifications(
+        &self,
+        request: Request<pb::ListVerificationsRequest>,
+    ) -> Result<Response<pb::ListVerificationsResponse>, Status> {
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = marty_runtime::paging::parse(&r.page_token)?;
+        let rows = self
+            .engine
+            .verifications(after, i64::from(size) + 1)
+            .await?;
+        let more = rows.len() > size as usize;
+        let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
+        let next = if more {
+            rows.last()
+                .map(|r| marty_runtime::paging::token(r.requested_at, r.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListVerificationsResponse {
+            verifications: rows.into_iter().map(verification_to_pb).collect(),
             next_page_token: next,
         }))
     }

@@ -500,6 +500,15 @@ impl Engine {
         Ok(store::page(&mut conn, after, limit).await?)
     }
 
+    pub async fn verifications(
+        &self,
+        after: Option<(OffsetDateTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<store::ValidationRow>> {
+        let mut conn = self.ctx.db().acquire().await?;
+        Ok(store::validations(&mut conn, after, limit).await?)
+    }
+
     /// The trust store of `country`: from fresh cached material, else from the PKD's (then
     /// cached), else from cached material within the stale limit; with the material's
     /// version and whether it came from the cache. `None` when there is none.

@@ -148,6 +148,52 @@ pub async fn page(
     .collect()
 }
 
+/// A recorded verification.
+#[derive(Debug)]
+pub struct ValidationRow {
+    pub id: Uuid,
+    pub requested_at: OffsetDateTime,
+    pub verdict: String,
+    pub report: serde_json::Value,
+    pub requested_by: Option<String>,
+    pub issued_here: bool,
+    pub sod_sha256: Vec<u8>,
+}
+
+/// Recorded verifications, newest first, after the (time, id) of a previous page.
+pub async fn validations(
+    conn: &mut PgConnection,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ValidationRow>, sqlx::Error> {
+    let (t, id) = after.unzip();
+    sqlx::query(
+        "select id, requested_at, verdict, report, requested_by,
+                passport_id is not null as issued_here, sod_sha256
+           from validation_requests
+          where ($1::timestamptz is null or (requested_at, id) < ($1, $2))
+          order by requested_at desc, id desc limit $3",
+    )
+    .bind(t)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(ValidationRow {
+            id: r.try_get("id")?,
+            requested_at: r.try_get("requested_at")?,
+            verdict: r.try_get("verdict")?,
+            report: r.try_get("report")?,
+            requested_by: r.try_get("requested_by")?,
+            issued_here: r.try_get("issued_here")?,
+            sod_sha256: r.try_get("sod_sha256")?,
+        })
+    })
+    .collect()
+}
+
 /// A verification to record.
 #[derive(Debug)]
 pub struct NewValidation {

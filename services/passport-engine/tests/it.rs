@@ -259,6 +259,63 @@ async fn issue_verify_tamper_revoke() {
             ("INVALID".to_owned(), Some(passport.id.clone()))
         ]
     );
+    // ListVerifications pages through the same records, newest first, with their checks and
+    // nothing of the holder.
+    let mut client = p.engine.passport().await;
+    let page = |token: String| pb::ListVerificationsRequest {
+        page_size: 1,
+        page_token: token,
+    };
+    let first = client
+        .list_verifications(page(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .list_verifications(page(first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second.next_page_token.is_empty(), "two records, two pages");
+    let listed: Vec<_> = first
+        .verifications
+        .iter()
+        .chain(&second.verifications)
+        .collect();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|v| v.verdict.as_str())
+            .collect::<Vec<_>>(),
+        ["INVALID", "VALID"]
+    );
+    assert_eq!(listed[0].request_id, report.request_id);
+    for v in &listed {
+        assert!(v.issued_here && !v.summary.is_empty(), "{v:?}");
+        assert!(v.signer_subject.contains("UT"), "{v:?}");
+        assert_eq!(v.sod_sha256.len(), 64, "{v:?}");
+        let signature = v.checks.iter().find(|c| c.name == "sod_signature");
+        assert_eq!(
+            signature.map(|c| c.status.as_str()),
+            Some("passed"),
+            "{v:?}"
+        );
+        let shown = format!("{v:?}");
+        assert!(
+            !shown.contains("ERIKSSON")
+                && !shown.contains(&passport.document_number)
+                && !shown.contains("<<"),
+            "no holder data: {shown}"
+        );
+    }
+    assert!(listed[1].checks.iter().all(|c| c.status != "failed"));
+    assert!(listed[0].chain_from_cache && !listed[1].chain_from_cache);
+    let bad = client
+        .list_verifications(page("not a token".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
     // Who asked comes from the connection (here plaintext: its address; with mutual TLS the
     // certificate's identity), never a constant.
     let requesters: Vec<Option<String>> =
