@@ -11,6 +11,8 @@
 # side and the median ratio loaded/empty with its range (goal: within 2×).
 #   scripts/bench-console.sh [ROUNDS] [COUNT] [CERTIFICATES] [PASSPORTS]
 set -euo pipefail
+# A failed measurement inside $(…) stops the run instead of leaving an empty figure.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 rounds=${1:-5}; count=${2:-20}; certificates=${3:-10000}; passports=${4:-1000000}
 cargo build -q --release -p marty-cli
@@ -90,7 +92,7 @@ range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 curl_ttfb() { # $1: URL → median time to first byte in ms over COUNT requests
   for _ in $(seq "$count"); do
-    curl -s -o /dev/null -w '%{time_starttransfer}\n' "$1"
+    curl -fsS -o /dev/null -w '%{time_starttransfer}\n' "$1"
   done | awk '{print $1 * 1000}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 pages=(overview=/ certificates=/certificates)

@@ -303,6 +303,17 @@ async fn country_certificates(
     Path(country): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
+        return (
+            StatusCode::NOT_FOUND,
+            Html(page(
+                "/certificates",
+                "Country not found",
+                "<p>A country is two capital letters (ISO 3166-1 alpha-2), e.g. /certificates/DE.</p>",
+            )),
+        )
+            .into_response();
+    }
     let after = query
         .as_deref()
         .unwrap_or("")
@@ -321,12 +332,16 @@ async fn country_certificates(
     let listed = match listed {
         Ok(r) => r.into_inner(),
         Err(e) if e.code() == tonic::Code::InvalidArgument => {
+            // The country is well-formed: what the CSCA refused is the page token.
             return (
-                StatusCode::NOT_FOUND,
+                StatusCode::BAD_REQUEST,
                 Html(page(
                     "/certificates",
-                    "Country not found",
-                    &format!("<p>{}</p>", esc(e.message())),
+                    "Not a page of this list",
+                    &format!(
+                        "<p>{}</p><p><a href=\"/certificates/{country}\">first page</a></p>",
+                        esc(e.message())
+                    ),
                 )),
             )
                 .into_response();
@@ -850,7 +865,11 @@ async fn recent_verifications(c: &Console) -> String {
             } else {
                 "foreign"
             },
-            esc(&v.requested_by),
+            if v.requested_by.is_empty() {
+                "–".to_owned()
+            } else {
+                esc(&v.requested_by)
+            },
         );
     }
     format!(

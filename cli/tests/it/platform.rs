@@ -1369,6 +1369,18 @@ async fn the_console_shows_the_platform_through_its_apis() {
     assert_eq!(seen.len(), ut_total, "{stored} stored");
     assert_eq!(pages, ut_total.div_ceil(200));
     assert!(seen.contains(&ut_csca) && seen.contains(&ut_dsc));
+    // Neither a country that is not two capitals (a blank one would list every country) nor
+    // a token the CSCA did not hand out is followed.
+    for (path, status) in [
+        ("/certificates/%20%20", 404),
+        ("/certificates/%3Cb%3E", 404),
+        ("/certificates/ut", 404),
+        ("/certificates/UT?after=junk", 400),
+    ] {
+        let (got, body) = marty_testkit::tools::curl(&format!("{base}{path}"));
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(!body.contains("<b>"), "{body}");
+    }
 
     // The decoded certificate and its DER, byte for byte what the CSCA issued.
     let detail = get(&format!("/certificates/UT/{ut_csca}"));

@@ -174,6 +174,16 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<Identity> {
         .and_then(|p| p.identity.clone())
 }
 
+/// Whether the caller may see who asked for what in audit records: an operator, or anyone
+/// when TLS is off (development: no caller has an identity). A verifier may not: who checked
+/// which document when is a travel history.
+pub fn sees_audit_detail<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .is_some_and(|p| matches!(p.identity, None | Some(Identity::Operator(_))))
+}
+
 /// Who made a call, for audit records: the certificate's identity and the address, or the
 /// address alone without TLS.
 pub fn requester<T>(request: &tonic::Request<T>) -> String {
@@ -476,6 +486,20 @@ mod tests {
         // Without TLS nothing is enforced (development only).
         let open = Policy::new(&settings(marty_config::TlsMode::Off), &known()).unwrap();
         assert!(open.check(issue, None).is_ok());
+    }
+
+    #[test]
+    fn only_operators_and_servers_without_tls_see_who_asked() {
+        let with = |identity: Option<Identity>| {
+            let mut r = tonic::Request::new(());
+            r.extensions_mut().insert(peer(identity));
+            sees_audit_detail(&r)
+        };
+        assert!(with(Some(Identity::Operator("alice".into()))));
+        assert!(with(None), "TLS off: no caller has an identity");
+        assert!(!with(Some(Identity::Verifier("console".into()))));
+        assert!(!with(Some(Identity::Service(Pkd))));
+        assert!(!sees_audit_detail(&tonic::Request::new(())));
     }
 
     #[test]

@@ -29,31 +29,48 @@ impl Api {
     }
 }
 
+/// Checks whose detail may quote the MRZ (a field that does not parse is quoted as found).
+const HOLDER_CHECKS: &[&str] = &["mrz"];
+
 /// A recorded verification as the API shows it: named fields of the stored report only, so
-/// the MRZ (and whatever else of the holder the report carries) stays in the database.
-fn verification_to_pb(v: ValidationRow) -> pb::VerificationRecord {
+/// the MRZ (and whatever else of the holder the report carries) stays in the database. The
+/// detail of an MRZ check that did not pass is withheld, and so is a summary quoting it.
+/// `audit`: whether the caller sees which EF.SOD it was and who asked (see
+/// [`marty_runtime::authz::sees_audit_detail`]).
+fn verification_to_pb(v: ValidationRow, audit: bool) -> pb::VerificationRecord {
     let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
-    let checks = v.report["checks"]
-        .as_array()
-        .map(|checks| {
-            checks
-                .iter()
-                .map(|c| pb::Check {
-                    name: text(&c["name"]),
-                    status: text(&c["status"]),
-                    detail: text(&c["detail"]),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut summary = text(&v.report["reason"]);
+    let mut checks = Vec::new();
+    for c in v.report["checks"].as_array().into_iter().flatten() {
+        let (name, status, mut detail) = (text(&c["name"]), text(&c["status"]), text(&c["detail"]));
+        if HOLDER_CHECKS.contains(&name.as_str()) && status != "passed" {
+            if !detail.is_empty() && summary.contains(&detail) {
+                summary = format!("{name} check {status} (detail withheld)");
+            }
+            detail = "withheld: the MRZ's text may name the holder".into();
+        }
+        checks.push(pb::Check {
+            name,
+            status,
+            detail,
+        });
+    }
     pb::VerificationRecord {
         request_id: v.id.to_string(),
         requested_at: Some(timestamp(v.requested_at)),
-        summary: text(&v.report["reason"]),
+        summary,
         checks,
-        requested_by: v.requested_by.unwrap_or_default(),
+        requested_by: if audit {
+            v.requested_by.unwrap_or_default()
+        } else {
+            String::new()
+        },
         issued_here: v.issued_here,
-        sod_sha256: marty_icao::hex::encode(&v.sod_sha256),
+        sod_sha256: if audit {
+            marty_icao::hex::encode(&v.sod_sha256)
+        } else {
+            String::new()
+        },
         signer_subject: text(&v.report["dsc"]["subject"]),
         chain_from_cache: v.report["chain_from_cache"].as_bool().unwrap_or(false),
         verdict: v.verdict,
@@ -277,6 +294,7 @@ impl PassportEngine for Api {
         &self,
         request: Request<pb::ListVerificationsRequest>,
     ) -> Result<Response<pb::ListVerificationsResponse>, Status> {
+        let audit = marty_runtime::authz::sees_audit_detail(&request);
         let r = request.into_inner();
         let size = match r.page_size {
             0 => DEFAULT_PAGE,
@@ -297,7 +315,10 @@ impl PassportEngine for Api {
             String::new()
         };
         Ok(Response::new(pb::ListVerificationsResponse {
-            verifications: rows.into_iter().map(verification_to_pb).collect(),
+            verifications: rows
+                .into_iter()
+                .map(|v| verification_to_pb(v, audit))
+                .collect(),
             next_page_token: next,
         }))
     }

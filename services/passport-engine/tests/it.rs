@@ -423,6 +423,43 @@ async fn issue_verify_tamper_revoke() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // A DG1 whose name field does not parse (a digit in it): the stored report quotes the
+    // field, ListVerifications withholds it, from the check and from the summary.
+    let mut bad_name = verify_request(&passport);
+    let dg1 = &mut bad_name.data_groups[0];
+    let at = dg1
+        .windows(4)
+        .position(|w| w == b"ANNA")
+        .expect("the holder's name in DG1");
+    dg1[at + 2] = b'4';
+    let report = p.verify(bad_name).await;
+    assert_ne!(report.verdict, "VALID", "{}", report.report_json);
+    let stored: String =
+        sqlx::query_scalar("select report::text from validation_requests where id = $1::uuid")
+            .bind(&report.request_id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        stored.contains("ERIKSSON"),
+        "the stored report quotes the MRZ, so withholding it is needed: {stored}"
+    );
+    let newest = client
+        .list_verifications(page(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let record = &newest.verifications[0];
+    assert_eq!(record.request_id, report.request_id);
+    let shown = format!("{record:?}");
+    assert!(
+        !shown.contains("ERIKSSON") && !shown.contains("AN4A"),
+        "{shown}"
+    );
+    let mrz = record.checks.iter().find(|c| c.name == "mrz").unwrap();
+    assert_eq!(mrz.status, "failed", "{shown}");
+    assert!(mrz.detail.starts_with("withheld"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
