@@ -102,6 +102,22 @@ async fn serve_one(service: Service, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Variables that carry (or point at) a secret the console must not hold: passwords, key
+/// encryption keys, PINs, connection URLs (which may embed a password), other secrets.
+fn is_secret_variable(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    [
+        "PASSWORD",
+        "PASSFILE",
+        "_KEK",
+        "_PIN",
+        "SECRET",
+        "DATABASE_URL",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
 /// Sends SIGTERM to a child (the `kill` utility: no unsafe signal code in this crate).
 fn terminate(pid: u32) {
     signal(pid, "-TERM");
@@ -139,10 +155,7 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
     // The console connects to no database: it gets none of the secrets in this environment.
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str()
-            && (name.contains("PASSWORD")
-                || name.contains("_KEK")
-                || name.contains("_PIN")
-                || name.ends_with("DATABASE_URL"))
+            && is_secret_variable(name)
         {
             cmd.env_remove(name);
         }
@@ -232,5 +245,38 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
         Ok(ExitCode::SUCCESS)
     } else {
         bail!("not every service ran and stopped cleanly (see above)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_console_gets_no_secret_variable() {
+        for secret in [
+            "DB_PASSWORD",
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "MARTY_CSCA_APP_PASSWORD_FILE",
+            "MARTY_NATS_PASSWORD",
+            "MARTY_CSCA_KEK",
+            "MARTY_CSCA_PREVIOUS_KEK",
+            "MARTY_PKD_KEK_FILE",
+            "MARTY_CSCA_PKCS11_PIN",
+            "MARTY_PKD_PKCS11_PIN_FILE",
+            "MARTY_ADMIN_DATABASE_URL",
+            "CSCA_DATABASE_URL",
+            "marty_csca_app_password",
+        ] {
+            assert!(super::is_secret_variable(secret), "{secret}");
+        }
+        for kept in [
+            "MARTY_CONSOLE_LISTEN",
+            "MARTY_TLS_DIR",
+            "MARTY_CSCA_GRPC_PORT",
+            "MARTY_STATE_DIR",
+            "PATH",
+        ] {
+            assert!(!super::is_secret_variable(kept), "{kept}");
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct Console {
     /// Where each service listens, from the configuration.
     apis: Vec<marty_config::ServiceApi>,
     history: history::History,
+    /// Names besides IP addresses and `localhost` that requests may address the console by
+    /// (`MARTY_CONSOLE_HOSTS`, comma-separated, lower case).
+    hosts: Vec<String>,
 }
 
 impl Console {
@@ -83,7 +86,14 @@ impl Console {
         let isolation_file = std::env::var_os("MARTY_CONSOLE_ISOLATION_FILE")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| config.state_dir.join("isolation.json"));
+        let hosts = std::env::var("MARTY_CONSOLE_HOSTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
         Ok(Console {
+            hosts,
             history: history::History::default(),
             isolation_file,
             channels,

@@ -1283,6 +1283,24 @@ async fn the_console_shows_the_platform_through_its_apis() {
             && head.contains("x-content-type-options: nosniff"),
         "{head}"
     );
+    // A page elsewhere whose own name points at the console (DNS rebinding) is refused; the
+    // console's address and localhost are answered.
+    let with_host = |host: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg(format!("{base}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(with_host(&format!("rebind.example:{port}")), "421");
+    assert_eq!(
+        with_host(&format!("localhost.rebind.example:{port}")),
+        "421"
+    );
+    assert_eq!(with_host(&format!("localhost:{port}")), "200");
+    assert_eq!(with_host(&format!("127.0.0.1:{port}")), "200");
     let overview = get("/");
     for s in ["csca", "document_signer", "passport_engine", "pkd"] {
         assert!(
