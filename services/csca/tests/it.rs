@@ -945,6 +945,112 @@ async fn listing_paging_and_expiry() {
         .unwrap()
         .into_inner();
     assert!(none.certificates.is_empty());
+
+    // SummarizeCertificates counts what the listing shows, status by status. One DE DSC made
+    // expired and one not yet valid, in the database, so that every bucket holds one.
+    let mut conn = w.app_db().await;
+    for (serial, not_before, not_after) in [
+        (
+            &serials[1],
+            "now() - interval '10 days'",
+            "now() - interval '1 day'",
+        ),
+        (
+            &serials[3],
+            "now() + interval '1 day'",
+            "now() + interval '400 days'",
+        ),
+    ] {
+        sqlx::query(&format!(
+            "update certificates set not_before = {not_before}, not_after = {not_after}
+              where serial_number = decode($1, 'hex')"
+        ))
+        .bind(serial)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let summary = |days: u32| pb::SummarizeCertificatesRequest {
+        expiring_days: days,
+    };
+    let got = c
+        .summarize_certificates(summary(4000))
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    let row = |country: &str, t: pb::CertificateType| {
+        got.iter()
+            .find(|s| s.country == country && s.r#type == t as i32)
+            .unwrap_or_else(|| panic!("no {country} {t:?}: {got:?}"))
+            .clone()
+    };
+    let counts = |s: &pb::CertificateSummary| {
+        (
+            s.total,
+            s.valid,
+            s.not_yet_valid,
+            s.expired,
+            s.revoked,
+            s.expiring,
+        )
+    };
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        counts(&row("UT", pb::CertificateType::Csca)),
+        (1, 1, 0, 0, 0, 0)
+    );
+    // UT: four DSCs, the first revoked; the other three expire within 4000 days.
+    assert_eq!(
+        counts(&row("UT", pb::CertificateType::DocumentSigner)),
+        (4, 3, 0, 0, 1, 3)
+    );
+    assert_eq!(
+        counts(&row("DE", pb::CertificateType::DocumentSigner)),
+        (3, 1, 1, 1, 0, 1)
+    );
+    let de = row("DE", pb::CertificateType::DocumentSigner);
+    let soonest = marty_proto::offset_date_time(de.next_expiry.as_ref().unwrap()).unwrap();
+    let in_400_days = time::OffsetDateTime::now_utc() + time::Duration::days(400);
+    assert!(
+        (soonest - in_400_days).abs() < time::Duration::minutes(5),
+        "the not-yet-valid one ends first; the expired one does not count: {soonest}"
+    );
+    let world = &w;
+    let by_status = |s: pb::CertificateStatus| async move {
+        let mut c = world.client().await;
+        c.list_certificates(list(
+            "DE",
+            pb::CertificateType::DocumentSigner,
+            s,
+            0,
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates
+        .len() as u64
+    };
+    assert_eq!(by_status(pb::CertificateStatus::Valid).await, de.valid);
+    assert_eq!(by_status(pb::CertificateStatus::Expired).await, de.expired);
+    assert_eq!(
+        by_status(pb::CertificateStatus::NotYetValid).await,
+        de.not_yet_valid
+    );
+    // 30 days (the default): nothing expires that soon.
+    let soon = c
+        .summarize_certificates(summary(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .summaries;
+    assert!(soon.iter().all(|s| s.expiring == 0), "{soon:?}");
+    assert_code(
+        c.summarize_certificates(summary(36601)).await,
+        Code::InvalidArgument,
+        "expiring_days",
+    );
     w.app.stop().await.unwrap();
 }
 
