@@ -173,7 +173,7 @@ async fn overview(State(c): Shared) -> Html<String> {
         &format!(
             "<div class=\"wide\"><table><caption>Each service as its gRPC health check and its /metrics report it</caption>\
              <thead><tr><th scope=\"col\">service</th><th scope=\"col\">gRPC</th><th scope=\"col\">database</th>\
-             <th scope=\"col\">migration</th><th scope=\"col\">requests</th><th scope=\"col\">requests/min (5 min)</th>\
+             <th scope=\"col\">version</th><th scope=\"col\">migration</th><th scope=\"col\">requests</th><th scope=\"col\">requests/min (5 min)</th>\
              <th scope=\"col\">errors</th><th scope=\"col\">errors/min (5 min)</th>\
              <th scope=\"col\">outbox backlog</th><th scope=\"col\">oldest unpublished (s)</th></tr></thead>\
              <tbody>{rows}</tbody></table></div>"
@@ -197,6 +197,11 @@ async fn overview_row(c: &Console, service: Service) -> String {
     };
     let ready = ready.is_ok();
     let cell = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into());
+    let version = metrics
+        .as_ref()
+        .ok()
+        .and_then(|m| scrape::label(m, "marty_build_info", "version"))
+        .unwrap_or_else(|| "–".into());
     let (migration, requests, errors, backlog, oldest) = match &metrics {
         Ok(m) => (
             cell(scrape::sum(m, "marty_migration_version", &[])),
@@ -219,13 +224,14 @@ async fn overview_row(c: &Console, service: Service) -> String {
     };
     let (request_rate, error_rate) = (rate(|s| s.requests), rate(|s| s.errors));
     format!(
-        "<tr><th scope=\"row\">{}</th><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td>{migration}</td>\
+        "<tr><th scope=\"row\">{}</th><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{migration}</td>\
          <td>{requests}</td><td>{request_rate}</td><td>{errors}</td><td>{error_rate}</td><td>{backlog}</td><td>{oldest}</td></tr>",
         service.id(),
         if up { "ok" } else { "bad" },
         if up { "up" } else { "down" },
         if ready { "ok" } else { "bad" },
         if ready { "ready" } else { "not ready" },
+        esc(&version),
     )
 }
 

@@ -103,6 +103,20 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The value of label `label` on the first sample of `name`.
+pub fn label(metrics: &str, name: &str, label: &str) -> Option<String> {
+    let prefix = format!("{name}{{");
+    let key = format!("{label}=\"");
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .find_map(|labels| {
+            let start = labels.find(&key)? + key.len();
+            let value = &labels[start..];
+            Some(value[..value.find('"')?].to_owned())
+        })
+}
+
 /// The sum of every sample of `name` whose labels contain each of `with` (`key="value"`).
 pub fn sum(metrics: &str, name: &str, with: &[&str]) -> Option<f64> {
     let mut found = None;
@@ -133,6 +147,30 @@ pub fn sum_without(metrics: &str, name: &str, without: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_read_from_the_first_sample() {
+        let m = "# HELP marty_build_info v\nmarty_build_info{service=\"csca\",version=\"0.1.0\"} 1\n\
+                 marty_build_info_x{version=\"9\"} 1\n";
+        assert_eq!(
+            label(m, "marty_build_info", "version").as_deref(),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            label(m, "marty_build_info", "service").as_deref(),
+            Some("csca")
+        );
+        assert_eq!(label(m, "marty_build_info", "commit"), None);
+        assert_eq!(
+            label(
+                "marty_build_info{version=\"cut",
+                "marty_build_info",
+                "version"
+            ),
+            None
+        );
+        assert_eq!(label(m, "marty_build", "version"), None);
+    }
 
     #[test]
     fn sums_pick_series_by_name_and_labels() {

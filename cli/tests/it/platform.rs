@@ -1310,6 +1310,13 @@ async fn the_console_shows_the_platform_through_its_apis() {
     }
     assert_eq!(overview.matches(">up<").count(), 4, "{overview}");
     assert_eq!(overview.matches(">ready<").count(), 4, "{overview}");
+    assert_eq!(
+        overview
+            .matches(&format!("<td>{}</td>", env!("CARGO_PKG_VERSION")))
+            .count(),
+        4,
+        "each service's version from its /metrics: {overview}"
+    );
 
     let listed = p.json(d, &["csca", "list", "--json"]);
     let all = listed.as_array().unwrap_or_else(|| panic!("{listed}"));

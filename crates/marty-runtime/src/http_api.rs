@@ -125,6 +125,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         state.db.waiting() as f64,
     );
     m.set(
+        "marty_build_info",
+        "The running binary's version, as a label (the value is always 1).",
+        &[("service", service), ("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    m.set(
         "marty_migration_version",
         "Newest migration the binary embeds and the database has applied.",
         &labels,
