@@ -371,15 +371,11 @@ async fn country_certificates(
     RawQuery(query): RawQuery,
 ) -> Response {
     if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())) {
-        return (
+        return error_page(
             StatusCode::NOT_FOUND,
-            Html(page(
-                "/certificates",
-                "Country not found",
-                "<p>A country is two capital letters (ISO 3166-1 alpha-2), e.g. /certificates/DE.</p>",
-            )),
-        )
-            .into_response();
+            "Country not found",
+            "<p>A country is two capital letters (ISO 3166-1 alpha-2), e.g. /certificates/DE.</p>",
+        );
     }
     let after = query
         .as_deref()
@@ -400,29 +396,21 @@ async fn country_certificates(
         Ok(r) => r.into_inner(),
         Err(e) if e.code() == tonic::Code::InvalidArgument => {
             // The country is well-formed: what the CSCA refused is the page token.
-            return (
+            return error_page(
                 StatusCode::BAD_REQUEST,
-                Html(page(
-                    "/certificates",
-                    "Not a page of this list",
-                    &format!(
-                        "<p>{}</p><p><a href=\"/certificates/{country}\">first page</a></p>",
-                        esc(e.message())
-                    ),
-                )),
-            )
-                .into_response();
+                "Not a page of this list",
+                &format!(
+                    "<p>{}</p><p><a href=\"/certificates/{country}\">first page</a></p>",
+                    esc(e.message())
+                ),
+            );
         }
         Err(e) => {
-            return (
+            return error_page(
                 StatusCode::BAD_GATEWAY,
-                Html(page(
-                    "/certificates",
-                    "Certificates",
-                    &unavailable("The CSCA", &e),
-                )),
-            )
-                .into_response();
+                "Certificates",
+                &unavailable("The CSCA", &e),
+            );
         }
     };
     let now = OffsetDateTime::now_utc();
@@ -459,6 +447,11 @@ async fn country_certificates(
         &body,
     ))
     .into_response()
+}
+
+/// A Certificates error page with its status.
+fn error_page(status: StatusCode, title: &str, body: &str) -> Response {
+    (status, Html(page("/certificates", title, body))).into_response()
 }
 
 /// Percent-encoding for a path segment or query value: unreserved characters stay.
@@ -563,26 +556,18 @@ async fn certificate(
     let cert = match found {
         Ok(r) => r.into_inner(),
         Err(e) if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument => {
-            return (
+            return error_page(
                 StatusCode::NOT_FOUND,
-                Html(page(
-                    "/certificates",
-                    "Certificate not found",
-                    &format!("<p>{}</p>", esc(e.message())),
-                )),
-            )
-                .into_response();
+                "Certificate not found",
+                &format!("<p>{}</p>", esc(e.message())),
+            );
         }
         Err(e) => {
-            return (
+            return error_page(
                 StatusCode::BAD_GATEWAY,
-                Html(page(
-                    "/certificates",
-                    "Certificate",
-                    &unavailable("The CSCA", &e),
-                )),
-            )
-                .into_response();
+                "Certificate",
+                &unavailable("The CSCA", &e),
+            );
         }
     };
     if der_wanted {
