@@ -63,7 +63,9 @@ start_side() { # $1: empty|loaded — a platform of its own, with one CSCA, DSC 
     $marty signer activate --key ec:P-256:named >/dev/null
     printf '{"primary_identifier":"ERIKSSON","secondary_identifier":"ANNA MARIA","nationality":"UTO","date_of_birth":"1974-08-12","date_of_expiry":"2031-04-15","sex":"F","document_type":"P"}' >"$dir/holder.json"
     $marty passport issue --holder "$dir/holder.json" --photo samples/face.jpg --out "$dir/passport" >/dev/null
-    for _ in $(seq 60); do $marty passport verify "$dir/passport" >/dev/null 2>&1 && break; sleep 0.5; done
+    verified=
+    for _ in $(seq 60); do $marty passport verify "$dir/passport" >/dev/null 2>&1 && verified=1 && break; sleep 0.5; done
+    [ -n "$verified" ] || { echo "$side: the passport never verified" >&2; exit 1; }
   )
 }
 psql_side() { # $1: side, $2: database, rest: psql arguments, as that platform's administrator

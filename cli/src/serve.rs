@@ -102,20 +102,34 @@ async fn serve_one(service: Service, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Variables that carry (or point at) a secret the console must not hold: passwords, key
-/// encryption keys, PINs, connection URLs (which may embed a password), other secrets.
-fn is_secret_variable(name: &str) -> bool {
+/// Variables that carry (or point at) a secret the console must not hold: passwords and
+/// passphrases, key encryption keys, PINs, tokens and credentials, database URLs, and any URL
+/// with a user name or password in it (`nats://user:pass@…`).
+fn is_secret_variable(name: &str, value: &str) -> bool {
     let name = name.to_ascii_uppercase();
-    [
+    let in_name = [
         "PASSWORD",
+        "PASSPHRASE",
         "PASSFILE",
         "_KEK",
         "_PIN",
         "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "CREDS",
+        "PGSERVICEFILE",
         "DATABASE_URL",
+        "ADMIN_URL",
     ]
     .iter()
-    .any(|s| name.contains(s))
+    .any(|s| name.contains(s));
+    let url_with_user = value.split_once("://").is_some_and(|(_, rest)| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .unwrap_or("")
+            .contains('@')
+    });
+    in_name || url_with_user
 }
 
 /// Sends SIGTERM to a child (the `kill` utility: no unsafe signal code in this crate).
@@ -153,9 +167,9 @@ async fn serve_all(config: &Config, log_format: Option<&str>) -> Result<ExitCode
         cmd.arg("--log-format").arg(f);
     }
     // The console connects to no database: it gets none of the secrets in this environment.
-    for (name, _) in std::env::vars_os() {
+    for (name, value) in std::env::vars_os() {
         if let Some(name) = name.to_str()
-            && is_secret_variable(name)
+            && is_secret_variable(name, &value.to_string_lossy())
         {
             cmd.env_remove(name);
         }
@@ -266,9 +280,23 @@ mod tests {
             "MARTY_ADMIN_DATABASE_URL",
             "CSCA_DATABASE_URL",
             "marty_csca_app_password",
+            "MARTY_KEY_PASSPHRASE",
+            "MARTY_TEST_PG_ADMIN_URL",
+            "GITHUB_TOKEN",
+            "AWS_CREDENTIALS",
+            "PGSERVICEFILE",
         ] {
-            assert!(super::is_secret_variable(secret), "{secret}");
+            assert!(super::is_secret_variable(secret, "x"), "{secret}");
         }
+        // A URL is kept unless it carries a user name or password.
+        assert!(super::is_secret_variable(
+            "MARTY_NATS_URL",
+            "nats://marty_csca:s3cret@127.0.0.1:4222"
+        ));
+        assert!(!super::is_secret_variable(
+            "MARTY_NATS_URL",
+            "nats://127.0.0.1:4222/?x=a@b"
+        ));
         for kept in [
             "MARTY_CONSOLE_LISTEN",
             "MARTY_TLS_DIR",
@@ -276,7 +304,7 @@ mod tests {
             "MARTY_STATE_DIR",
             "PATH",
         ] {
-            assert!(!super::is_secret_variable(kept), "{kept}");
+            assert!(!super::is_secret_variable(kept, "/srv/marty"), "{kept}");
         }
     }
 }

@@ -475,7 +475,10 @@ fn country_section(country: &str, certs: &[csca::Certificate], now: OffsetDateTi
             continue;
         };
         let revoked = status_name(cert.status) == "revoked";
-        let expiring = !revoked && na > now && na - now <= Duration::days(EXPIRING_DAYS);
+        // As the CSCA's summary counts it: valid (from not_before to not_after inclusive) and
+        // ending within EXPIRING_DAYS.
+        let expiring =
+            !revoked && nb <= now && na >= now && na - now <= Duration::days(EXPIRING_DAYS);
         let usage = match (
             time_of(&cert.private_key_usage_not_before),
             time_of(&cert.private_key_usage_not_after),

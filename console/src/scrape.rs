@@ -111,7 +111,13 @@ pub fn label(metrics: &str, name: &str, label: &str) -> Option<String> {
         .lines()
         .filter_map(|line| line.strip_prefix(&prefix))
         .find_map(|labels| {
-            let start = labels.find(&key)? + key.len();
+            // The label at the start of the set or after a comma, not a suffix of another's
+            // name (`git_version=`). Label values here never hold `,` or `"`.
+            let start = if labels.starts_with(&key) {
+                key.len()
+            } else {
+                labels.find(&format!(",{key}"))? + key.len() + 1
+            };
             let value = &labels[start..];
             Some(value[..value.find('"')?].to_owned())
         })
@@ -170,6 +176,11 @@ mod tests {
             None
         );
         assert_eq!(label(m, "marty_build", "version"), None);
+        let other = "marty_build_info{git_version=\"x\",version=\"2\"} 1\n";
+        assert_eq!(
+            label(other, "marty_build_info", "version").as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

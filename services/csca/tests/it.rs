@@ -1038,6 +1038,21 @@ async fn listing_paging_and_expiry() {
         by_status(pb::CertificateStatus::NotYetValid).await,
         de.not_yet_valid
     );
+    let ut = row("UT", pb::CertificateType::DocumentSigner);
+    let revoked_listed = c
+        .list_certificates(list(
+            "UT",
+            pb::CertificateType::DocumentSigner,
+            pb::CertificateStatus::Revoked,
+            0,
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates
+        .len() as u64;
+    assert_eq!(revoked_listed, ut.revoked);
     // 30 days (the default): nothing expires that soon.
     let soon = c
         .summarize_certificates(summary(0))
