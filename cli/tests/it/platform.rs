@@ -1453,6 +1453,16 @@ async fn the_console_shows_the_platform_through_its_apis() {
     assert!(passports.contains("passports issued"), "{passports}");
     assert!(passports.contains("<svg class=\"chart\""), "{passports}");
     assert!(passports.contains("verified: "), "{passports}");
+    // The passport the benchmark issued, by its document number (TLS is off here: the list
+    // is shown; over mutual TLS the verifier sees counts only).
+    let issued = p.json(d, &["passport", "list", "--json"]);
+    let number = issued[0]["document_number"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{issued}"));
+    assert!(
+        passports.contains(&format!("<td class=\"mono\">{number}</td>")),
+        "{passports}"
+    );
     // The verification reports of that traffic, with their checks.
     let recent = passports
         .split("<h2>Recent verifications</h2>")
