@@ -121,10 +121,6 @@ fn crl(row: &CrlRow) -> pb::Crl {
     }
 }
 
-fn page_token(row: &CertRow) -> String {
-    marty_runtime::paging::token(row.created_at, row.id)
-}
-
 fn requester<T>(request: &Request<T>) -> String {
     marty_runtime::authz::requester(request)
 }
@@ -378,14 +374,14 @@ impl CscaService for Api {
         request: Request<pb::ListCertificatesRequest>,
     ) -> R<pb::ListCertificatesResponse> {
         let r = request.into_inner();
-        let filter = Api::list_filter(&r.country, r.r#type, r.status, r.page_size, &r.page_token)?;
+        let mut filter =
+            Api::list_filter(&r.country, r.r#type, r.status, r.page_size, &r.page_token)?;
+        let size = filter.limit as usize;
+        // One row beyond the page says whether another page follows.
+        filter.limit += 1;
         let now = OffsetDateTime::now_utc();
         let rows = self.csca.list(now, &filter).await?;
-        let next = if rows.len() as i64 == filter.limit {
-            rows.last().map(page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) = marty_runtime::paging::split(rows, size, |c| (c.created_at, c.id));
         Ok(Response::new(pb::ListCertificatesResponse {
             certificates: rows.iter().map(|c| certificate(c, now)).collect(),
             next_page_token: next,

@@ -889,6 +889,20 @@ async fn listing_paging_and_expiry() {
         token = page.next_page_token;
     }
     assert_eq!(seen.len(), 9);
+    // Exactly a page's worth: no token that leads to an empty page.
+    let whole = c
+        .list_certificates(list(
+            "",
+            pb::CertificateType::Unspecified,
+            pb::CertificateStatus::Unspecified,
+            9,
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(whole.certificates.len(), 9);
+    assert!(whole.next_page_token.is_empty());
     assert_eq!(
         seen,
         all.certificates
@@ -1016,43 +1030,30 @@ async fn listing_paging_and_expiry() {
         (soonest - in_400_days).abs() < time::Duration::minutes(5),
         "the not-yet-valid one ends first; the expired one does not count: {soonest}"
     );
+    // The listing's count of one country's DSCs in one status.
     let world = &w;
-    let by_status = |s: pb::CertificateStatus| async move {
+    let listed = |country: &'static str, s: pb::CertificateStatus| async move {
         let mut c = world.client().await;
-        c.list_certificates(list(
-            "DE",
+        let l = list(
+            country,
             pb::CertificateType::DocumentSigner,
             s,
             0,
             String::new(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .certificates
-        .len() as u64
+        );
+        c.list_certificates(l)
+            .await
+            .unwrap()
+            .into_inner()
+            .certificates
+            .len() as u64
     };
-    assert_eq!(by_status(pb::CertificateStatus::Valid).await, de.valid);
-    assert_eq!(by_status(pb::CertificateStatus::Expired).await, de.expired);
-    assert_eq!(
-        by_status(pb::CertificateStatus::NotYetValid).await,
-        de.not_yet_valid
-    );
+    use pb::CertificateStatus::{Expired, NotYetValid, Revoked, Valid};
+    assert_eq!(listed("DE", Valid).await, de.valid);
+    assert_eq!(listed("DE", Expired).await, de.expired);
+    assert_eq!(listed("DE", NotYetValid).await, de.not_yet_valid);
     let ut = row("UT", pb::CertificateType::DocumentSigner);
-    let revoked_listed = c
-        .list_certificates(list(
-            "UT",
-            pb::CertificateType::DocumentSigner,
-            pb::CertificateStatus::Revoked,
-            0,
-            String::new(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .certificates
-        .len() as u64;
-    assert_eq!(revoked_listed, ut.revoked);
+    assert_eq!(listed("UT", Revoked).await, ut.revoked);
     // 30 days (the default): nothing expires that soon.
     let soon = c
         .summarize_certificates(summary(0))

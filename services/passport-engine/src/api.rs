@@ -29,6 +29,14 @@ impl Api {
     }
 }
 
+/// A list RPC's page size: the default for 0, at most [`MAX_PAGE`].
+fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
 /// Checks whose detail may quote the MRZ (a field that does not parse is quoted as found).
 const HOLDER_CHECKS: &[&str] = &["mrz"];
 
@@ -268,21 +276,11 @@ impl PassportEngine for Api {
         request: Request<pb::ListPassportsRequest>,
     ) -> Result<Response<pb::ListPassportsResponse>, Status> {
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let size = page_size(r.page_size);
         let after = marty_runtime::paging::parse(&r.page_token)?;
         let rows = self.engine.page(after, i64::from(size) + 1).await?;
-        let more = rows.len() > size as usize;
-        let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
-        let next = if more {
-            rows.last()
-                .map(|r| marty_runtime::paging::token(r.issued_at, r.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) =
+            marty_runtime::paging::split(rows, size as usize, |r| (r.issued_at, r.id));
         Ok(Response::new(pb::ListPassportsResponse {
             passports: rows.into_iter().map(|r| passport_to_pb(r, false)).collect(),
             next_page_token: next,
@@ -296,24 +294,14 @@ impl PassportEngine for Api {
     ) -> Result<Response<pb::ListVerificationsResponse>, Status> {
         let audit = marty_runtime::authz::sees_audit_detail(&request);
         let r = request.into_inner();
-        let size = match r.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let size = page_size(r.page_size);
         let after = marty_runtime::paging::parse(&r.page_token)?;
         let rows = self
             .engine
             .verifications(after, i64::from(size) + 1)
             .await?;
-        let more = rows.len() > size as usize;
-        let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
-        let next = if more {
-            rows.last()
-                .map(|r| marty_runtime::paging::token(r.requested_at, r.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) =
+            marty_runtime::paging::split(rows, size as usize, |r| (r.requested_at, r.id));
         Ok(Response::new(pb::ListVerificationsResponse {
             verifications: rows
                 .into_iter()

@@ -149,7 +149,7 @@ pub async fn page(
 }
 
 /// A recorded verification.
-#[derive(Debug)]
+#[derive(Debug, sqlx::FromRow)]
 pub struct ValidationRow {
     pub id: Uuid,
     pub requested_at: OffsetDateTime,
@@ -167,7 +167,7 @@ pub async fn validations(
     limit: i64,
 ) -> Result<Vec<ValidationRow>, sqlx::Error> {
     let (t, id) = after.unzip();
-    sqlx::query(
+    sqlx::query_as(
         "select id, requested_at, verdict, report, requested_by,
                 passport_id is not null as issued_here, sod_sha256
            from validation_requests
@@ -178,20 +178,7 @@ pub async fn validations(
     .bind(id)
     .bind(limit)
     .fetch_all(conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(ValidationRow {
-            id: r.try_get("id")?,
-            requested_at: r.try_get("requested_at")?,
-            verdict: r.try_get("verdict")?,
-            report: r.try_get("report")?,
-            requested_by: r.try_get("requested_by")?,
-            issued_here: r.try_get("issued_here")?,
-            sod_sha256: r.try_get("sod_sha256")?,
-        })
-    })
-    .collect()
+    .await
 }
 
 /// A verification to record.
